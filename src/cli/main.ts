@@ -39,7 +39,7 @@ async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   // Command groups register here (one import per group).
   const groups = await Promise.all(
-    ['./volume.js', './kv.js', './mount.js', './bench.js'].map(async (m) => {
+    ['./volume.js', './kv.js', './kv-mount.js', './mount.js', './bench.js'].map(async (m) => {
       try {
         return await import(m);
       } catch (err) {
