@@ -1,0 +1,90 @@
+/**
+ * The file-system seam under the blob store: every operation the blob store
+ * does on disk goes through one `BlobIo`, so a test can wrap it to fail, or to
+ * kill the process, at any single step (s3backer's test_io idea, kept as a
+ * separate layer: `test/engine/fixtures/faulty-blob-io.ts`).
+ *
+ * Paths are absolute. Errors are Node's own errno errors (`err.code` such as
+ * 'ENOENT', 'ENOSPC', 'EIO'); the blob store decides what they mean.
+ */
+import { promises as fsp, constants as C } from 'node:fs';
+
+/** An open file being written. */
+export interface BlobFile {
+  /** Writes all of `data` at `position` (loops over short writes). */
+  write(data: Uint8Array, position: number): Promise<void>;
+  /** fsync(2): the file's bytes and size are durable when it resolves. */
+  sync(): Promise<void>;
+  /** Closes the descriptor. Called exactly once, also after a failure. */
+  close(): Promise<void>;
+}
+
+export interface BlobIo {
+  /** Creates `path` exclusively (O_CREAT|O_EXCL|O_WRONLY, mode 0644). */
+  create(path: string): Promise<BlobFile>;
+  /** rename(2), atomically replacing `to`. */
+  rename(from: string, to: string): Promise<void>;
+  /** Opens the directory and fsyncs it, making renames/creates in it durable. */
+  syncDir(dir: string): Promise<void>;
+  /** unlink(2). Rejects with ENOENT when absent. */
+  unlink(path: string): Promise<void>;
+  /** The file's size, or null when it does not exist. */
+  size(path: string): Promise<number | null>;
+  /** Names in `dir` (not paths), in no particular order. */
+  list(dir: string): Promise<string[]>;
+  /** The whole file. */
+  readFile(path: string): Promise<Buffer>;
+  /** mkdir -p. */
+  mkdirp(dir: string): Promise<void>;
+}
+
+class NodeBlobFile implements BlobFile {
+  constructor(private readonly fh: fsp.FileHandle) {}
+
+  async write(data: Uint8Array, position: number): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.fh.write(data, done, data.length - done, position + done);
+      if (bytesWritten <= 0) throw new Error(`short write at ${position + done}`);
+      done += bytesWritten;
+    }
+  }
+
+  sync(): Promise<void> {
+    return this.fh.sync();
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+/** The real thing: node:fs/promises. */
+export const nodeBlobIo: BlobIo = {
+  async create(path) {
+    return new NodeBlobFile(await fsp.open(path, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644));
+  },
+  rename: (from, to) => fsp.rename(from, to),
+  async syncDir(dir) {
+    const fh = await fsp.open(dir, C.O_RDONLY | C.O_DIRECTORY);
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  },
+  unlink: (path) => fsp.unlink(path),
+  async size(path) {
+    try {
+      return (await fsp.stat(path)).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  },
+  list: (dir) => fsp.readdir(dir),
+  readFile: (path) => fsp.readFile(path),
+  async mkdirp(dir) {
+    await fsp.mkdir(dir, { recursive: true });
+  },
+};
