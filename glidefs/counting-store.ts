@@ -1,0 +1,92 @@
+/**
+ * CountingStore: a wrapping layer that counts the requests that pass through
+ * it and their bytes. Put it directly on the S3Store to count what reaches
+ * the server (each retry is a request), or above a RetryStore to count
+ * operations.
+ *
+ * A request is counted when it completes: `puts`/`gets`/`deletes`/`lists`
+ * count successes (a get that finds nothing is a success and also a
+ * `getMisses`), `errors` counts requests that threw.
+ */
+import type { ObjectStore } from './object-store.js';
+
+export interface CountingStats {
+  puts: number;
+  putBytes: number;
+  gets: number;
+  getBytes: number;
+  getMisses: number;
+  deletes: number;
+  lists: number;
+  errors: number;
+}
+
+const ZERO: CountingStats = { puts: 0, putBytes: 0, gets: 0, getBytes: 0, getMisses: 0, deletes: 0, lists: 0, errors: 0 };
+
+export class CountingStore implements ObjectStore {
+  readonly description: string;
+  readonly inner: ObjectStore;
+  private counters: CountingStats = { ...ZERO };
+
+  constructor(inner: ObjectStore) {
+    this.inner = inner;
+    this.description = inner.description;
+  }
+
+  async put(key: string, data: Uint8Array): Promise<void> {
+    try {
+      await this.inner.put(key, data);
+    } catch (err) {
+      this.counters.errors++;
+      throw err;
+    }
+    this.counters.puts++;
+    this.counters.putBytes += data.byteLength;
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    let v: Buffer | null;
+    try {
+      v = await this.inner.get(key);
+    } catch (err) {
+      this.counters.errors++;
+      throw err;
+    }
+    this.counters.gets++;
+    if (v) this.counters.getBytes += v.byteLength;
+    else this.counters.getMisses++;
+    return v;
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.inner.delete(key);
+    } catch (err) {
+      this.counters.errors++;
+      throw err;
+    }
+    this.counters.deletes++;
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    try {
+      yield* this.inner.list(prefix);
+    } catch (err) {
+      this.counters.errors++;
+      throw err;
+    }
+    this.counters.lists++;
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+
+  stats(): CountingStats {
+    return { ...this.counters };
+  }
+
+  reset(): void {
+    this.counters = { ...ZERO };
+  }
+}
