@@ -459,6 +459,7 @@ export class BlobStore {
     this.inflight.add(tmpName);
     let file: BlobFile | undefined;
     let renamed = false;
+    let renameTried = false;
     try {
       file = await this.io.create(tmpPath);
       for (let off = 0; off < value.length; off += this.chunkBytes) {
@@ -468,10 +469,14 @@ export class BlobStore {
       const f = file;
       file = undefined;
       await f.close();
+      renameTried = true;
       await this.io.rename(tmpPath, finalPath);
       renamed = true;
     } catch (err) {
       if (file) await file.close().catch(() => {});
+      // A rename that reported failure may still have happened: make the next
+      // reuse of any blob fsync the directory first.
+      if (renameTried) this.renameGen++;
       if (!renamed) {
         await this.io.unlink(tmpPath).catch((e: NodeJS.ErrnoException) => {
           if (e.code !== 'ENOENT') this.warn(`cannot remove temp file ${tmpName}; sweep will`, e);
