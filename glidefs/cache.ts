@@ -1,0 +1,285 @@
+/**
+ * VolumeCache: the local write-back cache of one volume (FORMAT.md, "Cache").
+ *
+ * `<cacheDir>/volumes/<volume uuid>/` (0700) holds:
+ * - `data`:  a sparse file as large as the volume; block i lives at
+ *            i * BLOCK_SIZE. Written with pwrite, read with pread.
+ * - `state`: a 16-byte header and one state byte per block:
+ *            0 = not cached, 1 = clean (a copy of the catalog's object, or a
+ *            hole), 2 = dirty (written here, not yet committed by a flush).
+ * - `lock`:  the pid of the process that has the volume open.
+ *
+ * Durability (the contract Volume documents):
+ * - A write first pwrites the bytes into `data`, then, if the block was not
+ *   already dirty, pwrites its state byte 2. Both land in the OS page cache,
+ *   which outlives a kill -9 of the process: a resolved write() survives the
+ *   process dying, and the next flush after reopen uploads it. No fsync per
+ *   write.
+ * - `sync()` fdatasyncs `data` and then `state`: after it, the written bytes
+ *   and the dirty set also survive an OS crash or power loss.
+ * - Clean blocks are never trusted blindly: the first read of a clean block in
+ *   a process re-hashes it against the catalog's key (Volume does this), so a
+ *   state byte that reached the disk without its data is caught and refetched.
+ */
+import {
+  closeSync,
+  existsSync,
+  fdatasyncSync,
+  fstatSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { GlideFsError } from './errors.js';
+
+export const STATE_NONE = 0;
+export const STATE_CLEAN = 1;
+export const STATE_DIRTY = 2;
+
+/*
+ * state file
+ * ┌──────────────────┬────────────────┬────────────────┬──────────────────────────┐
+ * │ magic "GLFSCST1" │ blockCount u32 │ blockSize u32  │ state[blockCount] u8 ... │
+ * │ 8 bytes          │ LE             │ LE             │ 0 none,1 clean,2 dirty   │
+ * └──────────────────┴────────────────┴────────────────┴──────────────────────────┘
+ */
+const STATE_MAGIC = Buffer.from('GLFSCST1', 'latin1');
+export const STATE_HEADER = 16;
+
+function encodeStateHeader(blockCount: number, blockSize: number): Buffer {
+  const h = Buffer.alloc(STATE_HEADER);
+  STATE_MAGIC.copy(h, 0);
+  h.writeUInt32LE(blockCount, 8);
+  h.writeUInt32LE(blockSize, 12);
+  return h;
+}
+
+function decodeStateHeader(buf: Buffer, path: string): { blockCount: number; blockSize: number } {
+  if (buf.length < STATE_HEADER || !buf.subarray(0, 8).equals(STATE_MAGIC)) {
+    throw GlideFsError.CORRUPT(`cache state file ${path} has no valid header`);
+  }
+  return { blockCount: buf.readUInt32LE(8), blockSize: buf.readUInt32LE(12) };
+}
+
+export function volumeCacheDir(cacheDir: string, uuid: string): string {
+  return join(cacheDir, 'volumes', uuid);
+}
+
+export class VolumeCache {
+  readonly dir: string;
+  readonly blockCount: number;
+  readonly blockSize: number;
+  /** In-memory copy of the state bytes (the file is kept equal to it). */
+  readonly states: Uint8Array;
+  private dataFd: number;
+  private stateFd: number;
+  private dirty = 0;
+  private readonly one = Buffer.alloc(1);
+  private closed = false;
+
+  private constructor(dir: string, blockCount: number, blockSize: number, dataFd: number, stateFd: number, states: Uint8Array) {
+    this.dir = dir;
+    this.blockCount = blockCount;
+    this.blockSize = blockSize;
+    this.dataFd = dataFd;
+    this.stateFd = stateFd;
+    this.states = states;
+    for (let i = 0; i < states.length; i++) if (states[i] === STATE_DIRTY) this.dirty++;
+  }
+
+  /** Opens (creating if needed) the cache of a volume. The caller holds the lock. */
+  static open(dir: string, blockCount: number, blockSize: number): VolumeCache {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const statePath = join(dir, 'state');
+    const dataPath = join(dir, 'data');
+    let states: Uint8Array;
+    if (existsSync(statePath)) {
+      const raw = readFileSync(statePath);
+      const h = decodeStateHeader(raw, statePath);
+      if (h.blockCount !== blockCount || h.blockSize !== blockSize) {
+        throw GlideFsError.CORRUPT(`cache ${dir} is for ${h.blockCount} blocks of ${h.blockSize}, volume has ${blockCount} of ${blockSize}`);
+      }
+      states = new Uint8Array(blockCount);
+      states.set(raw.subarray(STATE_HEADER, STATE_HEADER + blockCount));
+    } else {
+      // Data first, so a state file never exists without its data file.
+      closeSync(openSync(dataPath, 'a', 0o600));
+      const tmp = statePath + '.tmp';
+      writeFileSync(tmp, Buffer.concat([encodeStateHeader(blockCount, blockSize), Buffer.alloc(blockCount)]), { mode: 0o600 });
+      const fd = openSync(tmp, 'r+');
+      fdatasyncSync(fd);
+      closeSync(fd);
+      renameSync(tmp, statePath); // atomic: no state file, or a whole one
+      states = new Uint8Array(blockCount);
+    }
+    const dataFd = openSync(dataPath, 'r+');
+    const want = blockCount * blockSize;
+    if (fstatSync(dataFd).size !== want) ftruncateSync(dataFd, want);
+    const stateFd = openSync(statePath, 'r+');
+    return new VolumeCache(dir, blockCount, blockSize, dataFd, stateFd, states);
+  }
+
+  get dirtyCount(): number {
+    return this.dirty;
+  }
+
+  state(i: number): number {
+    return this.states[i];
+  }
+
+  /** Sets a block's state byte, in memory and in the state file (pwrite, no fsync). */
+  setState(i: number, s: number): void {
+    const prev = this.states[i];
+    if (prev === s) return;
+    this.one[0] = s;
+    writeSync(this.stateFd, this.one, 0, 1, STATE_HEADER + i);
+    this.states[i] = s;
+    if (prev === STATE_DIRTY) this.dirty--;
+    if (s === STATE_DIRTY) this.dirty++;
+  }
+
+  /** Reads `length` bytes of block `i` from `offsetInBlock` into `target` at `targetOffset`. */
+  read(i: number, offsetInBlock: number, length: number, target: Uint8Array, targetOffset: number): void {
+    let done = 0;
+    const pos = i * this.blockSize + offsetInBlock;
+    while (done < length) {
+      const n = readSync(this.dataFd, target, targetOffset + done, length - done, pos + done);
+      if (n === 0) throw GlideFsError.IO(`short read in cache ${this.dir} at block ${i}`);
+      done += n;
+    }
+  }
+
+  readBlock(i: number, target: Buffer = Buffer.allocUnsafe(this.blockSize)): Buffer {
+    this.read(i, 0, this.blockSize, target, 0);
+    return target;
+  }
+
+  /** Writes bytes into block `i` at `offsetInBlock` (pwrite, no fsync). */
+  write(i: number, offsetInBlock: number, data: Uint8Array): void {
+    let done = 0;
+    const pos = i * this.blockSize + offsetInBlock;
+    while (done < data.length) {
+      done += writeSync(this.dataFd, data, done, data.length - done, pos + done);
+    }
+  }
+
+  /** Every dirty block index, ascending. */
+  dirtyIndices(): number[] {
+    const out: number[] = [];
+    const s = this.states;
+    for (let i = 0; i < s.length; i++) if (s[i] === STATE_DIRTY) out.push(i);
+    return out;
+  }
+
+  /** Makes the cached bytes and then the dirty set durable on the local disk. */
+  sync(): void {
+    if (this.closed) return;
+    fdatasyncSync(this.dataFd);
+    fdatasyncSync(this.stateFd);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.sync();
+    } finally {
+      closeSync(this.dataFd);
+      closeSync(this.stateFd);
+      this.dataFd = -1;
+      this.stateFd = -1;
+    }
+  }
+
+  /** Number of dirty blocks recorded in a volume's cache dir (for stats from any process). */
+  static countDirty(dir: string): number {
+    const path = join(dir, 'state');
+    if (!existsSync(path)) return 0;
+    const raw = readFileSync(path);
+    decodeStateHeader(raw, path);
+    let n = 0;
+    for (let i = STATE_HEADER; i < raw.length; i++) if (raw[i] === STATE_DIRTY) n++;
+    return n;
+  }
+
+  static remove(dir: string): void {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// --- lock file ----------------------------------------------------------------
+
+/** True if a process with this pid exists (EPERM still means it exists). */
+function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The pid holding a volume's lock, or null (no lock, or its holder is dead). */
+export function lockHolder(dir: string): number | null {
+  const path = join(dir, 'lock');
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+  const pid = Number(text.trim());
+  return pidAlive(pid) ? pid : null;
+}
+
+/**
+ * Takes a volume's lock file (`O_EXCL` create holding our pid). A lock whose
+ * pid is dead (kill -9) is stale and taken over. Throws E_LOCKED otherwise.
+ */
+export function acquireLock(dir: string, name: string): () => void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, 'lock');
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        try {
+          if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
+        } catch {
+          // already gone
+        }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw GlideFsError.IO(`cannot create lock ${path}: ${(err as Error).message}`, err);
+    }
+    let text = '';
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch {
+      continue; // vanished: retry
+    }
+    const pid = Number(text.trim());
+    if (pid === process.pid) throw GlideFsError.LOCKED(`volume '${name}' is already open in this process (pid ${pid})`);
+    if (text.trim() !== '' && pidAlive(pid)) throw GlideFsError.LOCKED(`volume '${name}' is open in another process (pid ${pid})`);
+    try {
+      unlinkSync(path); // stale
+    } catch {
+      // someone else took it over: retry
+    }
+  }
+  throw GlideFsError.LOCKED(`volume '${name}': cannot take lock ${path}`);
+}

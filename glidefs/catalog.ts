@@ -1,0 +1,580 @@
+/**
+ * Catalog: the block layer's metadata in one SQLite file (better-sqlite3, WAL).
+ *
+ * Several processes may open the same catalog at once (a device daemon with a
+ * volume open, a CLI doing fork/stats/gc): WAL lets readers run beside the one
+ * writer, `busy_timeout` makes writers queue instead of failing, and every
+ * multi-row change is one `BEGIN IMMEDIATE` transaction. The file is 0600.
+ * Schema in FORMAT.md ("Catalog"); `PRAGMA user_version` holds its version.
+ *
+ * Coordination between uploads, deletes and gc (see FORMAT.md, "gc rule"):
+ * - `pending`: a flush records each key it is about to PUT before the PUT,
+ *   and drops the rows in its commit transaction. gc never deletes a key that
+ *   has a live pending row.
+ * - `deleting`: a key whose object is about to be DELETEd (refcount fell to
+ *   zero, or gc found an orphan). A flush that must PUT such a key waits until
+ *   the row is gone (the delete is done), so a delete can never remove an
+ *   object that a later commit names.
+ * Rows are owned by a process (host, pid); rows of a dead owner are stale and
+ * gc finishes or drops them.
+ */
+import Database from 'better-sqlite3';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { GlideFsError } from './errors.js';
+
+export const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS volumes (
+  id          INTEGER PRIMARY KEY,
+  name        TEXT NOT NULL UNIQUE,
+  uuid        TEXT NOT NULL UNIQUE,
+  size_bytes  INTEGER NOT NULL,
+  parent      TEXT,
+  family      INTEGER NOT NULL,
+  snapshot    INTEGER NOT NULL DEFAULT 0,
+  created_at  INTEGER NOT NULL,
+  uploads           INTEGER NOT NULL DEFAULT 0,
+  uploaded_bytes    INTEGER NOT NULL DEFAULT 0,
+  reuploads         INTEGER NOT NULL DEFAULT 0,
+  skipped_unchanged INTEGER NOT NULL DEFAULT 0,
+  gets              INTEGER NOT NULL DEFAULT 0,
+  deletes           INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS blocks (
+  volume_id   INTEGER NOT NULL,
+  block_index INTEGER NOT NULL,
+  key         TEXT NOT NULL,
+  PRIMARY KEY (volume_id, block_index)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blocks_by_key ON blocks (key);
+CREATE TABLE IF NOT EXISTS objects (
+  key        TEXT PRIMARY KEY,
+  refcount   INTEGER NOT NULL CHECK (refcount > 0),
+  size       INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS upload_counts (
+  volume_id   INTEGER NOT NULL,
+  block_index INTEGER NOT NULL,
+  uploads     INTEGER NOT NULL,
+  PRIMARY KEY (volume_id, block_index)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS family_offsets (
+  family      INTEGER NOT NULL,
+  block_index INTEGER NOT NULL,
+  PRIMARY KEY (family, block_index)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+  key        TEXT NOT NULL,
+  owner      TEXT NOT NULL,
+  owner_host TEXT NOT NULL,
+  owner_pid  INTEGER NOT NULL,
+  started_at INTEGER NOT NULL,
+  PRIMARY KEY (key, owner)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deleting (
+  key        TEXT PRIMARY KEY,
+  owner      TEXT NOT NULL,
+  owner_host TEXT NOT NULL,
+  owner_pid  INTEGER NOT NULL,
+  started_at INTEGER NOT NULL
+) WITHOUT ROWID;
+`;
+
+export interface VolumeRow {
+  id: number;
+  name: string;
+  uuid: string;
+  size_bytes: number;
+  parent: string | null;
+  family: number;
+  snapshot: number;
+  created_at: number;
+  uploads: number;
+  uploaded_bytes: number;
+  reuploads: number;
+  skipped_unchanged: number;
+  gets: number;
+  deletes: number;
+}
+
+/** One block's change in a flush commit. `newKey` null = the block became a hole. */
+export interface BlockChange {
+  blockIndex: number;
+  oldKey: string | null;
+  newKey: string | null;
+  /** True when this flush PUT `newKey` (counts as an upload). */
+  uploaded: boolean;
+}
+
+export interface CommitCounters {
+  skippedUnchanged: number;
+  gets: number;
+}
+
+export interface CommitResult {
+  uploads: number;
+  uploadedBytes: number;
+  reuploads: number;
+  /** Keys whose refcount fell to zero; rows in `deleting` are held for them. */
+  toDelete: string[];
+}
+
+/** Thrown inside a commit when keys planned for reuse vanished meanwhile. */
+export class ReuseLost extends Error {
+  constructor(readonly keys: string[]) {
+    super('keys planned for reuse were deleted meanwhile');
+  }
+}
+
+const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function checkVolumeName(name: string): void {
+  if (typeof name !== 'string' || !VOLUME_NAME.test(name)) {
+    throw GlideFsError.BAD_NAME(String(name), 'use 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit');
+  }
+}
+
+/** The identity of this process as an owner of pending/deleting rows. */
+export interface Owner {
+  token: string;
+  host: string;
+  pid: number;
+}
+
+export function newOwner(): Owner {
+  return { token: `${hostname()}:${process.pid}:${randomBytes(6).toString('hex')}`, host: hostname(), pid: process.pid };
+}
+
+/** True when the owner process of a row may still be running. */
+export function ownerAlive(host: string, pid: number): boolean {
+  if (host !== hostname()) return true; // cannot tell: treat as alive
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class Catalog {
+  readonly db: Database.Database;
+  private closed = false;
+
+  private constructor(db: Database.Database) {
+    this.db = db;
+  }
+
+  static open(path: string): Catalog {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    try {
+      closeSync(openSync(path, 'a', 0o600));
+      chmodSync(path, 0o600);
+    } catch (err) {
+      throw GlideFsError.IO(`cannot create catalog ${path}: ${(err as Error).message}`, err);
+    }
+    let db: Database.Database;
+    try {
+      db = new Database(path);
+      db.pragma('busy_timeout = 15000');
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = OFF');
+    } catch (err) {
+      throw GlideFsError.CORRUPT(`cannot open catalog ${path}: ${(err as Error).message}`, err);
+    }
+    const cat = new Catalog(db);
+    try {
+      cat.migrate();
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    return cat;
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version === SCHEMA_VERSION) return;
+    if (version > SCHEMA_VERSION) {
+      throw GlideFsError.CORRUPT(`catalog schema version ${version} is newer than this glidekv (${SCHEMA_VERSION})`);
+    }
+    this.immediate(() => {
+      const v = this.db.pragma('user_version', { simple: true }) as number;
+      if (v === SCHEMA_VERSION) return;
+      this.db.exec(SCHEMA);
+      this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('catalog_id', randomBytes(8).toString('hex'));
+      this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('deletes', '0');
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    });
+  }
+
+  /** Runs `fn` in a BEGIN IMMEDIATE transaction (waits for the write lock). */
+  immediate<T>(fn: () => T): T {
+    this.checkOpen();
+    return this.db.transaction(fn).immediate();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw GlideFsError.CLOSED('catalog');
+  }
+
+  // --- volumes ---------------------------------------------------------------
+
+  findVolume(name: string): VolumeRow | undefined {
+    this.checkOpen();
+    return this.db.prepare('SELECT * FROM volumes WHERE name = ?').get(name) as VolumeRow | undefined;
+  }
+
+  volume(name: string): VolumeRow {
+    const row = this.findVolume(name);
+    if (!row) throw GlideFsError.NO_VOLUME(name);
+    return row;
+  }
+
+  volumeById(id: number): VolumeRow | undefined {
+    this.checkOpen();
+    return this.db.prepare('SELECT * FROM volumes WHERE id = ?').get(id) as VolumeRow | undefined;
+  }
+
+  listVolumes(): VolumeRow[] {
+    this.checkOpen();
+    return this.db.prepare('SELECT * FROM volumes ORDER BY name').all() as VolumeRow[];
+  }
+
+  createVolume(name: string, sizeBytes: number): VolumeRow {
+    return this.immediate(() => {
+      if (this.findVolume(name)) throw GlideFsError.VOLUME_EXISTS(name);
+      const info = this.db
+        .prepare('INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at) VALUES (?, ?, ?, NULL, 0, 0, ?)')
+        .run(name, randomBytes(16).toString('hex'), sizeBytes, Date.now());
+      const id = Number(info.lastInsertRowid);
+      this.db.prepare('UPDATE volumes SET family = ? WHERE id = ?').run(id, id);
+      return this.volumeById(id)!;
+    });
+  }
+
+  /**
+   * Copies `src`'s block map into a new volume `dst` and raises the refcount
+   * of every object it names, in one transaction. No object is copied.
+   */
+  fork(src: string, dst: string, snapshot: boolean): VolumeRow {
+    return this.immediate(() => {
+      const s = this.volume(src);
+      if (this.findVolume(dst)) throw GlideFsError.VOLUME_EXISTS(dst);
+      const info = this.db
+        .prepare('INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(dst, randomBytes(16).toString('hex'), s.size_bytes, s.name, s.family, snapshot ? 1 : 0, Date.now());
+      const id = Number(info.lastInsertRowid);
+      this.db.prepare('INSERT INTO blocks (volume_id, block_index, key) SELECT ?, block_index, key FROM blocks WHERE volume_id = ?').run(id, s.id);
+      this.db
+        .prepare('UPDATE objects SET refcount = refcount + 1 WHERE key IN (SELECT key FROM blocks WHERE volume_id = ?)')
+        .run(id);
+      return this.volumeById(id)!;
+    });
+  }
+
+  /**
+   * Removes a volume and its block map, releasing its refcounts. Keys whose
+   * refcount fell to zero are returned with `deleting` rows held by `owner`;
+   * the caller deletes the objects and then calls `finishDeletes`.
+   */
+  deleteVolume(name: string, owner: Owner): { volume: VolumeRow; toDelete: string[] } {
+    return this.immediate(() => {
+      const v = this.volume(name);
+      const keys = (this.db.prepare('SELECT key FROM blocks WHERE volume_id = ?').all(v.id) as { key: string }[]).map((r) => r.key);
+      const toDelete: string[] = [];
+      for (const key of keys) if (this.release(key, owner)) toDelete.push(key);
+      this.db.prepare('DELETE FROM blocks WHERE volume_id = ?').run(v.id);
+      this.db.prepare('DELETE FROM upload_counts WHERE volume_id = ?').run(v.id);
+      this.db.prepare('DELETE FROM volumes WHERE id = ?').run(v.id);
+      return { volume: v, toDelete };
+    });
+  }
+
+  /** Block map of a volume: block index -> object key. */
+  blockMap(volumeId: number): Map<number, string> {
+    this.checkOpen();
+    const map = new Map<number, string>();
+    const rows = this.db.prepare('SELECT block_index, key FROM blocks WHERE volume_id = ?').raw().all(volumeId) as [number, string][];
+    for (const [i, k] of rows) map.set(i, k);
+    return map;
+  }
+
+  // --- flush -----------------------------------------------------------------
+
+  /**
+   * Plans the PUTs of a flush: keys already in `objects` are reused; the rest
+   * get a `pending` row (so gc leaves them alone) and must be uploaded. Keys
+   * in `wait` have a `deleting` row: upload them only after it is gone.
+   */
+  planUploads(keys: string[], owner: Owner): { upload: string[]; reuse: string[]; wait: string[] } {
+    return this.immediate(() => {
+      const hasObj = this.db.prepare('SELECT 1 FROM objects WHERE key = ?').pluck();
+      const hasDel = this.db.prepare('SELECT 1 FROM deleting WHERE key = ?').pluck();
+      const addPending = this.db.prepare(
+        'INSERT OR REPLACE INTO pending (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)',
+      );
+      const upload: string[] = [];
+      const reuse: string[] = [];
+      const wait: string[] = [];
+      const now = Date.now();
+      for (const key of keys) {
+        if (hasObj.get(key)) {
+          reuse.push(key);
+          continue;
+        }
+        addPending.run(key, owner.token, owner.host, owner.pid, now);
+        upload.push(key);
+        if (hasDel.get(key)) wait.push(key);
+      }
+      return { upload, reuse, wait };
+    });
+  }
+
+  /**
+   * Keys among `keys` that still have a `deleting` row. A row of a dead
+   * owner is dropped here (its delete will never run; the uploader may go on).
+   */
+  stillDeleting(keys: string[]): string[] {
+    this.checkOpen();
+    const get = this.db.prepare('SELECT owner_host, owner_pid FROM deleting WHERE key = ?');
+    const out: string[] = [];
+    for (const key of keys) {
+      const row = get.get(key) as { owner_host: string; owner_pid: number } | undefined;
+      if (!row) continue;
+      if (!ownerAlive(row.owner_host, row.owner_pid)) {
+        this.db.prepare('DELETE FROM deleting WHERE key = ?').run(key);
+        continue;
+      }
+      out.push(key);
+    }
+    return out;
+  }
+
+  /** Drops this owner's pending rows (a flush that failed before committing). */
+  dropPending(keys: string[], owner: Owner): void {
+    if (keys.length === 0) return;
+    this.immediate(() => {
+      const del = this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?');
+      for (const k of keys) del.run(k, owner.token);
+    });
+  }
+
+  /**
+   * The flush commit: one transaction that moves every changed block to its
+   * new key, raises and releases refcounts, drops the flush's pending rows,
+   * and adds the flush's counters to the volume's stats. Throws ReuseLost
+   * (changing nothing) if a key planned for reuse has been deleted meanwhile.
+   */
+  commitFlush(
+    volumeId: number,
+    changes: BlockChange[],
+    uploadedKeys: string[],
+    blockSize: number,
+    counters: CommitCounters,
+    owner: Owner,
+  ): CommitResult {
+    return this.immediate(() => {
+      const v = this.volumeById(volumeId);
+      if (!v) throw GlideFsError.NO_VOLUME(`#${volumeId}`);
+      const uploaded = new Set(uploadedKeys);
+      const hasObj = this.db.prepare('SELECT 1 FROM objects WHERE key = ?').pluck();
+      const lost: string[] = [];
+      for (const c of changes) {
+        if (c.newKey !== null && !uploaded.has(c.newKey) && !hasObj.get(c.newKey)) lost.push(c.newKey);
+      }
+      if (lost.length > 0) throw new ReuseLost(lost);
+
+      const addObj = this.db.prepare(
+        'INSERT INTO objects (key, refcount, size, created_at) VALUES (?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET refcount = refcount + 1',
+      );
+      const setBlock = this.db.prepare('INSERT OR REPLACE INTO blocks (volume_id, block_index, key) VALUES (?, ?, ?)');
+      const delBlock = this.db.prepare('DELETE FROM blocks WHERE volume_id = ? AND block_index = ?');
+      const bumpUpload = this.db.prepare(
+        'INSERT INTO upload_counts (volume_id, block_index, uploads) VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET uploads = uploads + 1',
+      );
+      const seenOffset = this.db.prepare('INSERT OR IGNORE INTO family_offsets (family, block_index) VALUES (?, ?)');
+      const delPending = this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?');
+      const now = Date.now();
+      let uploads = 0;
+      let reuploads = 0;
+      const toDelete: string[] = [];
+      for (const c of changes) {
+        if (c.newKey !== null) {
+          addObj.run(c.newKey, blockSize, now);
+          setBlock.run(volumeId, c.blockIndex, c.newKey);
+        } else {
+          delBlock.run(volumeId, c.blockIndex);
+        }
+        if (c.uploaded) {
+          uploads++;
+          bumpUpload.run(volumeId, c.blockIndex);
+          if (seenOffset.run(v.family, c.blockIndex).changes === 0) reuploads++;
+        }
+        if (c.oldKey !== null && this.release(c.oldKey, owner)) toDelete.push(c.oldKey);
+      }
+      for (const k of uploadedKeys) delPending.run(k, owner.token);
+      this.db
+        .prepare(
+          'UPDATE volumes SET uploads = uploads + ?, uploaded_bytes = uploaded_bytes + ?, reuploads = reuploads + ?, ' +
+            'skipped_unchanged = skipped_unchanged + ?, gets = gets + ? WHERE id = ?',
+        )
+        .run(uploads, uploads * blockSize, reuploads, counters.skippedUnchanged, counters.gets, volumeId);
+      return { uploads, uploadedBytes: uploads * blockSize, reuploads, toDelete };
+    });
+  }
+
+  /**
+   * Lowers a key's refcount. At zero the row goes and, unless another flush
+   * is about to PUT the same key, a `deleting` row is taken. Returns true
+   * when the caller must delete the object. Call inside a transaction.
+   */
+  private release(key: string, owner: Owner): boolean {
+    const row = this.db.prepare('SELECT refcount FROM objects WHERE key = ?').get(key) as { refcount: number } | undefined;
+    if (!row) return false;
+    if (row.refcount > 1) {
+      this.db.prepare('UPDATE objects SET refcount = refcount - 1 WHERE key = ?').run(key);
+      return false;
+    }
+    this.db.prepare('DELETE FROM objects WHERE key = ?').run(key);
+    if (this.db.prepare('SELECT 1 FROM pending WHERE key = ?').get(key)) return false;
+    this.db
+      .prepare('INSERT OR REPLACE INTO deleting (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)')
+      .run(key, owner.token, owner.host, owner.pid, Date.now());
+    return true;
+  }
+
+  /** Drops the `deleting` rows of objects now deleted and counts the deletes. */
+  finishDeletes(keys: string[], volumeId: number | null): void {
+    if (keys.length === 0) return;
+    this.immediate(() => {
+      const del = this.db.prepare('DELETE FROM deleting WHERE key = ?');
+      for (const k of keys) del.run(k);
+      if (volumeId !== null) {
+        this.db.prepare('UPDATE volumes SET deletes = deletes + ? WHERE id = ?').run(keys.length, volumeId);
+      } else {
+        this.db.prepare("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'deletes'").run(keys.length);
+      }
+    });
+  }
+
+  /** Adds read-side counters (GETs) that are kept in memory between commits. */
+  addGets(volumeId: number, gets: number): void {
+    if (gets === 0) return;
+    this.immediate(() => {
+      this.db.prepare('UPDATE volumes SET gets = gets + ? WHERE id = ?').run(gets, volumeId);
+    });
+  }
+
+  // --- gc --------------------------------------------------------------------
+
+  /**
+   * gc step 1: drops pending rows of dead owners and adopts deleting rows of
+   * dead owners (they become this owner's). Returns the adopted keys.
+   */
+  adoptStale(owner: Owner): string[] {
+    return this.immediate(() => {
+      const pend = this.db.prepare('SELECT key, owner, owner_host, owner_pid FROM pending').all() as {
+        key: string;
+        owner: string;
+        owner_host: string;
+        owner_pid: number;
+      }[];
+      for (const p of pend) {
+        if (!ownerAlive(p.owner_host, p.owner_pid)) this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?').run(p.key, p.owner);
+      }
+      const dels = this.db.prepare('SELECT key, owner_host, owner_pid FROM deleting').all() as {
+        key: string;
+        owner_host: string;
+        owner_pid: number;
+      }[];
+      const adopted: string[] = [];
+      for (const d of dels) {
+        if (ownerAlive(d.owner_host, d.owner_pid)) continue;
+        if (this.db.prepare('SELECT 1 FROM objects WHERE key = ?').get(d.key)) {
+          // Re-referenced since (cannot happen by the protocol, but never delete a named object).
+          this.db.prepare('DELETE FROM deleting WHERE key = ?').run(d.key);
+          continue;
+        }
+        this.db
+          .prepare('UPDATE deleting SET owner = ?, owner_host = ?, owner_pid = ?, started_at = ? WHERE key = ?')
+          .run(owner.token, owner.host, owner.pid, Date.now(), d.key);
+        adopted.push(d.key);
+      }
+      return adopted;
+    });
+  }
+
+  /**
+   * gc step 2: of `listed` keys (found in the store), takes a `deleting` row
+   * for each one the catalog does not name (no object row, no pending row,
+   * not already being deleted). Returns those orphans.
+   */
+  claimOrphans(listed: string[], owner: Owner): string[] {
+    return this.immediate(() => {
+      const named = this.db.prepare(
+        'SELECT EXISTS (SELECT 1 FROM objects WHERE key = @k) OR EXISTS (SELECT 1 FROM pending WHERE key = @k) OR EXISTS (SELECT 1 FROM deleting WHERE key = @k)',
+      ).pluck();
+      const take = this.db.prepare(
+        'INSERT INTO deleting (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)',
+      );
+      const now = Date.now();
+      const out: string[] = [];
+      for (const key of listed) {
+        if (named.get({ k: key })) continue;
+        take.run(key, owner.token, owner.host, owner.pid, now);
+        out.push(key);
+      }
+      return out;
+    });
+  }
+
+  /** Every key the catalog names as an object. */
+  objectKeys(): string[] {
+    this.checkOpen();
+    return this.db.prepare('SELECT key FROM objects').pluck().all() as string[];
+  }
+
+  // --- stats -----------------------------------------------------------------
+
+  volumeCounts(volumeId: number): { blocks: number; sharedBlocks: number; objects: number } {
+    this.checkOpen();
+    const blocks = this.db.prepare('SELECT count(*) FROM blocks WHERE volume_id = ?').pluck().get(volumeId) as number;
+    const sharedBlocks = this.db
+      .prepare('SELECT count(*) FROM blocks b JOIN objects o ON o.key = b.key WHERE b.volume_id = ? AND o.refcount > 1')
+      .pluck()
+      .get(volumeId) as number;
+    const objects = this.db.prepare('SELECT count(*) FROM objects').pluck().get() as number;
+    return { blocks, sharedBlocks, objects };
+  }
+
+  uploadsPerOffset(volumeId: number): Array<{ blockIndex: number; uploads: number }> {
+    this.checkOpen();
+    const rows = this.db
+      .prepare('SELECT block_index, uploads FROM upload_counts WHERE volume_id = ? ORDER BY block_index')
+      .raw()
+      .all(volumeId) as [number, number][];
+    return rows.map(([blockIndex, uploads]) => ({ blockIndex, uploads }));
+  }
+
+  globalDeletes(): number {
+    this.checkOpen();
+    return Number(this.db.prepare("SELECT value FROM meta WHERE key = 'deletes'").pluck().get() ?? 0);
+  }
+}

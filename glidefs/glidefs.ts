@@ -1,0 +1,276 @@
+/**
+ * GlideFs: the block layer's entry point — one catalog, one cache directory,
+ * one object store. Creates, opens, forks, snapshots and deletes volumes, runs
+ * gc, and reports stats. Formats and rules: FORMAT.md.
+ *
+ * GlideFs does not own the store it is given: `close()` leaves it open.
+ */
+import { chmodSync, mkdirSync } from 'node:fs';
+import { GlideFsError } from './errors.js';
+import type { ObjectStore } from './object-store.js';
+import { BLOCK_SIZE, blocksPrefix, normalizePrefix, parseBlockKey } from './block-key.js';
+import { Catalog, checkVolumeName, newOwner, type Owner, type VolumeRow } from './catalog.js';
+import { acquireLock, lockHolder, VolumeCache, volumeCacheDir } from './cache.js';
+import { OpenVolume, type Volume } from './volume.js';
+import { deleteObjects } from './flush.js';
+
+export interface GlideFsOptions {
+  store: ObjectStore;
+  catalogPath: string;
+  cacheDir: string;
+  /** Key prefix inside the store (default none): keys are `<prefix>/blocks/...`. */
+  prefix?: string;
+  /** Parallel PUTs/DELETEs per flush (default 16). */
+  uploadConcurrency?: number;
+}
+
+export interface VolumeInfo {
+  name: string;
+  sizeBytes: number;
+  parent: string | null;
+  snapshot: boolean;
+  createdAt: number;
+}
+
+export interface VolumeStats {
+  /** Objects PUT by flushes of this volume. */
+  uploads: number;
+  uploadedBytes: number;
+  /** Uploads at an offset that had been uploaded before (in the volume's family). */
+  reuploads: number;
+  /** Dirty blocks found unchanged at flush (no upload). */
+  skippedUnchanged: number;
+  /** Blocks of this volume whose object another volume also references. */
+  sharedBlocks: number;
+  /** Object GETs made for this volume's reads. */
+  gets: number;
+  /** Objects deleted by this volume's flushes (refcount fell to zero). */
+  deletes: number;
+  /** Non-hole blocks in the volume's block map. */
+  blocks: number;
+  /** Objects the whole catalog names (all volumes; each stored once). */
+  objects: number;
+  /** Blocks written locally and not yet flushed (in this cache dir). */
+  dirtyBlocks: number;
+}
+
+export interface GcResult {
+  /** Unreferenced objects deleted (deletes left unfinished by a dead process). */
+  deletedObjects: number;
+  /** Objects in the store that the catalog does not name. */
+  orphansDeleted: number;
+}
+
+export function volumeInfo(row: VolumeRow): VolumeInfo {
+  return { name: row.name, sizeBytes: row.size_bytes, parent: row.parent, snapshot: row.snapshot === 1, createdAt: row.created_at };
+}
+
+export class GlideFs {
+  readonly store: ObjectStore;
+  readonly catalog: Catalog;
+  readonly cacheDir: string;
+  readonly prefix: string;
+  readonly uploadConcurrency: number;
+  private readonly owner: Owner = newOwner();
+  private readonly open = new Map<string, OpenVolume>();
+  private closed = false;
+
+  private constructor(opts: GlideFsOptions, catalog: Catalog, prefix: string) {
+    this.store = opts.store;
+    this.catalog = catalog;
+    this.cacheDir = opts.cacheDir;
+    this.prefix = prefix;
+    this.uploadConcurrency = opts.uploadConcurrency ?? 16;
+  }
+
+  static async open(opts: GlideFsOptions): Promise<GlideFs> {
+    const prefix = normalizePrefix(opts.prefix);
+    if (opts.uploadConcurrency !== undefined && !(Number.isInteger(opts.uploadConcurrency) && opts.uploadConcurrency > 0)) {
+      throw GlideFsError.INVALID(`uploadConcurrency must be a positive integer`);
+    }
+    try {
+      mkdirSync(opts.cacheDir, { recursive: true, mode: 0o700 });
+      chmodSync(opts.cacheDir, 0o700);
+    } catch (err) {
+      throw GlideFsError.IO(`cannot create cache directory ${opts.cacheDir}: ${(err as Error).message}`, err);
+    }
+    return new GlideFs(opts, Catalog.open(opts.catalogPath), prefix);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw GlideFsError.CLOSED('glidefs');
+  }
+
+  async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+    this.checkOpen();
+    checkVolumeName(name);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
+      throw GlideFsError.BAD_SIZE(`volume size must be a positive whole number of bytes, got ${sizeBytes}`);
+    }
+    if (sizeBytes % BLOCK_SIZE !== 0) {
+      throw GlideFsError.BAD_SIZE(`volume size ${sizeBytes} is not a multiple of the block size (${BLOCK_SIZE} bytes = 128K)`);
+    }
+    if (sizeBytes / BLOCK_SIZE > 0xffffffff) throw GlideFsError.BAD_SIZE(`volume size ${sizeBytes} is too large`);
+    return volumeInfo(this.catalog.createVolume(name, sizeBytes));
+  }
+
+  listVolumes(): VolumeInfo[] {
+    this.checkOpen();
+    return this.catalog.listVolumes().map(volumeInfo);
+  }
+
+  getVolume(name: string): VolumeInfo {
+    this.checkOpen();
+    return volumeInfo(this.catalog.volume(name));
+  }
+
+  /** Opens a volume; one opener per volume per cache dir (E_LOCKED otherwise). */
+  async openVolume(name: string): Promise<Volume> {
+    return this.openInternal(name);
+  }
+
+  private openInternal(name: string): OpenVolume {
+    this.checkOpen();
+    const row = this.catalog.volume(name);
+    if (this.open.has(name)) throw GlideFsError.LOCKED(`volume '${name}' is already open in this process (pid ${process.pid})`);
+    const dir = volumeCacheDir(this.cacheDir, row.uuid);
+    const release = acquireLock(dir, name);
+    let cache: VolumeCache;
+    try {
+      cache = VolumeCache.open(dir, row.size_bytes / BLOCK_SIZE, BLOCK_SIZE);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    const vol = new OpenVolume(row, cache, {
+      catalog: this.catalog,
+      store: this.store,
+      prefix: this.prefix,
+      owner: this.owner,
+      uploadConcurrency: this.uploadConcurrency,
+      releaseLock: release,
+      onClose: () => this.open.delete(name),
+    });
+    this.open.set(name, vol);
+    return vol;
+  }
+
+  /**
+   * Brings a fork source's committed state up to date: if it is open here it
+   * is flushed; if it has dirty blocks in this cache dir and nobody holds it,
+   * it is opened, flushed and closed. A volume held by another process is
+   * forked as committed (the device mount freezes and flushes it first).
+   */
+  private async settle(name: string): Promise<void> {
+    const open = this.open.get(name);
+    if (open) {
+      await open.flush();
+      return;
+    }
+    const row = this.catalog.volume(name);
+    const dir = volumeCacheDir(this.cacheDir, row.uuid);
+    if (row.snapshot === 1 || lockHolder(dir) !== null || VolumeCache.countDirty(dir) === 0) return;
+    const vol = this.openInternal(name);
+    try {
+      await vol.flush();
+    } finally {
+      await vol.close();
+    }
+  }
+
+  /** A writable copy of `src`: metadata only, one transaction, no object copied. */
+  async fork(src: string, dst: string): Promise<VolumeInfo> {
+    return this.forkAs(src, dst, false);
+  }
+
+  /** A read-only fork of `src`. */
+  async snapshot(src: string, dst: string): Promise<VolumeInfo> {
+    return this.forkAs(src, dst, true);
+  }
+
+  private async forkAs(src: string, dst: string, snapshot: boolean): Promise<VolumeInfo> {
+    this.checkOpen();
+    checkVolumeName(dst);
+    this.catalog.volume(src);
+    if (this.catalog.findVolume(dst)) throw GlideFsError.VOLUME_EXISTS(dst);
+    await this.settle(src);
+    return volumeInfo(this.catalog.fork(src, dst, snapshot));
+  }
+
+  /** Deletes a volume: releases its refcounts, deletes objects no one references, drops its cache. */
+  async deleteVolume(name: string): Promise<void> {
+    this.checkOpen();
+    const row = this.catalog.volume(name);
+    if (this.open.has(name)) throw GlideFsError.BUSY(`volume '${name}' is open in this process; close it first`);
+    const dir = volumeCacheDir(this.cacheDir, row.uuid);
+    const holder = lockHolder(dir);
+    if (holder !== null) throw GlideFsError.BUSY(`volume '${name}' is open in another process (pid ${holder})`);
+    const { toDelete } = this.catalog.deleteVolume(name, this.owner);
+    VolumeCache.remove(dir);
+    await deleteObjects(this, toDelete, null);
+  }
+
+  get deps() {
+    return { store: this.store, catalog: this.catalog, uploadConcurrency: this.uploadConcurrency };
+  }
+
+  /**
+   * Deletes objects no volume references: deletes a dead process left
+   * unfinished, and orphans — keys under `<prefix>/blocks/` in the store that
+   * the catalog names neither as an object nor as a pending upload of a live
+   * process. FORMAT.md, "gc rule".
+   */
+  async gc(): Promise<GcResult> {
+    this.checkOpen();
+    const adopted = this.catalog.adoptStale(this.owner);
+    const deletedObjects = await deleteObjects(this, adopted, null);
+    const listed: string[] = [];
+    for await (const key of this.store.list(blocksPrefix(this.prefix))) {
+      if (parseBlockKey(this.prefix, key)) listed.push(key);
+    }
+    const orphans = this.catalog.claimOrphans(listed, this.owner);
+    const orphansDeleted = await deleteObjects(this, orphans, null);
+    return { deletedObjects, orphansDeleted };
+  }
+
+  stats(name: string): VolumeStats {
+    this.checkOpen();
+    const row = this.catalog.volume(name);
+    const counts = this.catalog.volumeCounts(row.id);
+    const open = this.open.get(name);
+    const dirtyBlocks = open ? open.dirtyBlocks : VolumeCache.countDirty(volumeCacheDir(this.cacheDir, row.uuid));
+    return {
+      uploads: row.uploads,
+      uploadedBytes: row.uploaded_bytes,
+      reuploads: row.reuploads,
+      skippedUnchanged: row.skipped_unchanged,
+      sharedBlocks: counts.sharedBlocks,
+      gets: row.gets + (open ? open.unsavedGets : 0),
+      deletes: row.deletes,
+      blocks: counts.blocks,
+      objects: counts.objects,
+      dirtyBlocks,
+    };
+  }
+
+  uploadsPerOffset(name: string): Array<{ blockIndex: number; uploads: number }> {
+    this.checkOpen();
+    return this.catalog.uploadsPerOffset(this.catalog.volume(name).id);
+  }
+
+  /** Closes every volume opened through this instance, then the catalog. The store stays open. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const errors: unknown[] = [];
+    for (const v of [...this.open.values()]) {
+      try {
+        await v.close();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    this.closed = true;
+    this.catalog.close();
+    if (errors.length > 0) throw errors[0];
+  }
+}
