@@ -219,7 +219,9 @@ describe('refcounts, epochs and collect', () => {
     const b = await s.write(makeValue(200 * KiB, 8));
     s.ref(b.hash); b.release();
     s.unref(b.hash);
+    expect(s.stats().candidates).toBe(1);
     s.ref(b.hash);
+    expect(s.stats().candidates).toBe(0);
     expect(await s.collect(s.beginSync())).toBe(0);
     expect(await blobFiles()).toEqual([`blob-${b.hex}`]);
     s.unref(b.hash);
@@ -227,6 +229,24 @@ describe('refcounts, epochs and collect', () => {
     expect(await blobFiles()).toEqual([`blob-${b.hex}`]);
     expect(await s.syncThenCollect(async () => {})).toBe(1);
     expect(() => s.unref(b.hash)).toThrow(/below zero/);
+  });
+
+  it('a candidate re-referenced and dropped again after the fsync began is spared by that collect', async () => {
+    const io = new FaultyBlobIo();
+    const s = await openStore({ io });
+    const b1 = await s.write(makeValue(150 * KiB, 25)); s.ref(b1.hash); b1.release();
+    const b2 = await s.write(makeValue(150 * KiB, 26)); s.ref(b2.hash); b2.release();
+    s.unref(b1.hash); s.unref(b2.hash);
+    const token = s.beginSync();
+    const gate = io.pauseAt('unlink');
+    const collecting = s.collect(token);
+    await gate.reached;                 // collect is deleting b1; b2 is queued as due
+    s.ref(b2.hash);                     // a new pointer to b2's content...
+    s.unref(b2.hash);                   // ...dropped again, after the fsync began
+    gate.resume();
+    expect(await collecting).toBe(1);
+    expect(await blobFiles()).toEqual([`blob-${b2.hex}`]);
+    expect(await s.collect(s.beginSync())).toBe(1);
   });
 
   it('shared content: the blob stays until the last of several pointers is dropped', async () => {
