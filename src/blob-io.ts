@@ -8,6 +8,7 @@
  * 'ENOENT', 'ENOSPC', 'EIO'); the blob store decides what they mean.
  */
 import { promises as fsp, constants as C } from 'node:fs';
+import { writeFully, type FileIo } from './file-io.js';
 
 /** An open file being written. */
 export interface BlobFile {
@@ -88,3 +89,40 @@ export const nodeBlobIo: BlobIo = {
     await fsp.mkdir(dir, { recursive: true });
   },
 };
+
+/**
+ * Adapts the engine's `FileIo` seam, so that one fault-injecting FileIo covers
+ * both the log and the blob store: `BlobStore.open(dir, { io: blobIoFromFileIo(io) })`.
+ */
+export function blobIoFromFileIo(io: FileIo): BlobIo {
+  return {
+    async create(path) {
+      const fd = await io.open(path, 'wx', 0o644);
+      return {
+        write: (data, position) => writeFully(io, fd, data, 0, data.length, position),
+        sync: () => io.fsync(fd),
+        close: () => io.close(fd),
+      };
+    },
+    rename: (from, to) => io.rename(from, to),
+    syncDir: (dir) => io.fsyncDir(dir),
+    unlink: (path) => io.unlink(path),
+    async size(path) {
+      let fd: number;
+      try {
+        fd = await io.open(path, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        throw err;
+      }
+      try {
+        return await io.fstatSize(fd);
+      } finally {
+        await io.close(fd);
+      }
+    },
+    list: (dir) => io.readdir(dir),
+    readFile: (path) => io.readFile(path),
+    mkdirp: (dir) => io.mkdir(dir),
+  };
+}

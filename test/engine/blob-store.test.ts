@@ -7,7 +7,8 @@ import { spawn, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { BlobStore } from '../../src/blob-store.js';
 import { KvError } from '../../src/errors.js';
-import { nodeBlobIo } from '../../src/blob-io.js';
+import { nodeBlobIo, blobIoFromFileIo } from '../../src/blob-io.js';
+import { nodeFileIo, type FileIo } from '../../src/file-io.js';
 import { FaultyBlobIo, type IoStep } from './fixtures/faulty-blob-io.js';
 import { makeValue } from './fixtures/blob-values.js';
 
@@ -84,6 +85,24 @@ describe('write and read', () => {
     expect(seen.length).toBe(8);
     for (const d of seen) expect(d.buffer).toBe(v.buffer);
     expect((await s.read(b.hex)).equals(v)).toBe(true);
+  });
+
+  it("runs over the engine's FileIo seam: faults injected there reach the blob store", async () => {
+    let failFsync = false;
+    const fileIo: FileIo = {
+      ...nodeFileIo,
+      fsync: (fd) => failFsync ? Promise.reject(Object.assign(new Error('EIO: injected'), { code: 'EIO' })) : nodeFileIo.fsync(fd),
+    };
+    const s = await openStore({ io: blobIoFromFileIo(fileIo) });
+    const v = makeValue(300 * KiB, 27);
+    const b = await s.write(v);
+    expect((await s.read(b.hash)).equals(v)).toBe(true);
+    expect((await s.write(v)).hex).toBe(b.hex);
+    expect(s.stats()).toMatchObject({ blobs: 1, written: 1, dedupHits: 1 });
+    failFsync = true;
+    await expectCode(s.write(makeValue(300 * KiB, 28)), 'E_IO');
+    expect(await tempFiles()).toEqual([]);
+    expect(await blobFiles()).toEqual([`blob-${b.hex}`]);
   });
 
   it('learns existing blobs on open and rebuild reports pointers to missing blobs', async () => {
