@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
+export { blockOf } from './block-data.js';
 import { CountingStore, DirStore, GlideFs, MemoryStore, S3Store, type ObjectStore } from '../../glidefs/index.js';
 
 export type StoreKind = 'memory' | 'dir' | 'minio';
@@ -71,21 +72,6 @@ export async function makeEnv(kind: StoreKind, opts: { uploadConcurrency?: numbe
       rmSync(root, { recursive: true, force: true });
     },
   };
-}
-
-/** A block of pseudo-random bytes from a seed (deterministic). */
-export function blockOf(seed: number, size = 131072): Buffer {
-  const b = Buffer.allocUnsafe(size);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < size; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    b.writeUInt32LE(x, i);
-  }
-  return b;
 }
 
 /** Every key under the store's blocks/ namespace. */

@@ -1,0 +1,61 @@
+// Goal: the uploads the client counts for a volume flush equal the PUTs MinIO itself counted (Prometheus metrics), on a private MinIO.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BLOCK_SIZE, GlideFs, S3Store } from '../../glidefs/index.js';
+import { minioPutCount, startMinio, type MinioServer } from '../../scripts/lib/minio.js';
+import { blockOf } from './block-data.js';
+
+let server: MinioServer;
+const root = mkdtempSync(join(tmpdir(), 'glidefs-minio-count-'));
+beforeAll(async () => {
+  server = await startMinio({ bucket: 'count' });
+});
+afterAll(async () => {
+  await server?.stop();
+  rmSync(root, { recursive: true, force: true });
+});
+
+/**
+ * MinIO's PUT counter once it has caught up (its metrics lag): waits until it
+ * moved at least `atLeast` past `base` (or 30 s pass), then reads it again
+ * after a pause so any extra PUTs would show.
+ */
+async function settledPutCount(base: number, atLeast: number): Promise<number> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline && (await minioPutCount(server.endpoint)) - base < atLeast) {
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  await new Promise((r) => setTimeout(r, 1500));
+  return minioPutCount(server.endpoint);
+}
+
+it('client-counted uploads == MinIO PUT count delta', async () => {
+  const store = new S3Store({
+    bucket: server.bucket,
+    prefix: 'vols',
+    endpoint: server.endpoint,
+    region: server.region,
+    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
+  });
+  const fs = await GlideFs.open({ store, catalogPath: join(root, 'c.db'), cacheDir: join(root, 'cache') });
+  await fs.createVolume('v', 64 * BLOCK_SIZE);
+  const v = await fs.openVolume('v');
+  await new Promise((r) => setTimeout(r, 1500));
+  const before = await minioPutCount(server.endpoint);
+  for (let i = 0; i < 40; i++) await v.write(i * BLOCK_SIZE, blockOf(i + 1));
+  await v.write(50 * BLOCK_SIZE, Buffer.alloc(BLOCK_SIZE)); // a hole: no PUT
+  let r = await v.flush();
+  for (let i = 0; i < 10; i++) await v.write(i * BLOCK_SIZE, blockOf(i + 1)); // unchanged: no PUT
+  for (let i = 10; i < 15; i++) await v.write(i * BLOCK_SIZE + 4096, Buffer.from('changed')); // 5 new
+  r = await v.flush();
+  expect(r.uploads).toBe(5);
+  await fs.fork('v', 'w'); // no PUT
+  const s = fs.stats('v');
+  const after = await settledPutCount(before, s.uploads);
+  expect(s.uploads).toBe(45);
+  expect(after - before).toBe(s.uploads);
+  await fs.close();
+  await store.close();
+});
