@@ -197,6 +197,18 @@ describe('S3Store against broken endpoints (loopback)', () => {
     }
   });
 
+  it('credentials written into the endpoint URL never reach a message or the description', async () => {
+    const s = fake(deadPort, { endpoint: `http://${FAKE_KEY_ID}:${FAKE_SECRET}@127.0.0.1:${deadPort}` });
+    try {
+      const e = await failure(() => s.get('k'), 'E_STORE_UNREACHABLE');
+      expect(e.message).toContain(`127.0.0.1:${deadPort}`);
+      expectNoSecrets(e, FAKE_SECRET, FAKE_KEY_ID);
+      expect(s.endpoint + s.description).not.toContain(FAKE_SECRET);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('checkStore does not retry: an unreachable store behind RetryStore fails at once', async () => {
     const s = new RetryStore(fake(deadPort), { retries: 5, baseDelayMs: 1000 });
     try {
@@ -219,7 +231,7 @@ describe('S3Store against broken endpoints (loopback)', () => {
     } finally {
       await s.close();
     }
-  });
+  }, 10_000);
 
   it('HTTP 500 is retryable E_STORE; the SDK itself never retries, so N retries are N+1 requests', async () => {
     httpStatus = 500;
