@@ -38,6 +38,17 @@ export interface FlushResult {
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
+export interface FlushProgress {
+  /** 'hash': reading and hashing dirty blocks; 'upload': PUTs done. */
+  phase: 'hash' | 'upload';
+  done: number;
+  total: number;
+}
+
+export interface FlushOptions {
+  onProgress?: (p: FlushProgress) => void;
+}
+
 interface Change extends BlockChange {
   gen: number;
 }
@@ -45,7 +56,8 @@ interface Change extends BlockChange {
 const tick = () => new Promise<void>((r) => setImmediate(r));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export async function runFlush(vol: OpenVolume): Promise<FlushResult> {
+export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promise<FlushResult> {
+  const progress = opts.onProgress ?? (() => undefined);
   const t0 = performance.now();
   const { catalog, store, prefix, owner } = vol.deps;
   vol.cache.sync();
@@ -56,7 +68,10 @@ export async function runFlush(vol: OpenVolume): Promise<FlushResult> {
   const unchanged: Array<{ i: number; gen: number }> = [];
   const scratch = Buffer.allocUnsafe(BLOCK_SIZE);
   for (let n = 0; n < dirty.length; n++) {
-    if (n % 64 === 63) await tick();
+    if (n % 64 === 63) {
+      progress({ phase: 'hash', done: n, total: dirty.length });
+      await tick();
+    }
     const i = dirty[n];
     const gen = vol.gens[i];
     vol.cache.readBlock(i, scratch);
@@ -80,7 +95,7 @@ export async function runFlush(vol: OpenVolume): Promise<FlushResult> {
     const ups = toPlan.filter((c) => uploadSet.has(c.newKey!));
     try {
       await waitForDeletes(vol, plan.wait);
-      dropped = new Set([...dropped, ...(await uploadAll(vol, ups))]);
+      dropped = new Set([...dropped, ...(await uploadAll(vol, ups, (done) => progress({ phase: 'upload', done, total: ups.length })))]);
     } catch (err) {
       catalog.dropPending([...plan.upload, ...uploadedKeys], owner);
       throw flushError(vol.name, err, ups.length);
@@ -133,7 +148,8 @@ export async function runFlush(vol: OpenVolume): Promise<FlushResult> {
 }
 
 /** PUTs each change's block; returns the changes whose block was rewritten meanwhile. */
-async function uploadAll(vol: OpenVolume, ups: Change[]): Promise<Change[]> {
+async function uploadAll(vol: OpenVolume, ups: Change[], onDone: (n: number) => void): Promise<Change[]> {
+  let done = 0;
   const limit = pLimit(vol.deps.uploadConcurrency);
   const dropped: Change[] = [];
   let firstError: unknown;
@@ -148,6 +164,7 @@ async function uploadAll(vol: OpenVolume, ups: Change[]): Promise<Change[]> {
         }
         try {
           await vol.deps.store.put(c.newKey!, buf);
+          onDone(++done);
         } catch (err) {
           firstError ??= err;
         }

@@ -3,7 +3,7 @@
  * local write-back cache and a SQLite catalog). Formats: FORMAT.md.
  */
 export { GlideFs, type GlideFsOptions, type VolumeInfo, type VolumeStats, type GcResult } from './glidefs.js';
-export type { Volume, FlushResult } from './volume.js';
+export type { Volume, FlushResult, FlushOptions, FlushProgress } from './volume.js';
 export { BLOCK_SIZE, blockKey, blockHash, parseBlockKey } from './block-key.js';
 export { GlideFsError, isGlideFsError } from './errors.js';
 export type { ObjectStore } from './object-store.js';

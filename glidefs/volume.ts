@@ -25,9 +25,9 @@ import type { ObjectStore } from './object-store.js';
 import { BLOCK_SIZE, blockHash, keyHash } from './block-key.js';
 import { STATE_CLEAN, STATE_DIRTY, STATE_NONE, type VolumeCache } from './cache.js';
 import type { Catalog, Owner, VolumeRow } from './catalog.js';
-import { runFlush, type FlushResult } from './flush.js';
+import { runFlush, type FlushOptions, type FlushResult } from './flush.js';
 
-export type { FlushResult } from './flush.js';
+export type { FlushOptions, FlushProgress, FlushResult } from './flush.js';
 
 export interface Volume {
   readonly name: string;
@@ -37,7 +37,7 @@ export interface Volume {
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Makes every resolved write durable on the local disk (not uploaded). */
   sync(): Promise<void>;
-  flush(): Promise<FlushResult>;
+  flush(opts?: FlushOptions): Promise<FlushResult>;
   close(): Promise<void>;
   /** Blocks written here and not yet committed by a flush. */
   readonly dirtyBlocks: number;
@@ -239,13 +239,13 @@ export class OpenVolume implements Volume {
     this.cache.sync();
   }
 
-  flush(): Promise<FlushResult> {
+  flush(opts: FlushOptions = {}): Promise<FlushResult> {
     this.checkOpen();
     if (this.readOnly) {
       return Promise.resolve({ uploads: 0, uploadedBytes: 0, reuploads: 0, skippedUnchanged: 0, committedBlocks: 0, deletes: 0, durationMs: 0 });
     }
     this.flushing++;
-    const run = () => runFlush(this).finally(() => this.flushing--);
+    const run = () => runFlush(this, opts).finally(() => this.flushing--);
     const p = this.flushChain.then(run, run);
     this.flushChain = p.catch(() => undefined);
     return p;
