@@ -95,6 +95,11 @@ interface Handle {
   dirty: boolean;
   /** Written or ftruncated since open (an O_TRUNC/create alone is not). */
   written: boolean;
+  /**
+   * The last commit failed and nothing was written since: the app got the
+   * error (from close/fsync); release does not try again behind its back.
+   */
+  failed: boolean;
   /** Unlinked (or replaced by a rename) while open: keeps working, never commits. */
   detached: boolean;
   mtime: number;
@@ -176,7 +181,7 @@ export class KvFs {
     // Files created but not committed yet.
     for (const set of this.byKey.values()) {
       for (const h of set) {
-        if (h.ns !== p.ns || h.detached || !h.buffer || seen.has(h.key.toString('hex'))) continue;
+        if (h.ns !== p.ns || h.detached || h.failed || !h.dirty || !h.buffer || seen.has(h.key.toString('hex'))) continue;
         seen.add(h.key.toString('hex'));
         names.push(keyToName(h.key));
         stats.push({ mode: S_IFREG | 0o644, ino: keyInode(p.ns, h.key) });
@@ -203,7 +208,7 @@ export class KvFs {
       throw new FsError('ENOTDIR', path);
     }
     for (const set of this.byKey.values()) {
-      for (const h of set) if (h.ns === p.ns && !h.detached && h.buffer) throw new FsError('ENOTEMPTY', path);
+      for (const h of set) if (h.ns === p.ns && h.dirty && !h.detached && !h.failed && h.buffer) throw new FsError('ENOTEMPTY', path);
     }
     await this.engine.dropNamespace(p.ns);
   }
@@ -260,6 +265,7 @@ export class KvFs {
     await buf.write(position, data);
     h.dirty = true;
     h.written = true;
+    h.failed = false;
     h.mtime = Date.now();
     return data.length;
   }
@@ -271,6 +277,7 @@ export class KvFs {
     await buf.truncate(size);
     h.dirty = true;
     h.written = true;
+    h.failed = false;
     h.mtime = Date.now();
   }
 
@@ -318,7 +325,7 @@ export class KvFs {
     const h = this.handles.get(fd);
     if (!h) return;
     try {
-      await this.commit(h);
+      if (!h.failed) await this.commit(h);
     } catch (err) {
       this.opts.onError?.(`commit of ${h.ns}/${keyToName(h.key)} at release failed: ${(err as Error).message}`);
       throw err;
@@ -460,9 +467,15 @@ export class KvFs {
     if (!h.dirty || h.detached || !h.buffer) return;
     await this.locks.run([this.lockKey(h.ns, h.key)], async () => {
       if (!h.dirty || h.detached) return;
-      const value = await h.buffer!.contents();
-      await this.engine.put(h.ns, h.key, value);
+      try {
+        const value = await h.buffer!.contents();
+        await this.engine.put(h.ns, h.key, value);
+      } catch (err) {
+        h.failed = true;
+        throw err;
+      }
       h.dirty = false;
+      h.failed = false;
       h.cached = null;
     });
   }
@@ -486,7 +499,7 @@ export class KvFs {
   private pendingHandle(ns: string, key: Buffer): Handle | undefined {
     let best: Handle | undefined;
     for (const h of this.byKey.get(this.lockKey(ns, key)) ?? []) {
-      if (h.dirty && !h.detached && h.buffer && (!best || h.mtime >= best.mtime)) best = h;
+      if (h.dirty && !h.detached && !h.failed && h.buffer && (!best || h.mtime >= best.mtime)) best = h;
     }
     return best;
   }
@@ -499,7 +512,7 @@ export class KvFs {
 
   private newHandle(ns: string, key: Buffer): Handle {
     while (this.handles.has(this.nextFd) || this.nextFd === 0) this.nextFd = (this.nextFd + 1) >>> 0;
-    const h: Handle = { id: this.nextFd++, ns, key, buffer: null, cached: null, dirty: false, written: false, detached: false, mtime: Date.now() };
+    const h: Handle = { id: this.nextFd++, ns, key, buffer: null, cached: null, dirty: false, written: false, failed: false, detached: false, mtime: Date.now() };
     this.handles.set(h.id, h);
     this.indexHandle(h);
     return h;
