@@ -67,11 +67,15 @@ export async function openStore(url: string, opts: OpenStoreOptions = {}): Promi
     return new DirStore(path, opts.dir);
   }
   if (scheme === 's3') {
-    const bucket = u.host;
+    if (u.port) throw GlideFsError.BAD_URL(text, 'no port in s3:// URLs; set the endpoint with AWS_ENDPOINT_URL_S3');
+    const bucket = u.hostname;
     if (!BUCKET_RE.test(bucket) || bucket.includes('..')) {
       throw GlideFsError.BAD_URL(text, `'${bucket}' is not a valid bucket name (3-63 of a-z 0-9 . -)`);
     }
-    if (u.port) throw GlideFsError.BAD_URL(text, 'no port in s3:// URLs; set the endpoint with AWS_ENDPOINT_URL_S3');
+    // The URL parser would silently resolve '.' and '..' segments: refuse them as written.
+    if (/^s3:\/\/[^/]*\/(.*\/)?(\.|%2e){1,2}(\/|$)/i.test(text)) {
+      throw GlideFsError.BAD_URL(text, 'prefix has an empty, . or .. segment');
+    }
     if (u.search || u.hash) throw GlideFsError.BAD_URL(text, 'no query or fragment allowed');
     let prefix: string;
     try {
