@@ -1,0 +1,1205 @@
+/**
+ * The KV engine: namespaces of keys, each an append-only log of segments plus a keydir.
+ *
+ * Write path (one writer loop for the whole engine):
+ *   put/delete/batch validate, (CAS) wait until no write to the key's stripe is in flight,
+ *   check the revision, take the next revision and enqueue — all in one synchronous step,
+ *   so the check and the append are atomic. The writer takes everything queued, encodes it
+ *   into per-namespace staging buffers, writes each namespace's buffer with one write(2),
+ *   applies the keydir updates, fsyncs every touched segment once ('batch': group commit,
+ *   'always': one fsync per operation, 'none': none), then resolves the operations and
+ *   dispatches watch events, in revision order.
+ *   A failed append or fsync poisons the writer: those operations fail (E_IO), queued and
+ *   later ones fail fast (E_POISONED), reads keep working.
+ *
+ * Value separation seam (issue 4): see `ValueSeparator` below and FORMAT.md.
+ */
+import path from 'node:path';
+import { KvError } from './errors.js';
+import type { FileIo } from './file-io.js';
+import { nodeFileIo, readFully, writeFully } from './file-io.js';
+import { FdCache } from './fd-cache.js';
+import { DirLock } from './lock.js';
+import { readMeta, writeMeta, type Meta } from './meta.js';
+import { KF_POINTER, type Keydir } from './keydir.js';
+import { NsState, type SegInfo } from './ns-state.js';
+import {
+  decodeRecord, encodeRecord, F_BATCH, F_POINTER, HASH_SIZE, recordSize, RecordView, T_COMMIT, T_DEL, T_PUT,
+} from './record.js';
+import { FooterBuilder, parseSegmentName, segmentName } from './segment.js';
+import { addKeydirEntries, dropTombstones, loadSegments, scanRecords, sealRecovered, writeFooter } from './recovery.js';
+import { WatchHub, type Subscription, type WatchEvent } from './watch.js';
+import { reclaimNamespace } from './reclaim.js';
+
+export type SyncMode = 'always' | 'batch' | 'none';
+
+export interface EngineOptions {
+  /** Durability of put/delete/batch when they resolve. Default 'batch' (group commit). */
+  sync?: SyncMode;
+  /** Values of this many bytes or more go to the blob store (issue 4). Default 131072; 0 = never. */
+  valueThreshold?: number;
+  /** Default 64 MiB. */
+  maxValueBytes?: number;
+  /** Default 1024. */
+  maxNamespaces?: number;
+  /** A segment rolls (is sealed, a new one started) past this size. Default 64 MiB. */
+  segmentMaxBytes?: number;
+  /** Automatic reclaim of a namespace when dead/(live+dead) passes this. Default 0.5. */
+  reclaimDeadRatio?: number;
+  /** ... and its dead bytes pass this. Default 1 MiB. */
+  reclaimMinBytes?: number;
+  /** Read descriptors kept open (LRU). Default 256. */
+  maxOpenFiles?: number;
+  /** Total watch subscriptions. Default 10000. */
+  maxWatchers?: number;
+  /** Undelivered events per subscription before it ends with E_LAGGED. Default 10000. */
+  watchQueueMax?: number;
+  /** The file-system seam (tests inject faults). Default node:fs. */
+  io?: FileIo;
+  /** Issue 4: the blob store adapter. Unset: every value is inline. */
+  valueSeparator?: ValueSeparator;
+}
+
+/**
+ * The seam where the blob store plugs in (issue 4). The engine calls:
+ * - `store(value)` for a put/batch value of valueThreshold bytes or more, BEFORE the
+ *   revision is taken; it must return once the blob is durable (file + dir fsynced) and
+ *   pinned. The engine appends a POINTER record (flags bit0, payload = hash) and calls
+ *   `appended(handle)` after the record is written and applied (ref the hash, drop the
+ *   pin), or `failed(handle)` if the append failed or was refused (drop the pin only).
+ * - `dropped(hash)` when a pointer stops being referenced: an overwrite or delete of a
+ *   key whose entry was a pointer (called right after the record that drops it is
+ *   applied), and for every live pointer of a dropped namespace.
+ * - `beforeSync()` right before a log fsync starts and `afterSync(token)` after it
+ *   succeeded (collect blobs whose last dereference that fsync made durable).
+ *   In sync 'none' mode the engine calls them around `sync()` and reclaim.
+ * - `read(hash, size)` for a get of a pointer entry.
+ * - `rebuild(hashes)` once after open with every live pointer hash (duplicates counted).
+ * Reclaim relocates pointer records as they are (16-byte payload): no refcount change.
+ */
+export interface ValueSeparator {
+  store(value: Buffer): Promise<{ hash: Buffer; handle: unknown }>;
+  appended(handle: unknown): void;
+  failed(handle: unknown): void;
+  dropped(hash: Buffer): void;
+  beforeSync(): number;
+  afterSync(token: number): Promise<void>;
+  read(hash: Buffer, size: number): Promise<Buffer>;
+  rebuild(hashes: Buffer[]): Promise<void>;
+  close?(): Promise<void>;
+}
+
+export interface EngineStats {
+  keys: number;
+  liveBytes: number;
+  deadBytes: number;
+  segments: number;
+  revision: number;
+  /** Bytes relocated by reclaim, cumulative since open. */
+  compactionBytes: number;
+  namespaces: number;
+  reclaims: number;
+  keydirBytes: number;
+  fsyncs: number;
+  writes: number;
+  watchers: number;
+  openFiles: number;
+  emfileRetries: number;
+  poisoned: number;
+}
+
+export type KeyInput = Buffer | string;
+export type ValueInput = Buffer | Uint8Array | string;
+export type BatchOp = { type: 'put'; key: KeyInput; value: ValueInput } | { type: 'delete'; key: KeyInput };
+
+export interface Engine {
+  createNamespace(ns: string): Promise<void>;
+  dropNamespace(ns: string, opts?: { force?: boolean }): Promise<void>;
+  listNamespaces(): string[];
+  put(ns: string, key: KeyInput, value: ValueInput, opts?: { ifRevision?: number }): Promise<number>;
+  get(ns: string, key: KeyInput): Promise<{ value: Buffer; revision: number; mtime: number } | undefined>;
+  stat(ns: string, key: KeyInput): { size: number; revision: number; mtime: number } | undefined;
+  delete(ns: string, key: KeyInput, opts?: { ifRevision?: number }): Promise<number | undefined>;
+  list(ns: string, opts?: { prefix?: KeyInput; after?: KeyInput; limit?: number }):
+    Array<{ key: Buffer; revision: number; size: number; mtime: number }>;
+  batch(ns: string, ops: BatchOp[]): Promise<number>;
+  watch(ns: string, sel: { key: KeyInput } | { prefix: KeyInput }, opts?: { fromRevision?: number }):
+    AsyncIterable<WatchEvent> & { close(): void };
+  sync(): Promise<void>;
+  reclaim(): Promise<{ relocatedBytes: number; segmentsRemoved: number; durationMs: number }>;
+  stats(): EngineStats;
+  close(): Promise<void>;
+}
+
+const MAX_KEY = 1024;
+const STRIPES = 4096;
+const NS_DIR = 'ns';
+const TRASH_DIR = 'trash';
+
+const enum OpKind { Put, Del, Batch, Barrier }
+
+interface BatchItem {
+  type: number; // T_PUT | T_DEL
+  key: Buffer;
+  value: Buffer | null;
+  flags: number;
+  vsize: number;
+  hash: Buffer | null;
+  handle: unknown;
+  stripe: number;
+  offset: number;
+  applied: boolean;
+}
+
+interface Op {
+  kind: OpKind;
+  ns: NsState | null;
+  key: Buffer | null;
+  value: Buffer | null;
+  flags: number;
+  vsize: number;
+  hash: Buffer | null;
+  handle: unknown;
+  stripe: number;
+  rev: number;
+  mtime: number;
+  items: BatchItem[] | null;
+  size: number;
+  fileId: number;
+  offset: number;
+  applied: boolean;
+  fn: (() => Promise<unknown>) | null;
+  result: unknown;
+  resolve: (v: any) => void;
+  reject: (e: unknown) => void;
+}
+
+function fnv(key: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key[i];
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+function errnoOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException | null)?.code ?? 'EIO';
+}
+
+export function validateNamespaceName(ns: unknown): string {
+  if (typeof ns !== 'string') throw new KvError('E_INVALID_NAME', 'namespace name must be a string');
+  const b = Buffer.from(ns, 'utf8');
+  if (b.length < 1 || b.length > 255) throw new KvError('E_INVALID_NAME', `namespace name must be 1-255 bytes of UTF-8 (got ${b.length})`);
+  if (b.toString('utf8') !== ns) throw new KvError('E_INVALID_NAME', 'namespace name is not valid UTF-8');
+  if (ns.includes('/') || ns.includes('\0')) throw new KvError('E_INVALID_NAME', 'namespace name must not contain "/" or NUL');
+  if (ns === '.' || ns === '..') throw new KvError('E_INVALID_NAME', 'namespace name must not be "." or ".."');
+  return ns;
+}
+
+function toKey(key: unknown): Buffer {
+  let b: Buffer;
+  if (typeof key === 'string') b = Buffer.from(key, 'utf8');
+  else if (Buffer.isBuffer(key)) b = key;
+  else if (key instanceof Uint8Array) b = Buffer.from(key.buffer, key.byteOffset, key.byteLength);
+  else throw new KvError('E_INVALID_KEY', 'key must be a Buffer or a string');
+  if (b.length < 1 || b.length > MAX_KEY) throw new KvError('E_INVALID_KEY', `key must be 1-${MAX_KEY} bytes (got ${b.length})`);
+  return b;
+}
+
+function toBytes(v: unknown, what: string): Buffer {
+  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  if (Buffer.isBuffer(v)) return v;
+  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  throw new KvError('E_INVALID_ARGUMENT', `${what} must be a Buffer, Uint8Array or string`);
+}
+
+function checkRevisionArg(r: unknown, what: string): number {
+  if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 0) {
+    throw new KvError('E_INVALID_ARGUMENT', `${what} must be a non-negative integer`);
+  }
+  return r;
+}
+
+export class KvEngine implements Engine {
+  readonly dir: string;
+  readonly io: FileIo;
+  readonly syncMode: SyncMode;
+  readonly valueThreshold: number;
+  readonly maxValueBytes: number;
+  readonly maxNamespaces: number;
+  readonly segmentMaxBytes: number;
+  readonly reclaimDeadRatio: number;
+  readonly reclaimMinBytes: number;
+  readonly fds: FdCache;
+  readonly hub: WatchHub;
+  readonly separator: ValueSeparator | null;
+
+  private lock: DirLock | null = null;
+  readonly namespaces = new Map<string, NsState>();
+  private readonly creating = new Set<string>();
+  meta: Meta = { version: 1, revision: 0, compacted: {} };
+  /** Last revision handed out. */
+  revision = 0;
+  /** Highest revision applied to a keydir (written to a segment). */
+  writtenRevision = 0;
+  /** Highest revision whose watch events were dispatched (acknowledged). */
+  notifiedRevision = 0;
+  nextFileId = 1;
+
+  private queue: Op[] = [];
+  private writerRunning = false;
+  private poisonErr: KvError | null = null;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+  private readonly stripes = new Uint32Array(STRIPES);
+  private readonly stripeWaiters = new Map<number, Array<() => void>>();
+  private readonly view = new RecordView();
+  private reclaimChain: Promise<unknown> = Promise.resolve();
+  private readonly autoReclaimPending = new Set<string>();
+
+  // counters
+  compactionBytes = 0;
+  reclaims = 0;
+  fsyncs = 0;
+  writes = 0;
+  lastReclaimError: unknown = null;
+
+  constructor(dir: string, opts: EngineOptions) {
+    this.dir = path.resolve(dir);
+    this.io = opts.io ?? nodeFileIo;
+    this.syncMode = opts.sync ?? 'batch';
+    if (!['always', 'batch', 'none'].includes(this.syncMode)) {
+      throw new KvError('E_INVALID_ARGUMENT', `sync must be 'always', 'batch' or 'none'`);
+    }
+    this.valueThreshold = opts.valueThreshold ?? 131072;
+    this.maxValueBytes = Math.min(opts.maxValueBytes ?? 64 * 1024 * 1024, 0x7fff_0000);
+    this.maxNamespaces = opts.maxNamespaces ?? 1024;
+    this.segmentMaxBytes = Math.min(Math.max(opts.segmentMaxBytes ?? 64 * 1024 * 1024, 1024), 0x7fff_ffff);
+    this.reclaimDeadRatio = opts.reclaimDeadRatio ?? 0.5;
+    this.reclaimMinBytes = opts.reclaimMinBytes ?? 1024 * 1024;
+    this.fds = new FdCache(this.io, Math.max(1, opts.maxOpenFiles ?? 256));
+    this.hub = new WatchHub(opts.maxWatchers ?? 10000, Math.max(1, opts.watchQueueMax ?? 10000));
+    this.separator = opts.valueSeparator ?? null;
+  }
+
+  // ---------------------------------------------------------------- open / close
+
+  async openInternal(): Promise<void> {
+    await this.io.mkdir(this.dir);
+    this.lock = await DirLock.acquire(this.io, this.dir);
+    try {
+      await this.io.mkdir(path.join(this.dir, NS_DIR));
+      await this.io.rm(path.join(this.dir, TRASH_DIR));
+      this.meta = await readMeta(this.io, this.dir);
+      let maxRev = this.meta.revision;
+      const names = (await this.io.readdir(path.join(this.dir, NS_DIR))).sort();
+      const perNs: Array<{ st: NsState; ids: number[] }> = [];
+      let maxId = 0;
+      for (const name of names) {
+        const st = new NsState(name, path.join(this.dir, NS_DIR, name));
+        const ids: number[] = [];
+        for (const f of await this.io.readdir(st.dir)) {
+          const id = parseSegmentName(f);
+          if (id >= 0) ids.push(id);
+          else if (f.endsWith('.tmp')) await this.io.unlink(path.join(st.dir, f)).catch(() => {});
+        }
+        ids.sort((a, b) => a - b);
+        for (const id of ids) if (id > maxId) maxId = id;
+        perNs.push({ st, ids });
+      }
+      this.nextFileId = maxId + 1;
+      for (const { st, ids } of perNs) {
+        const r = await loadSegments(this.io, st, ids);
+        if (r.maxRev > maxRev) maxRev = r.maxRev;
+        st.compactedThrough = this.meta.compacted[st.name] ?? 0;
+        // the newest unsealed segment stays active; other unsealed ones are sealed (or, empty, removed)
+        const last = r.unsealed.length > 0 ? r.unsealed[r.unsealed.length - 1] : null;
+        for (const seg of r.unsealed) {
+          if (seg === last) continue;
+          if (seg.size === 0) {
+            st.segments.delete(seg.id);
+            await this.io.unlink(seg.path);
+          } else {
+            await sealRecovered(this.io, st, seg, maxRev);
+          }
+        }
+        if (last !== null) {
+          const fb = new FooterBuilder();
+          // tombstones of the active segment go to its future footer
+          const k = st.keydir;
+          for (let e = 0, n = k.entryLimit; e < n; e++) {
+            if (k.isLive(e) && k.fileId[e] === last.id && (k.flags[e] & 0x40) !== 0) {
+              fb.add(T_DEL, 0, k.keyView(e), k.offset[e], 0, k.rev[e], k.mtime[e]);
+            }
+          }
+          const fd = await this.fds.openWithRetry(last.path, 'r+');
+          st.active = { seg: last, fd, footer: fb };
+        }
+        dropTombstones(st);
+        if (st.active === null) await this.newActive(st);
+        st.recount();
+        this.namespaces.set(st.name, st);
+      }
+      if (this.namespaces.size > 0) await this.io.fsyncDir(path.join(this.dir, NS_DIR));
+      this.revision = maxRev;
+      this.writtenRevision = maxRev;
+      this.notifiedRevision = maxRev;
+      if (this.separator !== null) {
+        const hashes: Buffer[] = [];
+        for (const st of this.namespaces.values()) {
+          const k = st.keydir;
+          for (let e = 0, n = k.entryLimit; e < n; e++) {
+            const h = k.isLive(e) && (k.flags[e] & KF_POINTER) !== 0 ? k.pointerHash(e) : undefined;
+            if (h !== undefined) hashes.push(h);
+          }
+        }
+        await this.separator.rebuild(hashes);
+      }
+    } catch (err) {
+      for (const st of this.namespaces.values()) if (st.active) await this.io.close(st.active.fd).catch(() => {});
+      await this.fds.closeAll();
+      await this.lock.release();
+      throw err;
+    }
+  }
+
+  /** Creates the next segment file of a namespace and makes it the active one. */
+  async newActive(st: NsState): Promise<void> {
+    const id = this.allocFileId();
+    const seg = st.addSegment(id, 0, false);
+    const fd = await this.fds.openWithRetry(seg.path, 'wx');
+    st.active = { seg, fd, footer: new FooterBuilder() };
+    await this.io.fsyncDir(st.dir);
+  }
+
+  allocFileId(): number {
+    if (this.nextFileId > 0xfffffffe) throw new KvError('E_IO', 'segment file ids (u32) exhausted');
+    return this.nextFileId++;
+  }
+
+  async close(): Promise<void> {
+    if (this.closing !== null) return this.closing;
+    this.closing = this.closeInternal();
+    return this.closing;
+  }
+
+  private async closeInternal(): Promise<void> {
+    try {
+      await this.reclaimChain.catch(() => {});
+      if (this.poisonErr === null) await this.barrier(async () => this.syncActive()).catch(() => {});
+    } finally {
+      this.closed = true;
+      this.hub.endAll(null, null);
+      for (const st of this.namespaces.values()) {
+        if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
+        st.active = null;
+      }
+      if (this.poisonErr === null) {
+        await writeMeta(this.io, this.dir, { ...this.meta, revision: Math.max(this.meta.revision, this.revision) }).catch(() => {});
+      }
+      await this.separator?.close?.().catch(() => {});
+      await this.fds.closeAll();
+      await this.lock?.release();
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed || this.closing !== null) throw new KvError('E_CLOSED', 'the engine is closed');
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.poisonErr !== null) throw this.poisonErr;
+  }
+
+  private nsOrThrow(ns: string): NsState {
+    const st = typeof ns === 'string' ? this.namespaces.get(ns) : undefined;
+    if (st === undefined) throw new KvError('E_NO_NAMESPACE', `no namespace ${JSON.stringify(ns)}`);
+    return st;
+  }
+
+  // ---------------------------------------------------------------- namespaces
+
+  async createNamespace(ns: string): Promise<void> {
+    this.checkWritable();
+    validateNamespaceName(ns);
+    if (this.namespaces.has(ns) || this.creating.has(ns)) {
+      throw new KvError('E_NAMESPACE_EXISTS', `namespace ${JSON.stringify(ns)} exists`);
+    }
+    if (this.namespaces.size + this.creating.size >= this.maxNamespaces) {
+      throw new KvError('E_TOO_MANY_NAMESPACES', `at most ${this.maxNamespaces} namespaces`);
+    }
+    this.creating.add(ns); // reserved synchronously: concurrent creates see it
+    try {
+      const st = new NsState(ns, path.join(this.dir, NS_DIR, ns));
+      st.compactedThrough = this.meta.compacted[ns] ?? 0;
+      await this.io.mkdir(st.dir);
+      await this.newActive(st);
+      await this.io.fsyncDir(path.join(this.dir, NS_DIR));
+      this.checkOpen();
+      this.namespaces.set(ns, st);
+    } finally {
+      this.creating.delete(ns);
+    }
+  }
+
+  async dropNamespace(ns: string, opts?: { force?: boolean }): Promise<void> {
+    this.checkWritable();
+    const st = this.nsOrThrow(ns);
+    const force = opts?.force === true;
+    if (!force && (st.keydir.size > 0 || st.inflight > 0)) {
+      throw new KvError('E_NAMESPACE_NOT_EMPTY', `namespace ${JSON.stringify(ns)} is not empty (use force)`);
+    }
+    if (st.reclaiming !== null) await st.reclaiming.catch(() => {});
+    await this.barrier(async () => {
+      if (this.namespaces.get(ns) !== st) throw new KvError('E_NO_NAMESPACE', `no namespace ${JSON.stringify(ns)}`);
+      if (!force && (st.keydir.size > 0 || st.inflight > 0)) {
+        throw new KvError('E_NAMESPACE_NOT_EMPTY', `namespace ${JSON.stringify(ns)} is not empty (use force)`);
+      }
+      st.dropped = true;
+      this.namespaces.delete(ns);
+      if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
+      st.active = null;
+      for (const s of st.segments.values()) this.fds.evict(s.path);
+      this.meta.revision = Math.max(this.meta.revision, this.revision);
+      this.meta.compacted[ns] = this.revision;
+      await writeMeta(this.io, this.dir, this.meta);
+      const trash = path.join(this.dir, TRASH_DIR);
+      await this.io.mkdir(trash);
+      const dest = path.join(trash, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
+      await this.io.rename(st.dir, dest);
+      await this.io.fsyncDir(path.join(this.dir, NS_DIR));
+      await this.io.rm(dest);
+    });
+    if (this.separator !== null) {
+      const k = st.keydir;
+      for (let e = 0, n = k.entryLimit; e < n; e++) {
+        const h = k.isLive(e) ? k.pointerHash(e) : undefined;
+        if (h !== undefined) this.separator.dropped(h);
+      }
+    }
+    this.hub.endAll(ns, new KvError('E_NO_NAMESPACE', `namespace ${JSON.stringify(ns)} was dropped`));
+  }
+
+  listNamespaces(): string[] {
+    this.checkOpen();
+    return [...this.namespaces.keys()].sort();
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async get(ns: string, keyIn: KeyInput): Promise<{ value: Buffer; revision: number; mtime: number } | undefined> {
+    this.checkOpen();
+    const st = this.nsOrThrow(ns);
+    const key = toKey(keyIn);
+    for (let attempt = 0; ; attempt++) {
+      const k = st.keydir;
+      const e = k.find(key);
+      if (e < 0) return undefined;
+      const fileId = k.fileId[e];
+      const offset = k.offset[e];
+      const rev = k.rev[e];
+      const mtime = k.mtime[e];
+      const vsize = k.vsize[e];
+      const flags = k.flags[e] & KF_POINTER;
+      const seg = st.segments.get(fileId);
+      if (seg === undefined) {
+        if (attempt < 3) continue;
+        throw new KvError('E_CORRUPT', `${ns}: key points to missing segment ${segmentName(fileId)}`);
+      }
+      const len = recordSize(st.nameBuf.length, key.length, T_PUT, flags, vsize);
+      const buf = Buffer.allocUnsafe(len);
+      let fd: number;
+      try {
+        const a = this.fds.acquire(seg.path);
+        fd = typeof a === 'number' ? a : await a;
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT' && attempt < 3) continue; // reclaimed meanwhile: look again
+        throw new KvError('E_IO', `read ${seg.path}: ${errnoOf(err)}`, { cause: err });
+      }
+      let n: number;
+      try {
+        n = await readFully(this.io, fd, buf, 0, len, offset);
+      } catch (err) {
+        throw new KvError('E_IO', `read ${seg.path}: ${errnoOf(err)}`, { cause: err });
+      } finally {
+        this.fds.release(seg.path);
+      }
+      const v = this.view;
+      if (n !== len || !decodeRecord(buf, 0, len, v) || v.type !== T_PUT || v.revision !== rev ||
+        buf.compare(key, 0, key.length, v.keyOff, v.keyOff + v.keyLen) !== 0) {
+        // the entry may have moved (reclaim) while we read: look again before calling it corrupt
+        const e2 = st.keydir.find(key);
+        if (attempt < 3 && (e2 < 0 || st.keydir.fileId[e2] !== fileId || st.keydir.offset[e2] !== offset)) continue;
+        throw new KvError('E_CORRUPT', `${ns}: record at ${segmentName(fileId)}:${offset} failed its checksum`);
+      }
+      if ((v.flags & F_POINTER) !== 0) {
+        if (this.separator === null) throw new KvError('E_CORRUPT', `${ns}: value is in the blob store, which is not configured`);
+        const hash = Buffer.from(buf.subarray(v.payloadOff, v.payloadOff + HASH_SIZE));
+        return { value: await this.separator.read(hash, vsize), revision: rev, mtime };
+      }
+      return { value: buf.subarray(v.payloadOff, v.payloadOff + vsize), revision: rev, mtime };
+    }
+  }
+
+  stat(ns: string, keyIn: KeyInput): { size: number; revision: number; mtime: number } | undefined {
+    this.checkOpen();
+    const st = this.nsOrThrow(ns);
+    const k = st.keydir;
+    const e = k.find(toKey(keyIn));
+    if (e < 0) return undefined;
+    return { size: k.vsize[e], revision: k.rev[e], mtime: k.mtime[e] };
+  }
+
+  list(ns: string, opts?: { prefix?: KeyInput; after?: KeyInput; limit?: number }):
+    Array<{ key: Buffer; revision: number; size: number; mtime: number }> {
+    this.checkOpen();
+    const st = this.nsOrThrow(ns);
+    const prefix = opts?.prefix !== undefined ? toBytes(opts.prefix, 'prefix') : null;
+    const after = opts?.after !== undefined ? toBytes(opts.after, 'after') : null;
+    const limit = opts?.limit ?? Infinity;
+    if (typeof limit !== 'number' || limit < 0 || Number.isNaN(limit)) throw new KvError('E_INVALID_ARGUMENT', 'limit must be >= 0');
+    const k: Keydir = st.keydir;
+    const { arr, len } = k.sortedEntries();
+    let i = 0;
+    if (after !== null) i = k.lowerBound(arr, len, after, true);
+    if (prefix !== null && prefix.length > 0) i = Math.max(i, k.lowerBound(arr, len, prefix, false));
+    const out: Array<{ key: Buffer; revision: number; size: number; mtime: number }> = [];
+    for (; i < len && out.length < limit; i++) {
+      const e = arr[i];
+      if (prefix !== null && prefix.length > 0) {
+        if (k.keyLen[e] < prefix.length || k.arena.compare(prefix, 0, prefix.length, k.keyOff[e], k.keyOff[e] + prefix.length) !== 0) break;
+      }
+      out.push({ key: k.keyCopy(e), revision: k.rev[e], size: k.vsize[e], mtime: k.mtime[e] });
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  private stripeOf(key: Buffer): number {
+    return fnv(key) & (STRIPES - 1);
+  }
+
+  /** Resolves when the stripe has no write in flight (call in a loop: re-check after). */
+  private waitStripe(s: number): Promise<void> {
+    return new Promise((resolve) => {
+      let w = this.stripeWaiters.get(s);
+      if (w === undefined) this.stripeWaiters.set(s, (w = []));
+      w.push(resolve);
+    });
+  }
+
+  private releaseStripe(s: number): void {
+    if (--this.stripes[s] === 0) {
+      const w = this.stripeWaiters.get(s);
+      if (w !== undefined) {
+        this.stripeWaiters.delete(s);
+        for (const r of w) r();
+      }
+    }
+  }
+
+  private checkValue(value: ValueInput): Buffer {
+    const v = toBytes(value, 'value');
+    if (v.length > this.maxValueBytes) {
+      throw new KvError('E_VALUE_TOO_LARGE', `value of ${v.length} bytes exceeds the maximum of ${this.maxValueBytes}`);
+    }
+    return v;
+  }
+
+  private separates(v: Buffer): boolean {
+    return this.separator !== null && this.valueThreshold > 0 && v.length >= this.valueThreshold;
+  }
+
+  private newOp(kind: OpKind, st: NsState | null): Op {
+    return {
+      kind, ns: st, key: null, value: null, flags: 0, vsize: 0, hash: null, handle: undefined, stripe: 0, rev: 0,
+      mtime: 0, items: null, size: 0, fileId: 0, offset: 0, applied: false, fn: null, result: undefined,
+      resolve: noop, reject: noop,
+    };
+  }
+
+  private enqueue<T>(op: Op): Promise<T> {
+    const p = new Promise<T>((resolve, reject) => {
+      op.resolve = resolve;
+      op.reject = reject;
+    });
+    this.queue.push(op);
+    if (!this.writerRunning) void this.runWriter();
+    return p;
+  }
+
+  async put(ns: string, keyIn: KeyInput, valueIn: ValueInput, opts?: { ifRevision?: number }): Promise<number> {
+    this.checkWritable();
+    let st = this.nsOrThrow(ns);
+    const key = toKey(keyIn);
+    const value = this.checkValue(valueIn);
+    const ifRev = opts?.ifRevision;
+    if (ifRev !== undefined) checkRevisionArg(ifRev, 'ifRevision');
+    let hash: Buffer | null = null;
+    let handle: unknown;
+    if (this.separates(value)) {
+      const r = await this.separator!.store(value);
+      hash = r.hash;
+      handle = r.handle;
+      try {
+        this.checkWritable();
+        st = this.nsOrThrow(ns);
+      } catch (err) {
+        this.separator!.failed(handle);
+        throw err;
+      }
+    }
+    const s = this.stripeOf(key);
+    if (ifRev !== undefined) {
+      while (this.stripes[s] > 0) await this.waitStripe(s);
+      try {
+        this.checkWritable();
+        st = this.nsOrThrow(ns);
+        const e = st.keydir.find(key);
+        const cur = e < 0 ? 0 : st.keydir.rev[e];
+        if (cur !== ifRev) throw KvError.casMismatch(ifRev, cur);
+      } catch (err) {
+        if (hash !== null) this.separator!.failed(handle);
+        throw err;
+      }
+    }
+    // from here to enqueue: synchronous
+    this.stripes[s]++;
+    st.inflight++;
+    const op = this.newOp(OpKind.Put, st);
+    op.key = key;
+    op.stripe = s;
+    op.vsize = value.length;
+    if (hash !== null) {
+      op.flags = F_POINTER;
+      op.hash = hash;
+      op.handle = handle;
+    } else {
+      op.value = value;
+    }
+    op.rev = ++this.revision;
+    op.mtime = Date.now();
+    op.size = recordSize(st.nameBuf.length, key.length, T_PUT, op.flags, op.vsize);
+    if (hash !== null) op.value = value; // kept for watch events only
+    return this.enqueue<number>(op);
+  }
+
+  async delete(ns: string, keyIn: KeyInput, opts?: { ifRevision?: number }): Promise<number | undefined> {
+    this.checkWritable();
+    let st = this.nsOrThrow(ns);
+    const key = toKey(keyIn);
+    const ifRev = opts?.ifRevision;
+    if (ifRev !== undefined) checkRevisionArg(ifRev, 'ifRevision');
+    const s = this.stripeOf(key);
+    while (this.stripes[s] > 0) await this.waitStripe(s);
+    this.checkWritable();
+    st = this.nsOrThrow(ns);
+    const e = st.keydir.find(key);
+    const cur = e < 0 ? 0 : st.keydir.rev[e];
+    if (ifRev !== undefined && cur !== ifRev) throw KvError.casMismatch(ifRev, cur);
+    if (e < 0) return undefined;
+    this.stripes[s]++;
+    st.inflight++;
+    const op = this.newOp(OpKind.Del, st);
+    op.key = key;
+    op.stripe = s;
+    op.rev = ++this.revision;
+    op.mtime = Date.now();
+    op.size = recordSize(st.nameBuf.length, key.length, T_DEL, 0, 0);
+    return this.enqueue<number>(op);
+  }
+
+  async batch(ns: string, ops: BatchOp[]): Promise<number> {
+    this.checkWritable();
+    let st = this.nsOrThrow(ns);
+    if (!Array.isArray(ops)) throw new KvError('E_INVALID_ARGUMENT', 'batch ops must be an array');
+    const items: BatchItem[] = [];
+    for (const o of ops) {
+      if (o === null || typeof o !== 'object' || (o.type !== 'put' && o.type !== 'delete')) {
+        throw new KvError('E_INVALID_ARGUMENT', "batch op type must be 'put' or 'delete'");
+      }
+      const key = toKey(o.key);
+      const value = o.type === 'put' ? this.checkValue(o.value) : null;
+      items.push({
+        type: o.type === 'put' ? T_PUT : T_DEL, key, value, flags: F_BATCH, vsize: value?.length ?? 0,
+        hash: null, handle: undefined, stripe: this.stripeOf(key), offset: 0, applied: false,
+      });
+    }
+    if (items.length === 0) return this.revision;
+    const stored: BatchItem[] = [];
+    try {
+      for (const it of items) {
+        if (it.value !== null && this.separates(it.value)) {
+          const r = await this.separator!.store(it.value);
+          it.hash = r.hash;
+          it.handle = r.handle;
+          it.flags |= F_POINTER;
+          stored.push(it);
+        }
+      }
+      this.checkWritable();
+      st = this.nsOrThrow(ns);
+    } catch (err) {
+      for (const it of stored) this.separator!.failed(it.handle);
+      throw err;
+    }
+    let size = recordSize(st.nameBuf.length, 0, T_COMMIT, 0, 0);
+    for (const it of items) {
+      this.stripes[it.stripe]++;
+      size += recordSize(st.nameBuf.length, it.key.length, it.type, it.flags, it.vsize);
+    }
+    st.inflight++;
+    const op = this.newOp(OpKind.Batch, st);
+    op.items = items;
+    op.rev = ++this.revision;
+    op.mtime = Date.now();
+    op.size = size;
+    return this.enqueue<number>(op);
+  }
+
+  /** Runs fn inside the writer, after everything enqueued before it is written and acknowledged. */
+  barrier<T>(fn: () => Promise<T>): Promise<T> {
+    const op = this.newOp(OpKind.Barrier, null);
+    op.fn = fn;
+    return this.enqueue<T>(op);
+  }
+
+  async sync(): Promise<void> {
+    this.checkWritable();
+    await this.barrier(async () => {
+      const token = this.separator?.beforeSync();
+      await this.syncActive();
+      if (token !== undefined) await this.separator!.afterSync(token);
+    });
+  }
+
+  private async syncActive(): Promise<void> {
+    const fds: number[] = [];
+    for (const st of this.namespaces.values()) if (st.active !== null) fds.push(st.active.fd);
+    await Promise.all(fds.map((fd) => this.io.fsync(fd)));
+    this.fsyncs += fds.length;
+  }
+
+  // ---------------------------------------------------------------- the writer
+
+  private async runWriter(): Promise<void> {
+    this.writerRunning = true;
+    try {
+      while (this.queue.length > 0) {
+        const group = this.queue;
+        this.queue = [];
+        if (this.poisonErr !== null) {
+          this.failOps(group, this.poisonErr);
+          continue;
+        }
+        await this.processGroup(group);
+      }
+    } finally {
+      this.writerRunning = false;
+    }
+  }
+
+  /** Rejects ops that were never applied, releasing what they hold. */
+  private failOps(ops: Op[], err: unknown): void {
+    for (const op of ops) {
+      if (op.kind === OpKind.Barrier) {
+        op.reject(err);
+        continue;
+      }
+      if (!op.applied) this.unhold(op);
+      op.reject(err);
+    }
+  }
+
+  private unhold(op: Op): void {
+    if (op.kind === OpKind.Batch) {
+      for (const it of op.items!) {
+        if (it.applied) continue;
+        this.releaseStripe(it.stripe);
+        if (it.hash !== null) this.separator!.failed(it.handle);
+      }
+    } else {
+      this.releaseStripe(op.stripe);
+      if (op.hash !== null) this.separator!.failed(op.handle);
+    }
+    op.ns!.inflight--;
+    op.applied = true; // nothing left to release
+  }
+
+  private async processGroup(group: Op[]): Promise<void> {
+    let pending: Op[] = []; // staged or written, not yet acknowledged
+    const touched = new Set<NsState>();
+    const complete = async (): Promise<boolean> => {
+      if (pending.length === 0) return true;
+      const ops = pending;
+      pending = [];
+      try {
+        await Promise.all([...touched].map((st) => this.writeStaged(st)));
+        if (this.syncMode !== 'none') {
+          const token = this.separator?.beforeSync();
+          const fds = [...touched].filter((st) => st.active !== null).map((st) => st.active!.fd);
+          await Promise.all(fds.map((fd) => this.io.fsync(fd)));
+          this.fsyncs += fds.length;
+          if (token !== undefined) void this.separator!.afterSync(token).catch(() => {});
+        }
+      } catch (err) {
+        touched.clear();
+        this.poison(err, ops);
+        return false;
+      }
+      touched.clear();
+      for (const op of ops) {
+        this.notify(op);
+        op.resolve(op.rev);
+      }
+      return true;
+    };
+
+    for (let i = 0; i < group.length; i++) {
+      const op = group[i];
+      if (op.kind === OpKind.Barrier) {
+        if (!(await complete())) {
+          this.failOps(group.slice(i), this.poisonErr);
+          return;
+        }
+        try {
+          op.resolve(await op.fn!());
+        } catch (err) {
+          op.reject(err);
+        }
+        if (this.poisonErr !== null) {
+          this.failOps(group.slice(i + 1), this.poisonErr);
+          return;
+        }
+        continue;
+      }
+      const st = op.ns!;
+      if (st.dropped || st.active === null) {
+        this.unhold(op);
+        op.reject(new KvError('E_NO_NAMESPACE', `namespace ${JSON.stringify(st.name)} was dropped`));
+        continue;
+      }
+      let act = st.active;
+      const used = act.seg.size + st.stagingLen;
+      if (used > 0 && used + op.size > this.segmentMaxBytes) {
+        try {
+          await this.writeStaged(st);
+          await this.roll(st);
+        } catch (err) {
+          this.poison(err, pending.concat(group.slice(i)));
+          return;
+        }
+        act = st.active!;
+      }
+      this.stage(st, op);
+      pending.push(op);
+      touched.add(st);
+      if (this.syncMode === 'always' || st.stagingLen >= 8 * 1024 * 1024) {
+        if (!(await complete())) {
+          this.failOps(group.slice(i + 1), this.poisonErr);
+          return;
+        }
+      }
+    }
+    await complete();
+  }
+
+  /** Encodes op into its namespace's staging buffer (at the position it will have in the file). */
+  private stage(st: NsState, op: Op): void {
+    st.ensureStaging(op.size);
+    const act = st.active!;
+    const base = act.seg.size;
+    op.fileId = act.seg.id;
+    if (op.kind === OpKind.Put) {
+      op.offset = base + st.stagingLen;
+      st.stagingLen += encodeRecord(st.staging, st.stagingLen, T_PUT, op.flags, st.nameBuf, op.key!, op.rev, op.mtime,
+        op.vsize, op.hash !== null ? op.hash : op.value);
+    } else if (op.kind === OpKind.Del) {
+      op.offset = base + st.stagingLen;
+      st.stagingLen += encodeRecord(st.staging, st.stagingLen, T_DEL, 0, st.nameBuf, op.key!, op.rev, op.mtime, 0, null);
+    } else {
+      const items = op.items!;
+      for (const it of items) {
+        it.offset = base + st.stagingLen;
+        st.stagingLen += encodeRecord(st.staging, st.stagingLen, it.type, it.flags, st.nameBuf, it.key, op.rev, op.mtime,
+          it.vsize, it.type === T_PUT ? (it.hash !== null ? it.hash : it.value) : null);
+      }
+      op.offset = base + st.stagingLen;
+      st.stagingLen += encodeRecord(st.staging, st.stagingLen, T_COMMIT, 0, st.nameBuf, EMPTY, op.rev, op.mtime,
+        items.length, null);
+    }
+    st.stagedOps.push(op);
+  }
+
+  /** Writes a namespace's staging buffer with one write and applies its ops to the keydir. */
+  private async writeStaged(st: NsState): Promise<void> {
+    const len = st.stagingLen;
+    if (len === 0) return;
+    const act = st.active!;
+    try {
+      await writeFully(this.io, act.fd, st.staging, 0, len, act.seg.size);
+    } catch (err) {
+      // best effort: cut what may have reached the file, so the segment ends on a record
+      await this.io.ftruncate(act.fd, act.seg.size).catch(() => {});
+      throw err;
+    }
+    this.writes++;
+    act.seg.size += len;
+    st.totalBytes += len;
+    st.stagingLen = 0;
+    const ops = st.stagedOps;
+    st.stagedOps = [];
+    for (const op of ops) this.apply(st, op);
+    st.shrinkStaging();
+    this.maybeAutoReclaim(st);
+  }
+
+  private apply(st: NsState, op: Op): void {
+    const k = st.keydir;
+    if (op.kind === OpKind.Put) {
+      this.applyPut(st, op.key!, op.fileId, op.offset, op.vsize, op.rev, op.mtime, op.flags, op.hash);
+      this.releaseStripe(op.stripe);
+      if (op.hash !== null) this.separator!.appended(op.handle);
+    } else if (op.kind === OpKind.Del) {
+      this.applyDel(st, op.key!, op.fileId, op.offset, op.rev, op.mtime);
+      this.releaseStripe(op.stripe);
+    } else {
+      for (const it of op.items!) {
+        if (it.type === T_PUT) {
+          this.applyPut(st, it.key, op.fileId, it.offset, it.vsize, op.rev, op.mtime, it.flags & F_POINTER, it.hash);
+          if (it.hash !== null) this.separator!.appended(it.handle);
+        } else {
+          this.applyDel(st, it.key, op.fileId, it.offset, op.rev, op.mtime);
+        }
+        it.applied = true;
+        this.releaseStripe(it.stripe);
+      }
+      void k;
+    }
+    st.inflight--;
+    op.applied = true;
+    if (op.rev > this.writtenRevision) this.writtenRevision = op.rev;
+  }
+
+  private applyPut(st: NsState, key: Buffer, fileId: number, offset: number, vsize: number, rev: number, mtime: number,
+    flags: number, hash: Buffer | null): void {
+    const k = st.keydir;
+    const old = k.find(key);
+    let oldHash: Buffer | undefined;
+    if (old >= 0) {
+      st.liveBytes -= st.entryRecordSize(old);
+      oldHash = k.pointerHash(old);
+    }
+    const e = k.set(key, fileId, offset, vsize, rev, mtime, flags & KF_POINTER, hash);
+    st.liveBytes += st.entryRecordSize(e);
+    if (oldHash !== undefined) this.separator?.dropped(oldHash);
+  }
+
+  private applyDel(st: NsState, key: Buffer, fileId: number, offset: number, rev: number, mtime: number): void {
+    const k = st.keydir;
+    const old = k.find(key);
+    if (old >= 0) {
+      st.liveBytes -= st.entryRecordSize(old);
+      const oldHash = k.pointerHash(old);
+      k.remove(old);
+      if (oldHash !== undefined) this.separator?.dropped(oldHash);
+    }
+    st.active!.footer.add(T_DEL, 0, key, offset, 0, rev, mtime);
+  }
+
+  /** Seals the active segment (footer + fsync) and starts a new one. Runs inside the writer. */
+  async roll(st: NsState): Promise<void> {
+    const act = st.active!;
+    if (act.seg.size === 0) return;
+    addKeydirEntries(st, act.seg.id, act.footer);
+    await writeFooter(this.io, act.fd, act.seg, act.footer, this.revision);
+    this.fsyncs++;
+    await this.io.close(act.fd).catch(() => {});
+    st.active = null;
+    await this.newActive(st);
+  }
+
+  private notify(op: Op): void {
+    if (op.rev > this.notifiedRevision) this.notifiedRevision = op.rev;
+    const st = op.ns!;
+    if (!this.hub.has(st.name)) return;
+    if (op.kind === OpKind.Put) {
+      this.hub.dispatch(st.name, 'put', op.key!, op.rev, op.value ?? undefined);
+    } else if (op.kind === OpKind.Del) {
+      this.hub.dispatch(st.name, 'delete', op.key!, op.rev, undefined);
+    } else {
+      for (const it of op.items!) {
+        this.hub.dispatch(st.name, it.type === T_PUT ? 'put' : 'delete', it.key, op.rev, it.value ?? undefined);
+      }
+    }
+  }
+
+  private poison(err: unknown, ops: Op[]): void {
+    const code = err instanceof KvError ? err.code : errnoOf(err);
+    if (this.poisonErr === null) {
+      this.poisonErr = new KvError('E_POISONED', `writes are disabled after a failed append (${code}); reopen the engine`, { cause: err });
+    }
+    const failure = err instanceof KvError ? err : new KvError('E_IO', `append failed: ${code}`, { cause: err });
+    for (const st of this.namespaces.values()) {
+      if (st.stagedOps.length > 0) {
+        st.stagedOps = [];
+        st.stagingLen = 0;
+      }
+    }
+    this.failOps(ops, failure);
+    const queued = this.queue;
+    this.queue = [];
+    this.failOps(queued, this.poisonErr);
+  }
+
+  get poisoned(): KvError | null {
+    return this.poisonErr;
+  }
+
+  // ---------------------------------------------------------------- watch
+
+  watch(ns: string, sel: { key: KeyInput } | { prefix: KeyInput }, opts?: { fromRevision?: number }):
+    AsyncIterable<WatchEvent> & { close(): void } {
+    this.checkOpen();
+    const st = this.nsOrThrow(ns);
+    let selector: { key: Buffer } | { prefix: Buffer };
+    if (sel !== null && typeof sel === 'object' && 'key' in sel) selector = { key: Buffer.from(toKey(sel.key)) };
+    else if (sel !== null && typeof sel === 'object' && 'prefix' in sel) selector = { prefix: Buffer.from(toBytes(sel.prefix, 'prefix')) };
+    else throw new KvError('E_INVALID_ARGUMENT', 'watch needs { key } or { prefix }');
+    const from = opts?.fromRevision;
+    if (from !== undefined) checkRevisionArg(from, 'fromRevision');
+    if (from !== undefined && from <= st.compactedThrough) throw KvError.compacted(from, st.compactedThrough + 1);
+    const through = this.notifiedRevision;
+    const replay = from !== undefined && from <= through ? this.replay(st, selector, from, through) : null;
+    const sub: Subscription = this.hub.add(ns, selector, through, replay);
+    return sub;
+  }
+
+  /** History of a namespace from the log: events with from <= revision <= through, in revision order. */
+  private async *replay(st: NsState, sel: { key: Buffer } | { prefix: Buffer }, from: number, through: number):
+    AsyncGenerator<WatchEvent> {
+    const key = 'key' in sel ? sel.key : null;
+    const prefix = 'prefix' in sel ? sel.prefix : null;
+    const events: WatchEvent[] = [];
+    const segs: SegInfo[] = [...st.segments.values()].sort((a, b) => a.id - b.id);
+    for (const seg of segs) {
+      const size = seg.size;
+      if (size === 0) continue;
+      let buf: Buffer;
+      try {
+        const fd = await this.fds.openWithRetry(seg.path, 'r');
+        try {
+          buf = Buffer.allocUnsafe(size);
+          const n = await readFully(this.io, fd, buf, 0, size, 0);
+          buf = buf.subarray(0, n);
+        } finally {
+          await this.io.close(fd);
+        }
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT') throw KvError.compacted(from, st.compactedThrough + 1);
+        throw new KvError('E_IO', `replay ${seg.path}: ${errnoOf(err)}`, { cause: err });
+      }
+      scanRecords(buf, 0, buf.length, (v, b) => {
+        if (v.revision < from || v.revision > through) return;
+        const k = b.subarray(v.keyOff, v.keyOff + v.keyLen);
+        if (key !== null ? !key.equals(k) : k.length < prefix!.length || prefix!.compare(k, 0, prefix!.length) !== 0) return;
+        const ev: WatchEvent = { type: v.type === T_PUT ? 'put' : 'delete', key: Buffer.from(k), revision: v.revision };
+        if (v.type === T_PUT && (v.flags & F_POINTER) === 0) ev.value = Buffer.from(b.subarray(v.payloadOff, v.payloadOff + v.valueSize));
+        events.push(ev);
+      });
+    }
+    if (from <= st.compactedThrough) throw KvError.compacted(from, st.compactedThrough + 1);
+    events.sort((a, b) => a.revision - b.revision);
+    let prev: WatchEvent | null = null;
+    for (const ev of events) {
+      if (prev !== null && prev.revision === ev.revision && prev.key.equals(ev.key)) continue; // a relocated copy
+      prev = ev;
+      yield ev;
+    }
+  }
+
+  // ---------------------------------------------------------------- reclaim
+
+  private maybeAutoReclaim(st: NsState): void {
+    if (st.reclaiming !== null || this.autoReclaimPending.has(st.name) || this.closing !== null) return;
+    const dead = st.deadBytes;
+    if (dead < this.reclaimMinBytes || dead <= this.reclaimDeadRatio * st.totalBytes) return;
+    this.autoReclaimPending.add(st.name);
+    setImmediate(() => {
+      this.autoReclaimPending.delete(st.name);
+      if (this.closing !== null || st.dropped || this.poisonErr !== null) return;
+      this.reclaimOne(st).catch((err) => {
+        this.lastReclaimError = err;
+      });
+    });
+  }
+
+  /** Reclaims one namespace (serialized with other reclaims). */
+  reclaimOne(st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
+    const run = this.reclaimChain.catch(() => {}).then(async () => {
+      if (st.dropped || this.closed) return { relocatedBytes: 0, segmentsRemoved: 0 };
+      const p = reclaimNamespace(this, st);
+      st.reclaiming = p;
+      try {
+        const r = await p;
+        this.compactionBytes += r.relocatedBytes;
+        this.reclaims++;
+        return r;
+      } finally {
+        st.reclaiming = null;
+      }
+    });
+    this.reclaimChain = run;
+    return run;
+  }
+
+  async reclaim(): Promise<{ relocatedBytes: number; segmentsRemoved: number; durationMs: number }> {
+    this.checkWritable();
+    const t0 = performance.now();
+    let relocatedBytes = 0;
+    let segmentsRemoved = 0;
+    for (const st of [...this.namespaces.values()]) {
+      const r = await this.reclaimOne(st);
+      relocatedBytes += r.relocatedBytes;
+      segmentsRemoved += r.segmentsRemoved;
+    }
+    return { relocatedBytes, segmentsRemoved, durationMs: performance.now() - t0 };
+  }
+
+  /** Used by reclaim: marks a fatal failure of the log. */
+  poisonFromReclaim(err: unknown): void {
+    this.poison(err, []);
+  }
+
+  // ---------------------------------------------------------------- stats
+
+  stats(): EngineStats {
+    let keys = 0, live = 0, dead = 0, segments = 0, keydirBytes = 0;
+    for (const st of this.namespaces.values()) {
+      keys += st.keydir.size;
+      live += st.liveBytes;
+      dead += st.deadBytes;
+      segments += st.segments.size;
+      keydirBytes += st.keydir.byteFootprint();
+    }
+    return {
+      keys, liveBytes: live, deadBytes: dead, segments, revision: this.revision, compactionBytes: this.compactionBytes,
+      namespaces: this.namespaces.size, reclaims: this.reclaims, keydirBytes, fsyncs: this.fsyncs, writes: this.writes,
+      watchers: this.hub.size, openFiles: this.fds.size, emfileRetries: this.fds.emfileRetries,
+      poisoned: this.poisonErr !== null ? 1 : 0,
+    };
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+function noop(): void {}
+
+/** Opens (creating if needed) the engine in `dir`. */
+export async function open(dir: string, options: EngineOptions = {}): Promise<Engine & KvEngine> {
+  const e = new KvEngine(dir, options);
+  await e.openInternal();
+  return e;
+}

@@ -1,0 +1,378 @@
+/**
+ * The keydir of one namespace: key -> (file id, offset, value size, revision, mtime, flags),
+ * packed into typed arrays, never one JS object per key.
+ *
+ * - Entries live in parallel typed arrays (struct of arrays), indexed by an entry number.
+ *   Freed entry numbers are chained through `fileId` and reused.
+ * - Key bytes live in one arena Buffer (`keyOff`, `keyLen` point into it); the arena is
+ *   compacted when more than half of it is garbage.
+ * - An open-addressing hash table (linear probing, backward-shift deletion, no tombstones)
+ *   maps FNV-1a(key) to entry number + 1.
+ * - `list` order: a sorted array of entry numbers built on demand; later inserts are kept
+ *   aside and merged in on the next sorted read, deletes are skipped during the merge
+ *   (their entry numbers are not reused until then).
+ *
+ * Per key: 35 bytes of entry arrays + 4 bytes per hash slot (load <= 0.75) + the key bytes.
+ */
+
+const F_DEAD = 0x80;
+/** Entry flag: the record holds a blob pointer (payload = 16-byte hash). Same bit as record F_POINTER. */
+export const KF_POINTER = 0x01;
+/** Entry flag: a tombstone, kept only while recovery merges segments. */
+export const KF_TOMBSTONE = 0x40;
+
+function fnv1a(buf: Uint8Array, off: number, len: number): number {
+  let h = 0x811c9dc5;
+  for (let i = off, end = off + len; i < end; i++) {
+    h ^= buf[i];
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+function growU32(a: Uint32Array, n: number): Uint32Array { const b = new Uint32Array(n); b.set(a); return b; }
+function growU16(a: Uint16Array, n: number): Uint16Array { const b = new Uint16Array(n); b.set(a); return b; }
+function growU8(a: Uint8Array, n: number): Uint8Array { const b = new Uint8Array(n); b.set(a); return b; }
+function growF64(a: Float64Array, n: number): Float64Array { const b = new Float64Array(n); b.set(a); return b; }
+
+export class Keydir {
+  keyOff: Uint32Array;
+  keyLen: Uint16Array;
+  flags: Uint8Array;
+  fileId: Uint32Array;
+  offset: Uint32Array;
+  vsize: Uint32Array;
+  rev: Float64Array;
+  mtime: Float64Array;
+  arena: Buffer;
+
+  private cap: number;
+  private top = 0; // entry numbers [0, top) have been handed out
+  private freeHead = -1;
+  private deferredHead = -1; // deleted while a sorted array exists
+  private slots: Uint32Array; // entry + 1, 0 = empty
+  private mask: number;
+  private arenaUsed = 0;
+  private arenaGarbage = 0;
+  /** Number of live keys. */
+  size = 0;
+
+  /** Blob hashes of pointer entries (few: only values of valueThreshold bytes or more). */
+  private readonly hashes = new Map<number, Buffer>();
+
+  private sorted: Uint32Array | null = null;
+  private sortedLen = 0;
+  private added: number[] = [];
+  private removedSinceSort = 0;
+
+  constructor(initialCapacity = 16) {
+    this.cap = Math.max(4, initialCapacity);
+    this.keyOff = new Uint32Array(this.cap);
+    this.keyLen = new Uint16Array(this.cap);
+    this.flags = new Uint8Array(this.cap);
+    this.fileId = new Uint32Array(this.cap);
+    this.offset = new Uint32Array(this.cap);
+    this.vsize = new Uint32Array(this.cap);
+    this.rev = new Float64Array(this.cap);
+    this.mtime = new Float64Array(this.cap);
+    let s = 16;
+    while (s * 0.75 < this.cap) s *= 2;
+    this.slots = new Uint32Array(s);
+    this.mask = s - 1;
+    this.arena = Buffer.allocUnsafe(Math.max(256, this.cap * 16));
+  }
+
+  /** Bytes held by this keydir's arrays, hash table and key arena (capacity, not use). */
+  byteFootprint(): number {
+    return this.keyOff.byteLength + this.keyLen.byteLength + this.flags.byteLength + this.fileId.byteLength +
+      this.offset.byteLength + this.vsize.byteLength + this.rev.byteLength + this.mtime.byteLength +
+      this.slots.byteLength + this.arena.length + (this.sorted ? this.sorted.byteLength : 0) + this.added.length * 8;
+  }
+
+  /** Bytes of live keys (what the footprint would be for the keys alone). */
+  keyBytes(): number {
+    return this.arenaUsed - this.arenaGarbage;
+  }
+
+  private keyEquals(e: number, key: Uint8Array): boolean {
+    const len = this.keyLen[e];
+    if (len !== key.length) return false;
+    const a = this.arena;
+    const o = this.keyOff[e];
+    for (let i = 0; i < len; i++) if (a[o + i] !== key[i]) return false;
+    return true;
+  }
+
+  /** Entry number of `key`, or -1. */
+  find(key: Uint8Array): number {
+    let i = fnv1a(key, 0, key.length) & this.mask;
+    for (;;) {
+      const s = this.slots[i];
+      if (s === 0) return -1;
+      if (this.keyEquals(s - 1, key)) return s - 1;
+      i = (i + 1) & this.mask;
+    }
+  }
+
+  /** Key bytes of an entry (a view into the arena: copy it if you keep it across writes). */
+  keyView(e: number): Buffer {
+    const o = this.keyOff[e];
+    return this.arena.subarray(o, o + this.keyLen[e]);
+  }
+
+  keyCopy(e: number): Buffer {
+    return Buffer.from(this.keyView(e));
+  }
+
+  /** Sets the location of `key` (inserting it when absent). Returns the entry number. */
+  set(key: Uint8Array, fileId: number, offset: number, vsize: number, rev: number, mtime: number, flags: number,
+    hash: Buffer | null = null): number {
+    let e = this.find(key);
+    if (e < 0) e = this.insert(key);
+    if (hash !== null && (flags & KF_POINTER) !== 0) this.hashes.set(e, hash);
+    else if ((this.flags[e] & KF_POINTER) !== 0) this.hashes.delete(e);
+    this.fileId[e] = fileId;
+    this.offset[e] = offset;
+    this.vsize[e] = vsize;
+    this.rev[e] = rev;
+    this.mtime[e] = mtime;
+    this.flags[e] = flags;
+    return e;
+  }
+
+  private insert(key: Uint8Array): number {
+    let e: number;
+    if (this.freeHead >= 0) {
+      e = this.freeHead;
+      this.freeHead = this.fileId[e] === 0xffffffff ? -1 : this.fileId[e];
+    } else {
+      if (this.top === this.cap) this.growEntries();
+      e = this.top++;
+    }
+    if (this.arenaUsed + key.length > this.arena.length) this.growArena(key.length);
+    this.arena.set(key, this.arenaUsed);
+    this.keyOff[e] = this.arenaUsed;
+    this.keyLen[e] = key.length;
+    this.arenaUsed += key.length;
+    this.size++;
+    if ((this.size + 1) > this.slots.length * 0.75) this.rehash(this.slots.length * 2);
+    let i = fnv1a(key, 0, key.length) & this.mask;
+    while (this.slots[i] !== 0) i = (i + 1) & this.mask;
+    this.slots[i] = e + 1;
+    if (this.sorted !== null) {
+      this.added.push(e);
+      if (this.added.length > Math.max(65536, this.sortedLen)) this.dropSorted();
+    }
+    return e;
+  }
+
+  /** Removes entry `e` from the table. */
+  remove(e: number): void {
+    const key = this.keyView(e);
+    let i = fnv1a(key, 0, key.length) & this.mask;
+    while (this.slots[i] !== e + 1) {
+      if (this.slots[i] === 0) throw new Error('keydir: removing an absent entry');
+      i = (i + 1) & this.mask;
+    }
+    // backward-shift deletion
+    let j = i;
+    for (;;) {
+      j = (j + 1) & this.mask;
+      const s = this.slots[j];
+      if (s === 0) break;
+      const k = this.keyView(s - 1);
+      const home = fnv1a(k, 0, k.length) & this.mask;
+      // can s move to i? yes if home is cyclically outside (i, j]
+      const dist = (j - home) & this.mask;
+      const gap = (j - i) & this.mask;
+      if (dist >= gap) {
+        this.slots[i] = s;
+        i = j;
+      }
+    }
+    this.slots[i] = 0;
+    if ((this.flags[e] & KF_POINTER) !== 0) this.hashes.delete(e);
+    this.arenaGarbage += this.keyLen[e];
+    this.flags[e] = F_DEAD;
+    this.size--;
+    if (this.sorted !== null) {
+      this.fileId[e] = this.deferredHead < 0 ? 0xffffffff : this.deferredHead;
+      this.deferredHead = e;
+      this.removedSinceSort++;
+    } else {
+      this.fileId[e] = this.freeHead < 0 ? 0xffffffff : this.freeHead;
+      this.freeHead = e;
+    }
+    if (this.arenaGarbage > 65536 && this.arenaGarbage * 2 > this.arenaUsed) this.compactArena();
+  }
+
+  /** The blob hash of a pointer entry (undefined for inline values). */
+  pointerHash(e: number): Buffer | undefined {
+    return this.hashes.get(e);
+  }
+
+  /** Moves an entry to a new location (reclaim), keeping everything else. */
+  relocate(e: number, fileId: number, offset: number): void {
+    this.fileId[e] = fileId;
+    this.offset[e] = offset;
+  }
+
+  isLive(e: number): boolean {
+    return (this.flags[e] & F_DEAD) === 0;
+  }
+
+  /** Calls fn(e) for every live entry. fn must not insert or remove. */
+  forEach(fn: (e: number) => void): void {
+    for (let e = 0; e < this.top; e++) if ((this.flags[e] & F_DEAD) === 0) fn(e);
+  }
+
+  /** Upper bound of entry numbers (for loops with isLive). */
+  get entryLimit(): number {
+    return this.top;
+  }
+
+  private growEntries(): void {
+    const n = Math.max(16, Math.ceil(this.cap * 1.5));
+    this.keyOff = growU32(this.keyOff, n);
+    this.keyLen = growU16(this.keyLen, n);
+    this.flags = growU8(this.flags, n);
+    this.fileId = growU32(this.fileId, n);
+    this.offset = growU32(this.offset, n);
+    this.vsize = growU32(this.vsize, n);
+    this.rev = growF64(this.rev, n);
+    this.mtime = growF64(this.mtime, n);
+    this.cap = n;
+  }
+
+  private growArena(need: number): void {
+    const live = this.arenaUsed - this.arenaGarbage;
+    if (this.arenaGarbage > 0 && this.arenaGarbage * 4 > this.arenaUsed && live + need <= this.arena.length) {
+      this.compactArena();
+      return;
+    }
+    const n = Math.max(Math.ceil(this.arena.length * 1.5), this.arenaUsed + need);
+    const b = Buffer.allocUnsafe(n);
+    this.arena.copy(b, 0, 0, this.arenaUsed);
+    this.arena = b;
+  }
+
+  private compactArena(): void {
+    const b = Buffer.allocUnsafe(Math.max(256, Math.ceil((this.arenaUsed - this.arenaGarbage) * 1.25)));
+    let p = 0;
+    for (let e = 0; e < this.top; e++) {
+      if ((this.flags[e] & F_DEAD) !== 0) continue;
+      const o = this.keyOff[e];
+      const l = this.keyLen[e];
+      this.arena.copy(b, p, o, o + l);
+      this.keyOff[e] = p;
+      p += l;
+    }
+    this.arena = b;
+    this.arenaUsed = p;
+    this.arenaGarbage = 0;
+  }
+
+  private rehash(n: number): void {
+    const slots = new Uint32Array(n);
+    const mask = n - 1;
+    for (let e = 0; e < this.top; e++) {
+      if ((this.flags[e] & F_DEAD) !== 0) continue;
+      const o = this.keyOff[e];
+      let i = fnv1a(this.arena, o, this.keyLen[e]) & mask;
+      while (slots[i] !== 0) i = (i + 1) & mask;
+      slots[i] = e + 1;
+    }
+    this.slots = slots;
+    this.mask = mask;
+  }
+
+  /** Compares the keys of entries a and b (bytewise, shorter first on a tie). */
+  compareEntries(a: number, b: number): number {
+    const ar = this.arena;
+    let oa = this.keyOff[a];
+    let ob = this.keyOff[b];
+    const la = this.keyLen[a];
+    const lb = this.keyLen[b];
+    const n = la < lb ? la : lb;
+    for (let i = 0; i < n; i++, oa++, ob++) {
+      const d = ar[oa] - ar[ob];
+      if (d !== 0) return d;
+    }
+    return la - lb;
+  }
+
+  /** Compares entry e's key with `key`. */
+  compareKey(e: number, key: Uint8Array): number {
+    const ar = this.arena;
+    const o = this.keyOff[e];
+    const l = this.keyLen[e];
+    const n = l < key.length ? l : key.length;
+    for (let i = 0; i < n; i++) {
+      const d = ar[o + i] - key[i];
+      if (d !== 0) return d;
+    }
+    return l - key.length;
+  }
+
+  private dropSorted(): void {
+    this.sorted = null;
+    this.sortedLen = 0;
+    this.added = [];
+    this.removedSinceSort = 0;
+    this.releaseDeferred();
+  }
+
+  private releaseDeferred(): void {
+    while (this.deferredHead >= 0) {
+      const e = this.deferredHead;
+      const next = this.fileId[e];
+      this.deferredHead = next === 0xffffffff ? -1 : next;
+      this.fileId[e] = this.freeHead < 0 ? 0xffffffff : this.freeHead;
+      this.freeHead = e;
+    }
+  }
+
+  /** Live entry numbers in key order: arr[0, len). Valid until the next insert or remove. */
+  sortedEntries(): { arr: Uint32Array; len: number } {
+    const cmp = (a: number, b: number) => this.compareEntries(a, b);
+    if (this.sorted === null) {
+      const arr = new Uint32Array(this.size);
+      let n = 0;
+      for (let e = 0; e < this.top; e++) if ((this.flags[e] & F_DEAD) === 0) arr[n++] = e;
+      arr.sort(cmp);
+      this.sorted = arr;
+      this.sortedLen = n;
+      this.added = [];
+      this.removedSinceSort = 0;
+      this.releaseDeferred();
+    } else if (this.added.length > 0 || this.removedSinceSort > 0) {
+      const add = Uint32Array.from(this.added.filter((e) => (this.flags[e] & F_DEAD) === 0)).sort(cmp);
+      const old = this.sorted;
+      const out = new Uint32Array(this.size);
+      let i = 0, j = 0, n = 0;
+      while (i < this.sortedLen || j < add.length) {
+        if (i < this.sortedLen && (this.flags[old[i]] & F_DEAD) !== 0) { i++; continue; }
+        if (j >= add.length || (i < this.sortedLen && cmp(old[i], add[j]) < 0)) out[n++] = old[i++];
+        else out[n++] = add[j++];
+      }
+      this.sorted = out;
+      this.sortedLen = n;
+      this.added = [];
+      this.removedSinceSort = 0;
+      this.releaseDeferred();
+    }
+    return { arr: this.sorted, len: this.sortedLen };
+  }
+
+  /** First position in the sorted array whose key is >= key (or > key when `strict`). */
+  lowerBound(arr: Uint32Array, len: number, key: Uint8Array, strict: boolean): number {
+    let lo = 0, hi = len;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const c = this.compareKey(arr[mid], key);
+      if (c < 0 || (strict && c === 0)) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}
