@@ -78,6 +78,15 @@ function encodeTokens(key: Uint8Array): string[] {
   return tokens;
 }
 
+/** Only bytes 0x01..0x7F other than '/' and '%': the name is the key itself. */
+function plainAscii(key: Uint8Array): boolean {
+  for (let i = 0; i < key.length; i++) {
+    const b = key[i];
+    if (b === 0 || b >= 0x80 || b === 0x2f || b === 0x25) return false;
+  }
+  return true;
+}
+
 function keyHashHex(key: Uint8Array): string {
   return createHash('sha256').update(key).digest().subarray(0, 16).toString('hex');
 }
@@ -90,6 +99,7 @@ export function keyToName(key: Uint8Array): string {
   if (key.length === 0) throw new RangeError('the empty key has no file name');
   if (key.length === 1 && key[0] === 0x2e) return '%2E';
   if (key.length === 2 && key[0] === 0x2e && key[1] === 0x2e) return '%2E%2E';
+  if (key.length <= NAME_MAX && plainAscii(key)) return Buffer.from(key).toString('latin1'); // the common case, fast
   const tokens = encodeTokens(key);
   const full = tokens.join('');
   if (Buffer.byteLength(full) <= NAME_MAX) return full;

@@ -92,6 +92,7 @@ interface Handle {
   key: Buffer;
   buffer: WriteBuffer | null;
   cached: Buffer | null;
+  loading: Promise<WriteBuffer> | null;
   dirty: boolean;
   /** Written or ftruncated since open (an O_TRUNC/create alone is not). */
   written: boolean;
@@ -480,15 +481,23 @@ export class KvFs {
     });
   }
 
-  private async bufferFor(h: Handle): Promise<WriteBuffer> {
-    if (!h.buffer) {
+  private bufferFor(h: Handle): Promise<WriteBuffer> {
+    if (h.buffer) return Promise.resolve(h.buffer);
+    // One load per handle, even when writes arrive concurrently.
+    h.loading ??= (async () => {
       const pending = this.pendingHandle(h.ns, h.key);
       const initial = pending
         ? await pending.buffer!.contents()
         : ((await this.engine.get(h.ns, h.key))?.value ?? Buffer.alloc(0));
-      h.buffer = this.newBuffer(initial);
-    }
-    return h.buffer;
+      // Written, not adopted: a large current value goes to the spill file, not the heap.
+      const buf = this.newBuffer();
+      if (initial.length > 0) await buf.write(0, initial);
+      h.buffer = buf;
+      return buf;
+    })().finally(() => {
+      h.loading = null;
+    });
+    return h.loading;
   }
 
   private newBuffer(initial?: Uint8Array): WriteBuffer {
@@ -512,7 +521,7 @@ export class KvFs {
 
   private newHandle(ns: string, key: Buffer): Handle {
     while (this.handles.has(this.nextFd) || this.nextFd === 0) this.nextFd = (this.nextFd + 1) >>> 0;
-    const h: Handle = { id: this.nextFd++, ns, key, buffer: null, cached: null, dirty: false, written: false, failed: false, detached: false, mtime: Date.now() };
+    const h: Handle = { id: this.nextFd++, ns, key, buffer: null, cached: null, loading: null, dirty: false, written: false, failed: false, detached: false, mtime: Date.now() };
     this.handles.set(h.id, h);
     this.indexHandle(h);
     return h;
