@@ -69,13 +69,17 @@ export class CountingStore implements ObjectStore {
   }
 
   async *list(prefix: string): AsyncIterable<string> {
+    let failed = false;
     try {
       yield* this.inner.list(prefix);
     } catch (err) {
+      failed = true;
       this.counters.errors++;
       throw err;
+    } finally {
+      // also when the caller stops early
+      if (!failed) this.counters.lists++;
     }
-    this.counters.lists++;
   }
 
   close(): Promise<void> {

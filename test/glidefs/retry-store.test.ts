@@ -224,9 +224,10 @@ describe('CountingStore', () => {
     await c.get('missing');
     await c.delete('a');
     await keysOf(c);
+    for await (const _ of c.list('')) break; // a listing stopped early is still one
     faulty.failAll = true;
     await expect(c.put('z', Buffer.alloc(5))).rejects.toThrow();
-    expect(c.stats()).toEqual({ puts: 2, putBytes: 128, gets: 2, getBytes: 100, getMisses: 1, deletes: 1, lists: 1, errors: 1 });
+    expect(c.stats()).toEqual({ puts: 2, putBytes: 128, gets: 2, getBytes: 100, getMisses: 1, deletes: 1, lists: 2, errors: 1 });
     c.reset();
     expect(c.stats()).toEqual({ puts: 0, putBytes: 0, gets: 0, getBytes: 0, getMisses: 0, deletes: 0, lists: 0, errors: 0 });
   });
