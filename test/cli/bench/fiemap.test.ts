@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blocksOf, deviceRanges, mapFiles, parseFilefrag, type FileMap } from '../../../src/cli/bench/fiemap.js';
+import { locateValues } from '../../../src/cli/bench/locate-values.js';
 
 describe('parseFilefrag', () => {
   it('reads block extents, the expected column, flags, and byte-unit inline extents', () => {
@@ -89,6 +90,7 @@ describe.skipIf(!root)('mapFiles on a real ext4 image on a loop device', () => {
   let loop = '';
   let mnt = '';
   const files = new Map<string, Buffer>();
+  const values: Buffer[] = [];
 
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'glidekv-fiemap-'));
@@ -115,12 +117,18 @@ describe.skipIf(!root)('mapFiles on a real ext4 image on a loop device', () => {
         writeSync(fd, randomBytes(4096), 0, 4096, i * 2 * 4096);
         fsyncSync(fd);
         put(`filler${i}`, randomBytes(4096));
-        execFileSync('sync');
+        execFileSync('sync', ['-f', mnt]);
       }
     } finally {
       closeSync(fd);
     }
     files.set('frag', readFileSync(frag)); // holes read as zeros
+    // Values to locate: one as a whole file (a blob), two inside a "segment"
+    // at unaligned offsets between other bytes.
+    mkdirSync(join(mnt, 'data', 'values'), { recursive: true });
+    for (let i = 0; i < 3; i++) values.push(randomBytes(200_000 + i));
+    writeFileSync(join(mnt, 'data', 'values', 'blob-x'), values[0]);
+    writeFileSync(join(mnt, 'data', 'seg-1'), Buffer.concat([randomBytes(777), values[1], randomBytes(33), values[2], randomBytes(5)]));
     // Preallocated (unwritten) tail after 8 KiB of data.
     put('prealloc', randomBytes(8192));
     execFileSync('fallocate', ['-o', '8192', '-l', '1M', '-n', join(mnt, 'prealloc')]);
@@ -146,7 +154,7 @@ describe.skipIf(!root)('mapFiles on a real ext4 image on a loop device', () => {
     expect(maps.get(join(mnt, 'frag'))!.extents.length).toBeGreaterThan(1);
     expect(maps.get(join(mnt, 'tiny'))!.extents[0].flags).toContain('inline');
     expect(maps.get(join(mnt, 'prealloc'))!.extents.some((e) => e.flags.includes('unwritten'))).toBe(true);
-    execFileSync('sync');
+    execFileSync('sync', ['-f', mnt]);
     execFileSync('blockdev', ['--flushbufs', loop]);
     const dev = openSync(loop, 'r');
     try {
@@ -166,6 +174,38 @@ describe.skipIf(!root)('mapFiles on a real ext4 image on a loop device', () => {
         // Holes and unwritten extents read as zeros; everything else came from the device.
         expect(covered, name).toBeGreaterThan(0);
         expect(got.equals(want), `${name}: device bytes differ from the file`).toBe(true);
+      }
+    } finally {
+      closeSync(dev);
+    }
+  });
+
+  it('locateValues finds values in whole files and inside files, and the device blocks hold them', async () => {
+    const absent = randomBytes(150_000);
+    const got = await locateValues(join(mnt, 'data'), [...values, absent], 131072);
+    expect(got.missing).toEqual([3]);
+    expect(got.locations.map((l) => [l.value, l.file.slice(mnt.length), l.offset])).toEqual([
+      [1, '/data/seg-1', 777],
+      [2, '/data/seg-1', 777 + values[1].length + 33],
+      [0, '/data/values/blob-x', 0],
+    ]);
+    execFileSync('sync', ['-f', mnt]);
+    execFileSync('blockdev', ['--flushbufs', loop]);
+    const dev = openSync(loop, 'r');
+    try {
+      const maps = await mapFiles(got.files);
+      for (const l of got.locations) {
+        const v = values[l.value];
+        const parts: Buffer[] = [];
+        for (const r of deviceRanges(maps.get(l.file)!, l.offset, v.length)) {
+          const b = Buffer.alloc(r.length);
+          readSync(dev, b, 0, r.length, r.offset);
+          parts.push(b);
+          const first = Math.floor(r.offset / 131072);
+          const last = Math.floor((r.offset + r.length - 1) / 131072);
+          for (let k = first; k <= last; k++) expect(got.blocks).toContain(k);
+        }
+        expect(Buffer.concat(parts).equals(v), `value ${l.value} on the device`).toBe(true);
       }
     } finally {
       closeSync(dev);

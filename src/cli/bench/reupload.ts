@@ -1,0 +1,403 @@
+/**
+ * The re-upload experiment (issue 6): how often is a large value uploaded to
+ * the object store over its life, with value separation on and off?
+ *
+ * For each mode, on a fresh volume brought up for the run:
+ *   write    the large values (distinct random bytes) and the small values
+ *            (~100 bytes) as files through the KV mount; sync; flush.
+ *   round i  overwrite or delete half of the small values; reclaim; sync;
+ *            flush.
+ * After each phase the glidefs counters and the per-offset upload counters
+ * are read, and the blocks that hold large-value bytes are located
+ * (locate-values.ts: content search + FIEMAP). Uploads of those blocks in the
+ * phase are the large values' cost:
+ *
+ *   largeValueUploadFactor = sum over phases of (uploads in the phase of blocks
+ *       that hold large-value bytes after it) × BLOCK_SIZE
+ *       / bytes of distinct large values
+ *   amplification = uploaded bytes / bytes of values the user wrote
+ *
+ * Then the fork: the separated volume is forked live, the fork is brought up
+ * on another mountpoint, one new 128 KiB value is written in it and flushed;
+ * the fork's uploaded bytes are its cost, and the parent's keys are checked.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import pLimit from 'p-limit';
+import { locateValues } from './locate-values.js';
+import type { Stack, StackDriver, VolumeCounters } from './stack.js';
+
+export const BLOCK_SIZE = 131072;
+export const NAMESPACE = 'bench';
+
+export interface ReuploadParams {
+  values: number;
+  valueSize: number;
+  small: number;
+  smallSize: number;
+  rounds: number;
+  volumeSize: number;
+}
+
+export interface PhaseResult {
+  name: string;
+  uploads: number;
+  uploadedBytes: number;
+  reuploads: number;
+  /** Bytes of values the user wrote in the phase (puts; deletes count 0). */
+  userBytes: number;
+  amplification: number;
+  /** Uploaded bytes of blocks that hold large-value bytes after the phase. */
+  largeUploadedBytes: number;
+  /** Number of blocks that hold large-value bytes after the phase. */
+  largeBlocks: number;
+  durationMs: number;
+  /** Uploads per block in this phase (blocks with at least one). */
+  perOffset: Array<{ blockIndex: number; uploads: number }>;
+  /** The blocks holding large-value bytes after the phase. */
+  largeBlockIndexes: number[];
+}
+
+export interface ModeResult {
+  mode: 'separated' | 'inline';
+  valueThreshold: number | null;
+  volume: string;
+  uploads: number;
+  uploadedBytes: number;
+  reuploads: number;
+  userBytes: number;
+  amplification: number;
+  largeValueUploadFactor: number;
+  /** Uploads of `glidekv up` itself (mkfs, mount), not in the totals. */
+  setup: VolumeCounters;
+  write: PhaseResult;
+  rounds: PhaseResult[];
+}
+
+export interface ForkResult {
+  uploads: number;
+  uploadedBytes: number;
+  durationMs: number;
+  forkCommandMs: number;
+  parentUnchanged: boolean;
+  parentKeysChecked: number;
+}
+
+export interface ReuploadResult {
+  params: ReuploadParams;
+  store: string;
+  separated: ModeResult;
+  inline: ModeResult;
+  fork: ForkResult;
+  puts: { client: number; server: number | null; agree: boolean | null; note: string };
+}
+
+export interface RunContext {
+  driver: StackDriver;
+  /** Object store URL per mode (distinct prefixes). */
+  storeFor(mode: string): string;
+  env: Record<string, string>;
+  stateDir: string;
+  /** MinIO's PUT counter when the bench owns the server, else undefined. */
+  serverPuts?: () => Promise<number>;
+  /** Progress: a phase starts (total steps), a step is done, the phase ends. */
+  progress?: { start(label: string, total: number): void; tick(): void; stop(): void };
+  log?: (line: string) => void;
+}
+
+/** The bytes a key holds in the model (undefined = deleted). */
+type Model = Map<string, Buffer | undefined>;
+
+/** A small deterministic PRNG (xorshift32) so the rounds' choices repeat. */
+function prng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 0x100000000;
+  };
+}
+
+export function largeKey(i: number): string {
+  return `large-${String(i).padStart(4, '0')}`;
+}
+export function smallKey(i: number): string {
+  return `small-${String(i).padStart(5, '0')}`;
+}
+
+function diffPerOffset(
+  before: Array<{ blockIndex: number; uploads: number }>,
+  after: Array<{ blockIndex: number; uploads: number }>,
+): Array<{ blockIndex: number; uploads: number }> {
+  const b = new Map(before.map((r) => [r.blockIndex, r.uploads]));
+  const out: Array<{ blockIndex: number; uploads: number }> = [];
+  for (const r of after) {
+    const d = r.uploads - (b.get(r.blockIndex) ?? 0);
+    if (d > 0) out.push({ blockIndex: r.blockIndex, uploads: d });
+  }
+  return out;
+}
+
+const limit = pLimit(8);
+
+async function applyOps(ctx: RunContext, stack: Stack, label: string, ops: Array<[string, Buffer | undefined]>): Promise<number> {
+  const dir = join(stack.mountpoint, NAMESPACE);
+  let bytes = 0;
+  ctx.progress?.start(label, ops.length);
+  try {
+    await Promise.all(
+      ops.map(([key, value]) =>
+        limit(async () => {
+          if (value) {
+            await writeFile(join(dir, key), value);
+            bytes += value.length;
+          } else {
+            await unlink(join(dir, key));
+          }
+          ctx.progress?.tick();
+        }),
+      ),
+    );
+  } finally {
+    ctx.progress?.stop();
+  }
+  return bytes;
+}
+
+async function phase(
+  ctx: RunContext,
+  stack: Stack,
+  name: string,
+  large: Buffer[],
+  work: () => Promise<number>,
+  reclaim: boolean,
+): Promise<PhaseResult> {
+  const c0 = await stack.counters();
+  const p0 = await stack.uploadsPerOffset();
+  const t0 = performance.now();
+  const userBytes = await work();
+  if (reclaim) await stack.reclaim();
+  await stack.sync();
+  await stack.flush();
+  const durationMs = performance.now() - t0;
+  const c1 = await stack.counters();
+  const perOffset = diffPerOffset(p0, await stack.uploadsPerOffset());
+  const located = await locateValues(stack.dataDir, large, BLOCK_SIZE);
+  if (located.missing.length) {
+    throw new Error(`after ${name}: ${located.missing.length} large values not found under ${stack.dataDir}`);
+  }
+  const largeSet = new Set(located.blocks);
+  const largeUploads = perOffset.filter((r) => largeSet.has(r.blockIndex)).reduce((a, r) => a + r.uploads, 0);
+  const uploadedBytes = c1.uploadedBytes - c0.uploadedBytes;
+  ctx.log?.(`${stack.volume} ${name}: ${c1.uploads - c0.uploads} uploads, ${largeUploads} of large-value blocks`);
+  return {
+    name,
+    uploads: c1.uploads - c0.uploads,
+    uploadedBytes,
+    reuploads: c1.reuploads - c0.reuploads,
+    userBytes,
+    amplification: userBytes > 0 ? uploadedBytes / userBytes : 0,
+    largeUploadedBytes: largeUploads * BLOCK_SIZE,
+    largeBlocks: located.blocks.length,
+    durationMs: Math.round(durationMs),
+    perOffset,
+    largeBlockIndexes: located.blocks,
+  };
+}
+
+/** The small-value operations of round `r`: half the small keys, each overwritten or deleted. */
+export function roundOps(model: Model, small: number, smallSize: number, r: number): Array<[string, Buffer | undefined]> {
+  const rnd = prng(0x9e3779b9 ^ (r * 7919));
+  const idx = Array.from({ length: small }, (_, i) => i);
+  for (let i = idx.length - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  const ops: Array<[string, Buffer | undefined]> = [];
+  for (const i of idx.slice(0, Math.floor(small / 2))) {
+    const key = smallKey(i);
+    const live = model.get(key) !== undefined;
+    const value = live && rnd() < 0.5 ? undefined : randomBytes(smallSize);
+    ops.push([key, value]);
+    model.set(key, value);
+  }
+  return ops;
+}
+
+export async function runMode(
+  ctx: RunContext,
+  mode: 'separated' | 'inline',
+  params: ReuploadParams,
+  large: Buffer[],
+  keepUp = false,
+): Promise<{ result: ModeResult; stack: Stack; model: Model }> {
+  const volume = `reupload-${mode}`;
+  const mountpoint = join(ctx.stateDir, mode, 'kv');
+  await mkdir(mountpoint, { recursive: true });
+  const valueThreshold = mode === 'inline' ? 0 : undefined;
+  const stack = await ctx.driver.up({
+    volume,
+    mountpoint,
+    stateDir: join(ctx.stateDir, mode, 'state'),
+    store: ctx.storeFor(mode),
+    sizeBytes: params.volumeSize,
+    valueThreshold,
+    env: ctx.env,
+  });
+  try {
+    await mkdir(join(mountpoint, NAMESPACE));
+    await stack.sync();
+    await stack.flush();
+    const setup = await stack.counters();
+    const model: Model = new Map();
+    const writeOps: Array<[string, Buffer | undefined]> = large.map((v, i) => [largeKey(i), v]);
+    for (let i = 0; i < params.small; i++) writeOps.push([smallKey(i), randomBytes(params.smallSize)]);
+    for (const [k, v] of writeOps) model.set(k, v);
+    const write = await phase(ctx, stack, 'write', large, () => applyOps(ctx, stack, `${mode} write`, writeOps), false);
+    const rounds: PhaseResult[] = [];
+    for (let r = 1; r <= params.rounds; r++) {
+      const ops = roundOps(model, params.small, params.smallSize, r);
+      rounds.push(await phase(ctx, stack, `round ${r}`, large, () => applyOps(ctx, stack, `${mode} round ${r}`, ops), true));
+    }
+    const all = [write, ...rounds];
+    const sum = (f: (p: PhaseResult) => number) => all.reduce((a, p) => a + f(p), 0);
+    const userBytes = sum((p) => p.userBytes);
+    const uploadedBytes = sum((p) => p.uploadedBytes);
+    const largeBytes = large.reduce((a, v) => a + v.length, 0);
+    const result: ModeResult = {
+      mode,
+      valueThreshold: valueThreshold ?? null,
+      volume,
+      uploads: sum((p) => p.uploads),
+      uploadedBytes,
+      reuploads: sum((p) => p.reuploads),
+      userBytes,
+      amplification: userBytes > 0 ? uploadedBytes / userBytes : 0,
+      largeValueUploadFactor: largeBytes > 0 ? sum((p) => p.largeUploadedBytes) / largeBytes : 0,
+      setup: { uploads: setup.uploads, uploadedBytes: setup.uploadedBytes, reuploads: setup.reuploads },
+      write,
+      rounds,
+    };
+    if (!keepUp) await stack.down();
+    return { result, stack, model };
+  } catch (err) {
+    await stack.down().catch(() => {});
+    throw err;
+  }
+}
+
+function digest(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/** Reads every key under the namespace and compares with the model. */
+export async function checkKeys(mountpoint: string, model: Model): Promise<{ ok: boolean; checked: number; problems: string[] }> {
+  const dir = join(mountpoint, NAMESPACE);
+  const names = new Set(await readdir(dir));
+  const problems: string[] = [];
+  let checked = 0;
+  for (const [key, value] of model) {
+    if (value === undefined) {
+      if (names.has(key)) problems.push(`${key} should be deleted`);
+      continue;
+    }
+    if (!names.has(key)) {
+      problems.push(`${key} missing`);
+      continue;
+    }
+    const got = await readFile(join(dir, key));
+    checked++;
+    if (digest(got) !== digest(value)) problems.push(`${key} differs`);
+  }
+  for (const n of names) if (!model.has(n)) problems.push(`unexpected key ${n}`);
+  return { ok: problems.length === 0, checked, problems };
+}
+
+async function forkCost(ctx: RunContext, parent: Stack, model: Model): Promise<ForkResult> {
+  const name = `${parent.volume}-fork`;
+  const t0 = performance.now();
+  await parent.fork(name);
+  const forkCommandMs = performance.now() - t0;
+  const mountpoint = join(ctx.stateDir, 'fork', 'kv');
+  await mkdir(mountpoint, { recursive: true });
+  const fork = await ctx.driver.up({
+    volume: name,
+    mountpoint,
+    stateDir: join(ctx.stateDir, 'separated', 'state'),
+    store: ctx.storeFor('separated'),
+    sizeBytes: 0,
+    env: ctx.env,
+    attach: true,
+  } as Parameters<StackDriver['up']>[0]);
+  let uploads = 0;
+  let uploadedBytes = 0;
+  try {
+    const c0 = await fork.counters();
+    await writeFile(join(mountpoint, NAMESPACE, 'fork-new'), randomBytes(BLOCK_SIZE));
+    await fork.sync();
+    await fork.flush();
+    const c1 = await fork.counters();
+    uploads = c1.uploads - c0.uploads;
+    uploadedBytes = c1.uploadedBytes - c0.uploadedBytes;
+  } finally {
+    await fork.down();
+  }
+  const durationMs = performance.now() - t0;
+  const check = await checkKeys(parent.mountpoint, model);
+  if (!check.ok) ctx.log?.(`fork: parent changed: ${check.problems.slice(0, 5).join('; ')}`);
+  return {
+    uploads,
+    uploadedBytes,
+    durationMs: Math.round(durationMs),
+    forkCommandMs: Math.round(forkCommandMs),
+    parentUnchanged: check.ok,
+    parentKeysChecked: check.checked,
+  };
+}
+
+/** Polls MinIO's PUT counter until two readings a second apart agree. */
+async function stablePuts(read: () => Promise<number>): Promise<number> {
+  let last = await read();
+  for (let i = 0; i < 30; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await read();
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
+export async function runReupload(ctx: RunContext, params: ReuploadParams): Promise<ReuploadResult> {
+  const large = Array.from({ length: params.values }, () => randomBytes(params.valueSize));
+  const puts0 = ctx.serverPuts ? await ctx.serverPuts() : undefined;
+  const sep = await runMode(ctx, 'separated', params, large, true);
+  let fork: ForkResult;
+  let forkCounters: VolumeCounters = { uploads: 0, uploadedBytes: 0, reuploads: 0 };
+  try {
+    fork = await forkCost(ctx, sep.stack, sep.model);
+    forkCounters = { uploads: fork.uploads, uploadedBytes: fork.uploadedBytes, reuploads: 0 };
+  } finally {
+    await sep.stack.down();
+  }
+  const inl = await runMode(ctx, 'inline', params, large);
+  const client =
+    sep.result.setup.uploads + sep.result.uploads + inl.result.setup.uploads + inl.result.uploads + forkCounters.uploads;
+  let server: number | null = null;
+  let note = 'the store is not a MinIO the bench started: only the client counts';
+  if (ctx.serverPuts && puts0 !== undefined) {
+    server = (await stablePuts(ctx.serverPuts)) - puts0;
+    note = server === client ? 'glidefs and MinIO agree' : `MISMATCH: glidefs counted ${client} PUTs, MinIO ${server}`;
+  }
+  return {
+    params,
+    store: ctx.storeFor('*'),
+    separated: sep.result,
+    inline: inl.result,
+    fork,
+    puts: { client, server, agree: server === null ? null : server === client, note },
+  };
+}
