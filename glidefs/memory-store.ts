@@ -2,6 +2,7 @@
  * MemoryStore: objects in a Map. For unit tests only — nothing survives the
  * process, and there is no size limit.
  */
+import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
 
 export class MemoryStore implements ObjectStore {
@@ -40,6 +41,6 @@ export class MemoryStore implements ObjectStore {
   }
 
   private checkOpen(): void {
-    if (this.closed) throw new Error('E_CLOSED: memory store is closed');
+    if (this.closed) throw GlideFsError.CLOSED('memory store');
   }
 }

@@ -74,6 +74,7 @@ async function waitLive(endpoint: string, proc: ChildProcess, timeoutMs: number)
 }
 
 export async function startMinio(opts: { bucket?: string } = {}): Promise<MinioServer> {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const bin = minioBinary();
   const dataDir = mkdtempSync(join(tmpdir(), 'glidekv-minio-'));
   const port = await freePort();
@@ -172,4 +173,42 @@ export async function minioPutCount(endpoint: string): Promise<number> {
     }
   }
   return total;
+}
+
+/**
+ * PUT requests MinIO counted for one bucket (its Prometheus bucket metrics,
+ * `minio_bucket_requests_total{api="putobject",bucket=...}`). A bucket of its
+ * own per measurement keeps other clients of the same server out of the count.
+ */
+export async function minioBucketPutCount(endpoint: string, bucket: string): Promise<number> {
+  const res = await fetch(`${endpoint}/minio/v2/metrics/bucket`);
+  if (!res.ok) throw new Error(`MinIO metrics: HTTP ${res.status}`);
+  const text = await res.text();
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('minio_bucket_requests_total{') && line.includes('api="putobject"') && line.includes(`bucket="${bucket}"`)) {
+      total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return total;
+}
+
+/**
+ * Polls `read` until it returns the same value three times in a row and at
+ * least `want`, or `timeoutMs` passes (then returns the last value). MinIO
+ * caches its Prometheus figures for about 10 s, so a count read right after
+ * the requests can be stale; reading a "before" value also pins that cache.
+ */
+export async function stableCount(read: () => Promise<number>, want: number, timeoutMs = 30_000): Promise<number> {
+  let last = -1;
+  let same = 0;
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const v = await read();
+    same = v === last ? same + 1 : 0;
+    last = v;
+    if (same >= 2 && v >= want) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return last;
 }

@@ -10,7 +10,7 @@ import { GlideFsError } from '../../glidefs/errors.js';
 import { RetryStore } from '../../glidefs/retry-store.js';
 import { S3Store, type S3StoreOptions } from '../../glidefs/s3-store.js';
 import { checkStore, openStore } from '../../glidefs/store-url.js';
-import { freePort, minioPutCount } from '../../scripts/lib/minio.js';
+import { freePort, minioBucketPutCount, minioPutCount, stableCount } from '../../scripts/lib/minio.js';
 
 const m = inject('minio');
 const FAKE_SECRET = 'SeCrEt-glidekv-MUST-NOT-LEAK-7f3a9c';
@@ -273,32 +273,6 @@ describe('S3Store against broken endpoints (loopback)', () => {
   });
 });
 
-/** PUTs MinIO counted for one bucket (its Prometheus bucket metrics). */
-async function minioBucketPutCount(endpoint: string, bucket: string): Promise<number> {
-  const text = await (await fetch(`${endpoint}/minio/v2/metrics/bucket`)).text();
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('minio_bucket_requests_total{') && line.includes('api="putobject"') && line.includes(`bucket="${bucket}"`)) {
-      total += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return total;
-}
-
-/** Polls `read` until it returns the same value three times in a row and at least `want` (MinIO caches its metrics for ~10 s). */
-async function stableValue(read: () => Promise<number>, want: number): Promise<number> {
-  let last = -1;
-  let same = 0;
-  for (let i = 0; i < 300; i++) {
-    const v = await read();
-    same = v === last ? same + 1 : 0;
-    last = v;
-    if (same >= 2 && v >= want) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return last;
-}
-
 describe('MinIO cross-check', () => {
   it('PUTs counted by CountingStore(S3Store) equal the PUTs MinIO counted', async () => {
     // A bucket of our own, so other test files' PUTs (same server) do not mix in.
@@ -323,10 +297,10 @@ describe('MinIO cross-check', () => {
       const st = store.stats();
       expect(st.puts).toBe(n + 1);
       expect(st.putBytes).toBe(Array.from({ length: n }, (_, i) => 1000 + i).reduce((a, b) => a + b, 0) + 5);
-      const bucketAfter = await stableValue(() => minioBucketPutCount(m.endpoint, bucket), bucketBefore + st.puts);
+      const bucketAfter = await stableCount(() => minioBucketPutCount(m.endpoint, bucket), bucketBefore + st.puts);
       expect(bucketAfter - bucketBefore).toBe(st.puts);
       // Server-wide (other test files share the server): at least ours.
-      const globalAfter = await stableValue(() => minioPutCount(m.endpoint), globalBefore + st.puts);
+      const globalAfter = await stableCount(() => minioPutCount(m.endpoint), globalBefore + st.puts);
       expect(globalAfter - globalBefore).toBeGreaterThanOrEqual(st.puts);
       await store.get('obj/1');
       await store.get('obj/none');
