@@ -1,0 +1,83 @@
+/**
+ * `glidekv device mount VOLUME DIR`: the device daemon (foreground).
+ *
+ * Contract with whoever starts it (`glidekv up` runs it as a detached child):
+ *   stdout, once the kernel has the mount:
+ *     glidekv: device VOLUME mounted at DIR/volume (SIZE bytes, pid N)
+ *   SIGINT / SIGTERM: unmount (`fusermount -u`; lazily if a loop device still
+ *     holds the file), flush the volume (upload + commit), close it, print
+ *     `glidekv: device VOLUME unmounted`, exit 0.
+ *   Every `--flush-interval` seconds with dirty blocks: a flush (as fsync does).
+ *   Startup failures: one line `glidekv: ...` on stderr, exit 1.
+ */
+import { existsSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { mountDevice } from '../../../mount/device.js';
+import { runDaemon } from '../../../mount/fuse-daemon.js';
+import { openGlideFsFromOptions, type GlideFsCliOptions } from '../glidefs-options.js';
+import { CliError, redact } from '../util.js';
+
+export interface DeviceDaemonFlags {
+  flushInterval: number;
+}
+
+/** Is `dir` a mount point right now? (/proc/self/mountinfo, field 5, octal escapes) */
+export async function isMountPoint(dir: string): Promise<boolean> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    if (f.length < 5) continue;
+    if (f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === dir) return true;
+  }
+  return false;
+}
+
+export async function runDeviceDaemon(volumeName: string, dirArg: string, globals: GlideFsCliOptions, flags: DeviceDaemonFlags): Promise<never> {
+  const dir = resolve(dirArg);
+  if (!existsSync('/dev/fuse')) throw new CliError('/dev/fuse is missing: load the fuse module (modprobe fuse) or run where FUSE is available');
+  const st = await stat(dir).catch(() => undefined);
+  if (!st?.isDirectory()) throw new CliError(`${dir}: no such directory (create the mount point first)`);
+  if (await isMountPoint(dir)) throw new CliError(`${dir} is already a mount point (unmount it first: fusermount -u ${dir})`);
+
+  return runDaemon(
+    async () => {
+      const g = await openGlideFsFromOptions(globals);
+      let volume;
+      try {
+        volume = await g.fs.openVolume(volumeName);
+      } catch (err) {
+        await g.close().catch(() => undefined);
+        throw err;
+      }
+      const log = (line: string) => process.stderr.write(`glidekv: ${redact(line)}\n`);
+      let mount;
+      try {
+        mount = await mountDevice(volume, dir, { log });
+      } catch (err) {
+        await g.close().catch(() => undefined);
+        throw err;
+      }
+      log(`device ${volumeName}: mount options ${mount.optionString}`);
+      const timer =
+        flags.flushInterval > 0
+          ? setInterval(() => {
+              if (volume.dirtyBlocks > 0) mount.flushNow().catch((err) => log(`device ${volumeName}: timed flush failed: ${(err as Error).message}`));
+            }, flags.flushInterval * 1000)
+          : setInterval(() => {}, 1 << 30);
+      return {
+        readyLine: `glidekv: device ${volumeName} mounted at ${mount.file} (${volume.sizeBytes} bytes, pid ${process.pid})`,
+        async stop() {
+          clearInterval(timer);
+          try {
+            await mount.unmount({ lazy: true });
+          } finally {
+            await g.close();
+          }
+          process.stdout.write(`glidekv: device ${volumeName} unmounted\n`);
+        },
+      };
+    },
+    { name: 'glidekv', redact },
+  );
+}

@@ -1,0 +1,122 @@
+/**
+ * `glidekv fork VOLUME NEW`: a fork of a volume, live when it is up.
+ *
+ * Live (VOLUME is up, see state.ts), in this order:
+ *   1. engine sync: SIGUSR2 to the KV daemon, wait for its
+ *      `kv sync done` line (every acknowledged put is fsynced on the ext4)
+ *   2. `fsfreeze -f` of the ext4: writes back every dirty page and
+ *      checkpoints the journal; new writes wait
+ *   3. fsync of the device file (from this process, which serves no mount):
+ *      the device daemon flushes the volume, returning after the commit
+ *   4. GlideFs.fork on the shared catalog: one transaction, nothing copied
+ *   5. `fsfreeze -u` (always, also when 3 or 4 fail)
+ * The fork holds exactly what was acknowledged before step 1 finished and
+ * is a clean ext4 (frozen = consistent on disk).
+ *
+ * Not up: a plain metadata fork (GlideFs settles the volume's dirty blocks
+ * in this cache dir first).
+ */
+import { open as openFile } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { openGlideFsFromOptions, resolveGlideFsOptions, type GlideFsCliOptions } from '../glidefs-options.js';
+import { CliError } from '../util.js';
+import { findByVolume, loadState, type StackState } from './state.js';
+import { alive, readText, run, waitFor } from './system.js';
+
+export interface ForkResult {
+  source: string;
+  fork: string;
+  live: boolean;
+  durationMs: number;
+  /** Of the whole live sequence, how long the ext4 was frozen. */
+  frozenMs: number;
+  engineSyncMs: number;
+  uploads: number;
+  uploadedBytes: number;
+}
+
+/** Sends `signal` to the KV daemon and waits for its `kv NAME done|failed` line in its log. */
+export async function kvMaintenance(s: StackState, signal: 'SIGUSR1' | 'SIGUSR2', name: string, timeoutMs = 600_000): Promise<string> {
+  if (!s.kvPid || !alive(s.kvPid)) throw new CliError(`the KV daemon of '${s.volume}' is not running (pid ${s.kvPid ?? '-'})`);
+  const log = `${s.stateDir}/kv.log`;
+  const from = statSync(log, { throwIfNoEntry: false })?.size ?? 0;
+  process.kill(s.kvPid, signal);
+  const re = new RegExp(`kv ${name} (done|failed)[^\\n]*`);
+  let line = '';
+  await waitFor(
+    `the KV daemon's ${name}`,
+    async () => {
+      const m = re.exec((await readText(log)).slice(from));
+      if (m) line = m[0];
+      return m !== null;
+    },
+    timeoutMs,
+    () => (alive(s.kvPid) ? undefined : `the KV daemon exited during ${name}`),
+  );
+  if (line.includes(`${name} failed`)) throw new CliError(`engine ${name} failed: ${line.replace(/^.*failed: /, '')}`);
+  return line;
+}
+
+/** Finds the running stack of `volume` (on the catalog the globals name). */
+export function stackOf(volume: string, globals: GlideFsCliOptions, stateDir?: string): StackState | undefined {
+  if (stateDir) {
+    const s = loadState(stateDir);
+    if (!s) throw new CliError(`no stack state in ${stateDir}`);
+    if (s.volume !== volume) throw new CliError(`${stateDir} holds the stack of '${s.volume}', not '${volume}'`);
+    return s;
+  }
+  const s = findByVolume(volume);
+  if (!s) return undefined;
+  const explicit = globals.catalog || process.env.GLIDEKV_CATALOG;
+  if (explicit && resolveGlideFsOptions(globals).catalogPath !== s.glidefs.catalog) return undefined;
+  return s;
+}
+
+export async function fork(volume: string, name: string, globals: GlideFsCliOptions, stateDir?: string): Promise<ForkResult> {
+  const t0 = performance.now();
+  const s = stackOf(volume, globals, stateDir);
+  const live = !!s && alive(s.devicePid);
+  const opts = s ? { store: s.glidefs.store, catalog: s.glidefs.catalog, cache: s.glidefs.cache } : globals;
+  const g = await openGlideFsFromOptions(opts);
+  try {
+    if (g.fs.listVolumes().some((v) => v.name === name)) throw new CliError(`volume '${name}' already exists`);
+    g.fs.getVolume(volume);
+    const before = g.fs.stats(volume);
+    let engineSyncMs = 0;
+    let frozenMs = 0;
+    if (live && s) {
+      const ts = performance.now();
+      if (alive(s.kvPid)) await kvMaintenance(s, 'SIGUSR2', 'sync');
+      engineSyncMs = performance.now() - ts;
+      const tf = performance.now();
+      await run('fsfreeze', ['-f', s.ext4Mountpoint]);
+      try {
+        const f = await openFile(s.deviceFile, 'r+');
+        try {
+          await f.sync();
+        } finally {
+          await f.close();
+        }
+        await g.fs.fork(volume, name);
+      } finally {
+        await run('fsfreeze', ['-u', s.ext4Mountpoint]);
+        frozenMs = performance.now() - tf;
+      }
+    } else {
+      await g.fs.fork(volume, name);
+    }
+    const after = g.fs.stats(volume);
+    return {
+      source: volume,
+      fork: name,
+      live,
+      durationMs: Math.round(performance.now() - t0),
+      frozenMs: Math.round(frozenMs),
+      engineSyncMs: Math.round(engineSyncMs),
+      uploads: after.uploads - before.uploads,
+      uploadedBytes: after.uploadedBytes - before.uploadedBytes,
+    };
+  } finally {
+    await g.close();
+  }
+}
