@@ -275,7 +275,7 @@ export class KvEngine implements Engine {
     this.valueThreshold = opts.valueThreshold ?? 131072;
     this.maxValueBytes = Math.min(opts.maxValueBytes ?? 64 * 1024 * 1024, 0x7fff_0000);
     this.maxNamespaces = opts.maxNamespaces ?? 1024;
-    this.segmentMaxBytes = Math.min(Math.max(opts.segmentMaxBytes ?? 64 * 1024 * 1024, 1024), 0x7fff_ffff);
+    this.segmentMaxBytes = Math.min(Math.max(opts.segmentMaxBytes ?? 64 * 1024 * 1024, 128), 0x7fff_ffff);
     this.reclaimDeadRatio = opts.reclaimDeadRatio ?? 0.5;
     this.reclaimMinBytes = opts.reclaimMinBytes ?? 1024 * 1024;
     this.fds = new FdCache(this.io, Math.max(1, opts.maxOpenFiles ?? 256));
