@@ -58,3 +58,11 @@ export function toErrno(err: unknown): number {
   }
   return errno('EIO');
 }
+
+/** Any thrown value as an FsError with the same errno (to keep and throw again later). */
+export function asFsError(err: unknown): FsError {
+  if (err instanceof FsError) return err;
+  const n = -toErrno(err);
+  const name = (Object.keys(constants.errno) as ErrnoName[]).find((k) => constants.errno[k] === n) ?? 'EIO';
+  return new FsError(name, err instanceof Error ? err.message : String(err));
+}

@@ -21,7 +21,7 @@
 import { statfs as statfsCb } from 'node:fs';
 import { constants } from 'node:fs';
 import { promisify } from 'node:util';
-import { FsError } from './errno.js';
+import { asFsError, FsError } from './errno.js';
 import { keyInode, namespaceInode, ROOT_INODE } from './inode-number.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { keyToName, nameToKey, resolveLongName } from './key-names.js';
@@ -101,6 +101,12 @@ interface Handle {
    * error (from close/fsync); release does not try again behind its back.
    */
   failed: boolean;
+  /**
+   * A write or ftruncate on this handle failed (EFBIG, ENOSPC of the spill
+   * file...): its bytes are incomplete, so they are never committed; flush,
+   * fsync and release repeat the error.
+   */
+  writeError: FsError | null;
   /** Unlinked (or replaced by a rename) while open: keeps working, never commits. */
   detached: boolean;
   mtime: number;
@@ -182,7 +188,7 @@ export class KvFs {
     // Files created but not committed yet.
     for (const set of this.byKey.values()) {
       for (const h of set) {
-        if (h.ns !== p.ns || h.detached || h.failed || !h.dirty || !h.buffer || seen.has(h.key.toString('hex'))) continue;
+        if (h.ns !== p.ns || h.detached || h.failed || h.writeError || !h.dirty || !h.buffer || seen.has(h.key.toString('hex'))) continue;
         seen.add(h.key.toString('hex'));
         names.push(keyToName(h.key));
         stats.push({ mode: S_IFREG | 0o644, ino: keyInode(p.ns, h.key) });
@@ -209,7 +215,7 @@ export class KvFs {
       throw new FsError('ENOTDIR', path);
     }
     for (const set of this.byKey.values()) {
-      for (const h of set) if (h.ns === p.ns && h.dirty && !h.detached && !h.failed && h.buffer) throw new FsError('ENOTEMPTY', path);
+      for (const h of set) if (h.ns === p.ns && h.dirty && !h.detached && !h.failed && !h.writeError && h.buffer) throw new FsError('ENOTEMPTY', path);
     }
     await this.engine.dropNamespace(p.ns);
   }
@@ -261,9 +267,11 @@ export class KvFs {
 
   async write(fd: number, data: Buffer, position: number): Promise<number> {
     const h = this.handle(fd);
-    if (position + data.length > this.maxValueBytes) throw new FsError('EFBIG', `value over ${this.maxValueBytes} bytes`);
-    const buf = await this.bufferFor(h);
-    await buf.write(position, data);
+    await this.guardWrite(h, async () => {
+      if (position + data.length > this.maxValueBytes) throw new FsError('EFBIG', `value over ${this.maxValueBytes} bytes`);
+      const buf = await this.bufferFor(h);
+      await buf.write(position, data);
+    });
     h.dirty = true;
     h.written = true;
     h.failed = false;
@@ -273,9 +281,11 @@ export class KvFs {
 
   async ftruncate(fd: number, size: number): Promise<void> {
     const h = this.handle(fd);
-    if (size > this.maxValueBytes) throw new FsError('EFBIG', `value over ${this.maxValueBytes} bytes`);
-    const buf = await this.bufferFor(h);
-    await buf.truncate(size);
+    await this.guardWrite(h, async () => {
+      if (size > this.maxValueBytes) throw new FsError('EFBIG', `value over ${this.maxValueBytes} bytes`);
+      const buf = await this.bufferFor(h);
+      await buf.truncate(size);
+    });
     h.dirty = true;
     h.written = true;
     h.failed = false;
@@ -326,7 +336,7 @@ export class KvFs {
     const h = this.handles.get(fd);
     if (!h) return;
     try {
-      if (!h.failed) await this.commit(h);
+      if (!h.failed && !h.writeError) await this.commit(h);
     } catch (err) {
       this.opts.onError?.(`commit of ${h.ns}/${keyToName(h.key)} at release failed: ${(err as Error).message}`);
       throw err;
@@ -464,7 +474,19 @@ export class KvFs {
 
   // ---- internals ----
 
+  /** Runs a write; on failure the handle keeps the error and will not commit. */
+  private async guardWrite(h: Handle, fn: () => Promise<void>): Promise<void> {
+    if (h.writeError) throw h.writeError;
+    try {
+      await fn();
+    } catch (err) {
+      h.writeError = asFsError(err);
+      throw err;
+    }
+  }
+
   private async commit(h: Handle): Promise<void> {
+    if (h.writeError && !h.detached) throw h.writeError;
     if (!h.dirty || h.detached || !h.buffer) return;
     await this.locks.run([this.lockKey(h.ns, h.key)], async () => {
       if (!h.dirty || h.detached) return;
@@ -508,7 +530,7 @@ export class KvFs {
   private pendingHandle(ns: string, key: Buffer): Handle | undefined {
     let best: Handle | undefined;
     for (const h of this.byKey.get(this.lockKey(ns, key)) ?? []) {
-      if (h.dirty && !h.detached && !h.failed && h.buffer && (!best || h.mtime >= best.mtime)) best = h;
+      if (h.dirty && !h.detached && !h.failed && !h.writeError && h.buffer && (!best || h.mtime >= best.mtime)) best = h;
     }
     return best;
   }
@@ -521,7 +543,7 @@ export class KvFs {
 
   private newHandle(ns: string, key: Buffer): Handle {
     while (this.handles.has(this.nextFd) || this.nextFd === 0) this.nextFd = (this.nextFd + 1) >>> 0;
-    const h: Handle = { id: this.nextFd++, ns, key, buffer: null, cached: null, loading: null, dirty: false, written: false, failed: false, detached: false, mtime: Date.now() };
+    const h: Handle = { id: this.nextFd++, ns, key, buffer: null, cached: null, loading: null, dirty: false, written: false, failed: false, writeError: null, detached: false, mtime: Date.now() };
     this.handles.set(h.id, h);
     this.indexHandle(h);
     return h;

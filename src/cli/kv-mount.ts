@@ -171,6 +171,7 @@ export function register(program: Command): void {
   let kv = program.commands.find((c) => c.name() === 'kv');
   if (!kv) kv = program.command('kv').description('The key-value engine on a data directory.');
   kv.command('mount')
+    .summary('Serve DATA_DIR as files under MOUNTPOINT (FUSE daemon): namespaces are dirs, keys are files.')
     .description(
       'Serve the engine on DATA_DIR as files under MOUNTPOINT (FUSE), in the foreground:\n' +
         '/ lists namespaces (mkdir creates one, rmdir drops an empty one), /NS/KEY is a value.\n' +
