@@ -232,7 +232,8 @@ export class Keydir {
   }
 
   private growEntries(): void {
-    const n = Math.max(16, Math.ceil(this.cap * 1.5));
+    // 1.5x while small, 1.25x once large: bounds the unused tail to a quarter
+    const n = Math.max(16, Math.ceil(this.cap * (this.cap < 65536 ? 1.5 : 1.25)));
     this.keyOff = growU32(this.keyOff, n);
     this.keyLen = growU16(this.keyLen, n);
     this.flags = growU8(this.flags, n);
@@ -250,7 +251,7 @@ export class Keydir {
       this.compactArena();
       return;
     }
-    const n = Math.max(Math.ceil(this.arena.length * 1.5), this.arenaUsed + need);
+    const n = Math.max(Math.ceil(this.arena.length * (this.arena.length < 1 << 20 ? 1.5 : 1.25)), this.arenaUsed + need);
     const b = Buffer.allocUnsafe(n);
     this.arena.copy(b, 0, 0, this.arenaUsed);
     this.arena = b;
