@@ -60,6 +60,21 @@ describe('WriteBuffer', () => {
     expect(readdirSync(spillDir)).toEqual([]);
   });
 
+  it('zero-fills what a truncate shrinks away and then grows back (memory and spilled)', async () => {
+    for (const threshold of [1 << 20, 16]) {
+      const wb = new WriteBuffer({ spillDir: join(root, `shrink-${threshold}`), spillThreshold: threshold });
+      await wb.write(0, Buffer.alloc(100, 0xff));
+      await wb.truncate(10);
+      await wb.truncate(50);
+      await wb.write(60, Buffer.of(1));
+      const want = Buffer.alloc(61);
+      want.fill(0xff, 0, 10);
+      want[60] = 1;
+      expect((await wb.contents()).equals(want), `threshold ${threshold}`).toBe(true);
+      await wb.close();
+    }
+  });
+
   it('serializes concurrent writes (one spill file, all bytes kept)', async () => {
     const spillDir = join(root, 'concurrent');
     const wb = new WriteBuffer({ spillDir, spillThreshold: 64 * 1024 });
