@@ -1,0 +1,307 @@
+/**
+ * npm run bench:engine [-- --quick] [--json FILE] [--only SECTION[,SECTION]] [--systems glidekv,lmdb,level]
+ *
+ * The engine against lmdb (lmdb-js) and classic-level (LevelDB), same
+ * workload, equivalent durability, each job in its own child process.
+ *
+ * Sections (--only):
+ *   put      100-byte values, 16-byte keys in scrambled order:
+ *              none    1 writer;   glidekv sync 'none'   | lmdb noSync: true | level {sync: false}
+ *              batch   64 writers; glidekv group commit  | lmdb default (puts of one event turn share
+ *                      a txn; each promise resolves after commit + fsync) | level {sync: true}, whose
+ *                      writer queue groups concurrent writes under one log fsync
+ *              always  1 writer;   glidekv sync 'always' | lmdb default, each put awaited (one txn +
+ *                      fsync each) | level {sync: true}, each put awaited
+ *   get      random gets of loaded keys, one at a time: hot (every key read once before; in the page
+ *            cache) and cold (after close + reopen, then `echo 3 > /proc/sys/vm/drop_caches`; needs root)
+ *   list     range scans of 10,000 keys from random start keys, keys only (glidekv list() reads no
+ *            values; lmdb getKeys; level keys() iterator); keys/s
+ *   reclaim  load N keys, overwrite each once (half the bytes dead), compact: glidekv reclaim()
+ *            relocatedBytes / wall time; level compactRange over everything, live table bytes
+ *            after / wall time (LevelDB reports no byte count); lmdb: n/a (B-tree, no compaction)
+ *   keydir   1M keys of 16 bytes loaded, then a fresh process measures heapUsed+external and RSS
+ *            before and after open() rebuilds the keydir; per key. Plus the engine's own figure if
+ *            stats() reports one (keydirBytes). lmdb/level keep no in-memory index: n/a
+ *   large    glidekv only: 256 KiB and 4 MiB values, separation on (default valueThreshold) against
+ *            off (valueThreshold 0): put and get throughput (sync batch, one writer), then half the
+ *            keys overwritten and reclaim: bytes relocated and time. Separation is detected through
+ *            stats().blobs; without it the separated column reads 'n/a (separation not built)'
+ *
+ * Ratios are glidekv ÷ other (above 1 = glidekv faster, for keydir = glidekv bigger). Results go
+ * to bench-results/engine.json (or --json FILE). Phases are capped in time so a full run stays
+ * within about 5 minutes on 2 cores; ops/s is completed ops ÷ elapsed time.
+ */
+import { fork } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import cliProgress from 'cli-progress';
+import type { Job, JobResult } from './lib/bench-engine-worker.js';
+import type { SystemName } from './lib/bench-kv-adapters.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const WORKER = join(ROOT, 'scripts/lib/bench-engine-worker.ts');
+const SECTIONS = ['put', 'get', 'list', 'reclaim', 'keydir', 'large'] as const;
+type Section = (typeof SECTIONS)[number];
+const ALL_SYSTEMS: SystemName[] = ['glidekv', 'lmdb', 'level'];
+
+interface Args {
+  quick: boolean;
+  json: string;
+  only: Set<Section>;
+  systems: SystemName[];
+}
+
+function usage(msg: string): never {
+  process.stderr.write(`bench-engine: ${msg}\nusage: bench-engine [--quick] [--json FILE] [--only ${SECTIONS.join(',')}] [--systems glidekv,lmdb,level]\n`);
+  process.exit(2);
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { quick: false, json: join(ROOT, 'bench-results/engine.json'), only: new Set(SECTIONS), systems: ALL_SYSTEMS };
+  for (let i = 0; i < argv.length; i++) {
+    const f = argv[i];
+    const val = (): string => argv[++i] ?? usage(`${f} needs a value`);
+    if (f === '--quick') a.quick = true;
+    else if (f === '--json') a.json = resolve(val());
+    else if (f === '--only') {
+      const list = val().split(',');
+      for (const s of list) if (!(SECTIONS as readonly string[]).includes(s)) usage(`unknown section '${s}'`);
+      a.only = new Set(list as Section[]);
+    } else if (f === '--systems') {
+      const list = val().split(',');
+      for (const s of list) if (!(ALL_SYSTEMS as string[]).includes(s)) usage(`unknown system '${s}'`);
+      a.systems = list as SystemName[];
+    } else if (f === '--help' || f === '-h') usage('help');
+    else usage(`unknown argument '${f}'`);
+  }
+  return a;
+}
+
+const FULL = {
+  put: { none: 200_000, batch: 200_000, always: 20_000, capMs: 15_000, alwaysCapMs: 8_000 },
+  reads: { keys: 200_000, gets: 200_000, coldGets: 20_000, scans: 50, scanLen: 10_000, capMs: 15_000 },
+  reclaimKeys: 200_000,
+  keydirKeys: 1_000_000,
+  large: [
+    { size: 256 * 1024, count: 200 },
+    { size: 4 * 1024 * 1024, count: 24 },
+  ],
+};
+const QUICK: typeof FULL = {
+  put: { none: 3000, batch: 3000, always: 300, capMs: 3000, alwaysCapMs: 3000 },
+  reads: { keys: 5000, gets: 5000, coldGets: 500, scans: 10, scanLen: 1000, capMs: 3000 },
+  reclaimKeys: 5000,
+  keydirKeys: 20_000,
+  large: [
+    { size: 256 * 1024, count: 8 },
+    { size: 4 * 1024 * 1024, count: 4 },
+  ],
+};
+
+// ---- running jobs in child processes, with one progress bar on stderr ----
+
+const bar = new cliProgress.SingleBar(
+  { format: '{label} [{bar}] {value}/{total} {duration_formatted}', stream: process.stderr, hideCursor: true, clearOnComplete: true },
+  cliProgress.Presets.shades_classic,
+);
+let barLabel: string | undefined;
+
+function showProgress(p: { label: string; done: number; total: number }): void {
+  if (p.label !== barLabel) {
+    if (barLabel !== undefined) bar.stop();
+    barLabel = p.label;
+    bar.start(p.total, p.done, { label: p.label.padEnd(40) });
+  } else {
+    bar.update(p.done);
+  }
+}
+
+function runJob(job: Job): Promise<JobResult> {
+  return new Promise((resolveJob, reject) => {
+    const child = fork(WORKER, [JSON.stringify(job)], {
+      cwd: ROOT,
+      execArgv: ['--import', 'tsx', '--expose-gc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    let result: JobResult | undefined;
+    let error: string | undefined;
+    child.on('message', (m: { progress?: { label: string; done: number; total: number }; result?: JobResult; error?: string }) => {
+      if (m.progress) showProgress(m.progress);
+      if (m.result) result = m.result;
+      if (m.error) error = m.error;
+    });
+    child.on('exit', (code, signal) => {
+      if (barLabel !== undefined) {
+        bar.stop();
+        barLabel = undefined;
+      }
+      if (result) resolveJob(result);
+      else reject(new Error(`${job.job}${'system' in job ? ` (${job.system})` : ''}: ${error ?? `worker exited with ${signal ?? code}`}`));
+    });
+  });
+}
+
+/** Runs a job; a failure becomes the cell text instead of ending the whole run. */
+async function tryJob(job: Job): Promise<JobResult> {
+  try {
+    return await runJob(job);
+  } catch (err) {
+    const msg = (err as Error).message;
+    process.stderr.write(`bench-engine: ${msg}\n`);
+    return { error: msg.split('\n')[0] };
+  }
+}
+
+// ---- the table ----
+
+type Cell = number | string | undefined;
+interface Row {
+  metric: string;
+  unit: string;
+  glidekv: Cell;
+  lmdb: Cell;
+  level: Cell;
+}
+
+function fmt(c: Cell): string {
+  if (c === undefined) return '-';
+  if (typeof c === 'string') return c;
+  if (Math.abs(c) >= 100) return Math.round(c).toLocaleString('en-US');
+  return c.toFixed(c >= 10 ? 1 : 2);
+}
+
+function ratio(a: Cell, b: Cell): string {
+  return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}x` : '-';
+}
+
+function printTable(title: string, head: string[], rows: string[][]): void {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  process.stdout.write(`\n${title}\n${line(head)}\n${w.map((n) => '-'.repeat(n)).join('  ')}\n${rows.map(line).join('\n')}\n`);
+}
+
+function cell(r: JobResult | undefined, field: string): Cell {
+  if (!r) return undefined;
+  return r[field] ?? r.error ?? r.separation;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const cfg = args.quick ? QUICK : FULL;
+  const engineBuilt = existsSync(join(ROOT, 'src/index.ts'));
+  const systems = args.systems.filter((s) => s !== 'glidekv' || engineBuilt);
+  if (!engineBuilt && args.systems.includes('glidekv')) process.stderr.write('bench-engine: src/index.ts not found: glidekv n/a (engine not built)\n');
+  const na = (s: SystemName): string | undefined => (s === 'glidekv' && !engineBuilt ? 'n/a (engine not built)' : undefined);
+  const started = Date.now();
+  const raw: Record<string, JobResult> = {};
+  const rows: Row[] = [];
+  const perSystem = async (metric: string, unit: string, mk: (s: SystemName) => Promise<Cell>): Promise<void> => {
+    const row: Row = { metric, unit, glidekv: undefined, lmdb: undefined, level: undefined };
+    for (const s of ALL_SYSTEMS) row[s] = systems.includes(s) ? await mk(s) : na(s);
+    rows.push(row);
+  };
+
+  if (args.only.has('put')) {
+    const p = cfg.put;
+    for (const [mode, count, conc, cap] of [
+      ['none', p.none, 1, p.capMs],
+      ['batch', p.batch, 64, p.capMs],
+      ['always', p.always, 1, p.alwaysCapMs],
+    ] as const) {
+      await perSystem(`put 100 B, sync ${mode} (${conc} writer${conc > 1 ? 's' : ''})`, 'ops/s', async (s) => {
+        const r = await tryJob({ job: 'put', system: s, mode, count, concurrency: conc, capMs: cap });
+        raw[`put-${mode}-${s}`] = r;
+        return cell(r, 'opsPerSec');
+      });
+    }
+  }
+
+  if (args.only.has('get') || args.only.has('list')) {
+    const reads: Partial<Record<SystemName, JobResult>> = {};
+    for (const s of systems) {
+      reads[s] = await tryJob({ job: 'reads', system: s, ...cfg.reads, get: args.only.has('get'), list: args.only.has('list') });
+      raw[`reads-${s}`] = reads[s] as JobResult;
+    }
+    const from = async (s: SystemName, f: string): Promise<Cell> => cell(reads[s], f);
+    if (args.only.has('get')) {
+      await perSystem('get 100 B, hot (page cache)', 'ops/s', (s) => from(s, 'getHotOpsPerSec'));
+      await perSystem('get 100 B, cold (caches dropped)', 'ops/s', (s) => from(s, 'getColdOpsPerSec'));
+    }
+    if (args.only.has('list')) await perSystem(`list (scans of ${cfg.reads.scanLen.toLocaleString('en-US')} keys)`, 'keys/s', (s) => from(s, 'listKeysPerSec'));
+  }
+
+  if (args.only.has('reclaim')) {
+    await perSystem(`reclaim (${cfg.reclaimKeys.toLocaleString('en-US')} keys, 50% dead)`, 'MB/s', async (s) => {
+      if (s === 'lmdb') return 'n/a (no compaction)';
+      const r = await tryJob({ job: 'reclaim', system: s, keys: cfg.reclaimKeys });
+      raw[`reclaim-${s}`] = r;
+      return cell(r, 'mbPerSec');
+    });
+  }
+
+  if (args.only.has('keydir')) {
+    let kd: JobResult | undefined;
+    if (systems.includes('glidekv')) {
+      const dir = await mkdtemp(join(tmpdir(), 'glidekv-bench-keydir-'));
+      try {
+        const load = await tryJob({ job: 'keydir-load', dir, keys: cfg.keydirKeys });
+        kd = load.error ? load : await tryJob({ job: 'keydir-measure', dir, keys: cfg.keydirKeys });
+        raw.keydir = kd;
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+    const n = cfg.keydirKeys.toLocaleString('en-US');
+    const only = (f: string) => async (s: SystemName): Promise<Cell> => (s === 'glidekv' ? cell(kd, f) : 'n/a (no in-memory index)');
+    await perSystem(`keydir at ${n} keys of 16 B: heap+external`, 'B/key', only('jsBytesPerKey'));
+    await perSystem(`keydir at ${n} keys of 16 B: RSS`, 'B/key', only('rssBytesPerKey'));
+    await perSystem(`keydir at ${n} keys of 16 B: engine's own figure`, 'B/key', only('reportedBytesPerKey'));
+  }
+
+  const largeRows: string[][] = [];
+  if (args.only.has('large') && systems.includes('glidekv')) {
+    for (const { size, count } of cfg.large) {
+      const name = size >= 1 << 20 ? `${size / (1 << 20)} MiB` : `${size / 1024} KiB`;
+      const sep = await tryJob({ job: 'large', size, count, separated: true });
+      const inl = await tryJob({ job: 'large', size, count, separated: false });
+      raw[`large-${name}-separated`] = sep;
+      raw[`large-${name}-inline`] = inl;
+      for (const [metric, f] of [
+        ['put MB/s', 'putMBps'],
+        ['get MB/s', 'getMBps'],
+        ['reclaim: bytes relocated', 'reclaimRelocatedBytes'],
+        ['reclaim: ms', 'reclaimMs'],
+      ] as const) {
+        const a = cell(sep, f);
+        const b = cell(inl, f);
+        largeRows.push([`${name} x ${count}: ${metric}`, fmt(a), fmt(b), ratio(a, b)]);
+      }
+    }
+  }
+
+  const head = ['metric', 'unit', 'glidekv', 'lmdb', 'level', 'glidekv/lmdb', 'glidekv/level'];
+  const tableRows = rows.map((r) => [r.metric, r.unit, fmt(r.glidekv), fmt(r.lmdb), fmt(r.level), ratio(r.glidekv, r.lmdb), ratio(r.glidekv, r.level)]);
+  const host = `${cpus().length} cores, node ${process.version}${args.quick ? ', --quick' : ''}`;
+  if (tableRows.length) printTable(`glidekv engine vs lmdb and classic-level (${host})`, head, tableRows);
+  if (largeRows.length) {
+    printTable('glidekv large values: separated (default valueThreshold) vs inline (valueThreshold 0)', ['metric', 'separated', 'inline', 'sep/inline'], largeRows);
+  }
+  const secs = (Date.now() - started) / 1000;
+  process.stdout.write(`\n(${secs.toFixed(0)} s)\n`);
+
+  await mkdir(dirname(args.json), { recursive: true });
+  await writeFile(
+    args.json,
+    JSON.stringify(
+      { date: new Date(started).toISOString(), quick: args.quick, host: { cpus: cpus().length, node: process.version }, config: cfg, seconds: secs, rows, large: largeRows, raw },
+      null,
+      2,
+    ) + '\n',
+  );
+  process.stderr.write(`results: ${args.json}\n`);
+}
+
+await main();

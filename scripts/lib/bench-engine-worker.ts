@@ -1,0 +1,262 @@
+/**
+ * One job of the engine benchmark, run in its own child process (so heap,
+ * page-cache state and native allocations of one system never colour
+ * another's figures). The parent (scripts/bench-engine.ts) forks it with the
+ * job as JSON in argv[2]; it reports progress and its result over IPC.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NS, dirBytes, openGlide, openKv, type Durability, type SystemName } from './bench-kv-adapters.js';
+import { dropCaches, keyOf, progress, rng, runOps, valueOf } from './bench-workload.js';
+
+export type Job =
+  | { job: 'put'; system: SystemName; mode: Durability; count: number; concurrency: number; capMs: number }
+  | { job: 'reads'; system: SystemName; keys: number; gets: number; coldGets: number; scans: number; scanLen: number; capMs: number; list: boolean; get: boolean }
+  | { job: 'reclaim'; system: SystemName; keys: number }
+  | { job: 'keydir-load'; dir: string; keys: number }
+  | { job: 'keydir-measure'; dir: string; keys: number }
+  | { job: 'large'; size: number; count: number; separated: boolean };
+
+export type JobResult = Record<string, number | string>;
+
+const VALUE = 100;
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'glidekv-bench-'));
+}
+
+async function loadKeys(kv: { load(e: Array<[Buffer, Buffer]>): Promise<void> }, n: number, label: string, size = VALUE): Promise<void> {
+  const step = 10_000;
+  for (let i = 0; i < n; i += step) {
+    const entries: Array<[Buffer, Buffer]> = [];
+    for (let j = i; j < Math.min(n, i + step); j++) entries.push([keyOf(j), valueOf(j, size)]);
+    await kv.load(entries);
+    progress(label, Math.min(n, i + step), n);
+  }
+}
+
+async function putJob(j: Extract<Job, { job: 'put' }>): Promise<JobResult> {
+  const dir = await tempDir();
+  try {
+    const kv = await openKv(j.system, dir, j.mode);
+    const r = await runOps(`${j.system} put ${j.mode}`, j.count, j.concurrency, j.capMs, (i) => kv.put(keyOf(i), valueOf(i, VALUE)));
+    await kv.close();
+    return { opsPerSec: r.opsPerSec, ops: r.done, ms: r.ms };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function readsJob(j: Extract<Job, { job: 'reads' }>): Promise<JobResult> {
+  const dir = await tempDir();
+  const out: JobResult = {};
+  try {
+    let kv = await openKv(j.system, dir, 'none');
+    await loadKeys(kv, j.keys, `${j.system} load ${j.keys} keys`);
+    await kv.close();
+    kv = await openKv(j.system, dir, 'none');
+    if (j.get) {
+      const r = rng(7);
+      // Warm: read every key once, then measure random gets.
+      await runOps(`${j.system} warm`, j.keys, 1, j.capMs, (i) => kv.get(keyOf(i)));
+      const hot = await runOps(`${j.system} get hot`, j.gets, 1, j.capMs, async () => {
+        const v = await kv.get(keyOf(Math.floor(r() * j.keys)));
+        if (!v) throw new Error('bench: a loaded key is missing');
+      });
+      out.getHotOpsPerSec = hot.opsPerSec;
+    }
+    if (j.list) {
+      const r = rng(11);
+      let keysRead = 0;
+      const scan = await runOps(`${j.system} list ${j.scanLen}`, j.scans, 1, j.capMs, async () => {
+        const n = await kv.scan(keyOf(Math.floor(r() * j.keys)), j.scanLen);
+        keysRead += n;
+      });
+      out.listKeysPerSec = keysRead / (scan.ms / 1000);
+      out.listScansPerSec = scan.opsPerSec;
+    }
+    await kv.close();
+    if (j.get) {
+      kv = await openKv(j.system, dir, 'none');
+      if (dropCaches(dir)) {
+        const r = rng(13);
+        const cold = await runOps(`${j.system} get cold`, j.coldGets, 1, j.capMs, async () => {
+          const v = await kv.get(keyOf(Math.floor(r() * j.keys)));
+          if (!v) throw new Error('bench: a loaded key is missing');
+        });
+        out.getColdOpsPerSec = cold.opsPerSec;
+      } else {
+        out.getColdOpsPerSec = 'n/a (cannot drop caches: not root)';
+      }
+      await kv.close();
+    }
+    return out;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Load keys, overwrite each once (half the bytes dead), then compact. */
+async function reclaimJob(j: Extract<Job, { job: 'reclaim' }>): Promise<JobResult> {
+  if (j.system === 'lmdb') return { mbPerSec: 'n/a (B-tree, no compaction)' };
+  const dir = await tempDir();
+  try {
+    if (j.system === 'glidekv') {
+      // Automatic reclaim off (ratio 1 is never passed), so the on-demand run sees all dead bytes.
+      const kv = await openKv('glidekv', dir, 'none', { reclaimDeadRatio: 1 });
+      await loadKeys(kv, j.keys, 'glidekv load');
+      const over: Array<[Buffer, Buffer]> = [];
+      for (let i = 0; i < j.keys; i++) over.push([keyOf(i), valueOf(i, VALUE, 1)]);
+      await kv.load(over);
+      await kv.close();
+      const e = await openGlide(dir, { sync: 'none', reclaimDeadRatio: 1 });
+      const before = e.stats();
+      progress('glidekv reclaim', 0, 1, true);
+      const t0 = performance.now();
+      const res = await e.reclaim();
+      const wall = performance.now() - t0;
+      progress('glidekv reclaim', 1, 1, true);
+      await e.close();
+      return {
+        mbPerSec: res.relocatedBytes / 1e6 / (wall / 1000),
+        relocatedBytes: res.relocatedBytes,
+        durationMs: wall,
+        engineDurationMs: res.durationMs,
+        deadBytesBefore: before.deadBytes ?? 'n/a',
+      };
+    }
+    const { ClassicLevel } = await import('classic-level');
+    const kv = await openKv('level', dir, 'none');
+    await loadKeys(kv, j.keys, 'level load');
+    const over: Array<[Buffer, Buffer]> = [];
+    for (let i = 0; i < j.keys; i++) over.push([keyOf(i), valueOf(i, VALUE, 1)]);
+    await kv.load(over);
+    await kv.close();
+    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    await db.open();
+    progress('level compactRange', 0, 1, true);
+    const t0 = performance.now();
+    await db.compactRange(Buffer.from([0]), Buffer.from([0xff]));
+    const wall = performance.now() - t0;
+    progress('level compactRange', 1, 1, true);
+    await db.close();
+    // LevelDB reports no relocated byte count: the table files left after a
+    // full compaction are the live data it rewrote.
+    const live = await dirBytes(dir);
+    return { mbPerSec: live / 1e6 / (wall / 1000), relocatedBytes: live, durationMs: wall };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function keydirLoad(j: Extract<Job, { job: 'keydir-load' }>): Promise<JobResult> {
+  const e = await openGlide(j.dir, { sync: 'none' });
+  const step = 1000;
+  for (let i = 0; i < j.keys; i += step) {
+    const ops = [];
+    for (let k = i; k < Math.min(j.keys, i + step); k++) ops.push({ type: 'put' as const, key: keyOf(k), value: valueOf(k, 16) });
+    await e.batch(NS, ops);
+    progress(`glidekv load ${j.keys} keys`, Math.min(j.keys, i + step), j.keys);
+  }
+  await e.close();
+  return {};
+}
+
+function jsBytes(): { js: number; rss: number } {
+  (globalThis as { gc?: () => void }).gc?.();
+  const m = process.memoryUsage();
+  return { js: m.heapUsed + m.external, rss: m.rss };
+}
+
+/** In a fresh process: memory before and after open() rebuilds the keydir of `keys` keys. */
+async function keydirMeasure(j: Extract<Job, { job: 'keydir-measure' }>): Promise<JobResult> {
+  // Load the engine's modules first so their code is not counted.
+  const warm = await tempDir();
+  await (await openGlide(warm, { sync: 'none' })).close();
+  await rm(warm, { recursive: true, force: true });
+  const m0 = jsBytes();
+  progress('glidekv reopen (keydir rebuild)', 0, 1, true);
+  const e = await openGlide(j.dir, { sync: 'none' });
+  const m1 = jsBytes();
+  progress('glidekv reopen (keydir rebuild)', 1, 1, true);
+  const s = e.stats();
+  const out: JobResult = {
+    keys: s.keys ?? j.keys,
+    jsBytesPerKey: (m1.js - m0.js) / j.keys,
+    rssBytesPerKey: (m1.rss - m0.rss) / j.keys,
+  };
+  const own = s.keydirBytes ?? s.indexBytes;
+  out.reportedBytesPerKey = typeof own === 'number' ? own / j.keys : 'n/a (engine does not report keydir bytes)';
+  await e.close();
+  return out;
+}
+
+/** Large values: put (sync batch, one writer), get, then overwrite half and reclaim. */
+async function largeJob(j: Extract<Job, { job: 'large' }>): Promise<JobResult> {
+  const dir = await tempDir();
+  const label = `glidekv ${j.size >= 1 << 20 ? j.size / (1 << 20) + ' MiB' : j.size / 1024 + ' KiB'} ${j.separated ? 'separated' : 'inline'}`;
+  try {
+    const opts = { sync: 'batch', reclaimDeadRatio: 1, ...(j.separated ? {} : { valueThreshold: 0 }) };
+    let e = await openGlide(dir, opts);
+    if (j.separated && typeof e.stats().blobs !== 'number') {
+      await e.close();
+      return { separation: 'n/a (separation not built)' };
+    }
+    const put = await runOps(`${label} put`, j.count, 1, 120_000, (i) => e.put(NS, keyOf(i), valueOf(i, j.size)));
+    const blobs = e.stats().blobs;
+    await e.close();
+    e = await openGlide(dir, opts);
+    const get = await runOps(`${label} get`, j.count, 1, 120_000, async (i) => {
+      const g = await e.get(NS, keyOf(i));
+      if (!g || g.value.length !== j.size) throw new Error('bench: a large value came back wrong');
+    });
+    const half = Math.floor(j.count / 2);
+    await runOps(`${label} overwrite half`, half, 1, 120_000, (i) => e.put(NS, keyOf(i), valueOf(i, j.size, 1)));
+    const before = e.stats().compactionBytes ?? 0;
+    const t0 = performance.now();
+    const res = await e.reclaim();
+    const reclaimMs = performance.now() - t0;
+    const after = e.stats().compactionBytes ?? 0;
+    await e.close();
+    const mb = j.size / 1e6;
+    return {
+      putOpsPerSec: put.opsPerSec,
+      putMBps: put.opsPerSec * mb,
+      getOpsPerSec: get.opsPerSec,
+      getMBps: get.opsPerSec * mb,
+      reclaimRelocatedBytes: res.relocatedBytes,
+      compactionBytesDelta: after - before,
+      reclaimMs,
+      blobs: typeof blobs === 'number' ? blobs : 'n/a',
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function run(j: Job): Promise<JobResult> {
+  switch (j.job) {
+    case 'put':
+      return putJob(j);
+    case 'reads':
+      return readsJob(j);
+    case 'reclaim':
+      return reclaimJob(j);
+    case 'keydir-load':
+      return keydirLoad(j);
+    case 'keydir-measure':
+      return keydirMeasure(j);
+    case 'large':
+      return largeJob(j);
+  }
+}
+
+const job = JSON.parse(process.argv[2]) as Job;
+try {
+  const result = await run(job);
+  process.send?.({ result });
+} catch (err) {
+  process.send?.({ error: err instanceof Error ? `${err.message}` : String(err) });
+  process.exitCode = 1;
+}
