@@ -54,7 +54,6 @@ CREATE TABLE IF NOT EXISTS blocks (
   key         TEXT NOT NULL,
   PRIMARY KEY (volume_id, block_index)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blocks_by_key ON blocks (key);
 CREATE TABLE IF NOT EXISTS objects (
   key        TEXT PRIMARY KEY,
   refcount   INTEGER NOT NULL CHECK (refcount > 0),

@@ -64,6 +64,9 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
 
   // 2. hash
   const dirty = vol.cache.dirtyIndices();
+  if (dirty.length === 0) {
+    return { uploads: 0, uploadedBytes: 0, reuploads: 0, skippedUnchanged: 0, committedBlocks: 0, deletes: 0, durationMs: performance.now() - t0 };
+  }
   const changes: Change[] = [];
   const unchanged: Array<{ i: number; gen: number }> = [];
   const scratch = Buffer.allocUnsafe(BLOCK_SIZE);
@@ -86,6 +89,7 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
   let dropped = new Set<Change>();
   const uploadedKeys: string[] = [];
   let commit;
+  const gets = vol.takeGets();
   for (let round = 0; ; round++) {
     const plan = catalog.planUploads(
       toPlan.map((c) => c.newKey!),
@@ -97,6 +101,7 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
       await waitForDeletes(vol, plan.wait);
       dropped = new Set([...dropped, ...(await uploadAll(vol, ups, (done) => progress({ phase: 'upload', done, total: ups.length })))]);
     } catch (err) {
+      vol.unsavedGets += gets;
       catalog.dropPending([...plan.upload, ...uploadedKeys], owner);
       throw flushError(vol.name, err, ups.length);
     }
@@ -110,12 +115,13 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
         committing,
         uploadedKeys,
         BLOCK_SIZE,
-        { skippedUnchanged: unchanged.length, gets: vol.takeGets() },
+        { skippedUnchanged: unchanged.length, gets },
         owner,
       );
       break;
     } catch (err) {
       if (!(err instanceof ReuseLost) || round >= 4) {
+        vol.unsavedGets += gets;
         catalog.dropPending(uploadedKeys, owner);
         throw flushError(vol.name, err, 0);
       }
