@@ -52,6 +52,11 @@ export function toErrno(err: unknown): number {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string') {
     if (err instanceof FsError) return errno(err.code);
+    // An engine I/O error carries the system error that caused it (ENOSPC, EDQUOT, EIO...).
+    if (code === 'E_IO') {
+      const cause = (err as { cause?: { code?: unknown } }).cause?.code;
+      if (typeof cause === 'string' && cause in constants.errno) return errno(cause as ErrnoName);
+    }
     const mapped = KV_ERRNO[code];
     if (mapped) return errno(mapped);
     if (code in constants.errno) return errno(code as ErrnoName);

@@ -59,7 +59,7 @@ export interface KvFsOptions {
   maxValueBytes?: number;
   /** Directory whose file system statfs reports (the data directory). */
   dataDir: string;
-  /** Called with a message when a commit fails at release (nobody else would hear of it). */
+  /** Called with a message when a commit fails (at release nobody else would hear of it). */
   onError?: (msg: string) => void;
 }
 
@@ -337,9 +337,6 @@ export class KvFs {
     if (!h) return;
     try {
       if (!h.failed && !h.writeError) await this.commit(h);
-    } catch (err) {
-      this.opts.onError?.(`commit of ${h.ns}/${keyToName(h.key)} at release failed: ${(err as Error).message}`);
-      throw err;
     } finally {
       this.dropHandle(h);
       await h.buffer?.close();
@@ -495,6 +492,7 @@ export class KvFs {
         await this.engine.put(h.ns, h.key, value);
       } catch (err) {
         h.failed = true;
+        this.opts.onError?.(`commit of ${h.ns}/${keyToName(h.key)} failed: ${(err as Error).message}`);
         throw err;
       }
       h.dirty = false;

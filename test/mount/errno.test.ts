@@ -20,6 +20,14 @@ describe('errno table', () => {
     for (const [code, n] of cases) expect(toErrno(new KvError(code, 'x')), code).toBe(n);
   });
 
+  it('maps an engine I/O error to the system error that caused it', () => {
+    const enospc = Object.assign(new Error('no space'), { code: 'ENOSPC' });
+    expect(toErrno(new KvError('E_IO', 'append failed: ENOSPC', { cause: enospc }))).toBe(-28);
+    expect(toErrno(new KvError('E_IO', 'x', { cause: new Error('no code') }))).toBe(-5);
+    // Poisoned stays EROFS whatever poisoned it: the engine must be reopened.
+    expect(toErrno(new KvError('E_POISONED', 'x', { cause: enospc }))).toBe(-30);
+  });
+
   it('maps system errors, mount errors, and anything else to EIO', () => {
     expect(toErrno(Object.assign(new Error('disk full'), { code: 'ENOSPC' }))).toBe(-28);
     expect(toErrno(new FsError('EXDEV'))).toBe(-18);

@@ -295,9 +295,15 @@ describe.skipIf(skipReason !== undefined)('kv mount commit errors', () => {
     writeFileSync(src, randomBytes(6 * 1024 * 1024));
     const r = await sh(`cp ${q(src)} ${q(join(mnt, 'ns', 'too-big-for-disk'))}`);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/No space left on device|Read-only file system|Input\/output error/);
+    expect(r.stderr).toMatch(/failed to close .*: No space left on device/);
     const ls = await sh(`ls ${q(join(mnt, 'ns'))}`);
     expect(ls.stdout).toBe('');
+    // The engine refuses writes after a failed append until it is reopened: EROFS, loudly.
+    writeFileSync(join(root, 'small'), 'x');
+    const again = await sh(`cp ${q(join(root, 'small'))} ${q(join(mnt, 'ns', 'small'))}`);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/Read-only file system/);
+    expect(d.stderr).toMatch(/commit of ns\/too-big-for-disk failed: E_IO/);
     expect(await d.stop()).toBeLessThanOrEqual(1);
   });
 });
