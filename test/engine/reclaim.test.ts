@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { open } from '../../src/index.js';
+import { open, nodeFileIo, type FileIo } from '../../src/index.js';
 import { rmDir, segFiles, tmpDir } from './helpers.js';
 
 const dirs: string[] = [];
@@ -18,7 +18,15 @@ function footerValid(file: string): boolean {
 it('reclaim under concurrent writers loses no acknowledged write; writers wait, never fail', async () => {
   const dir = tmpDir('reclaim');
   dirs.push(dir);
-  const e = await open(dir, { sync: 'batch', segmentMaxBytes: 16 * 1024, reclaimMinBytes: 1e12 });
+  // slow writes widen the window in which writers overwrite keys that reclaim is copying
+  const slowIo: FileIo = {
+    ...nodeFileIo,
+    write: async (...a) => {
+      await new Promise((r) => setTimeout(r, 3));
+      return nodeFileIo.write(...a);
+    },
+  };
+  const e = await open(dir, { io: slowIo, sync: 'batch', segmentMaxBytes: 16 * 1024, reclaimMinBytes: 1e12 });
   await e.createNamespace('n');
   const last = new Map<string, string>();
   let stop = false;
