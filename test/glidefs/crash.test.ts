@@ -41,6 +41,18 @@ async function runAndKill(run: number, delayMs: number): Promise<string[]> {
   return out.split('\n').filter((l) => l.length > 0);
 }
 
+/** Every object the catalog names is in the store, and every block-map key is a catalog object. */
+async function checkCatalog(g: GlideFs, when: string): Promise<string[]> {
+  const keys = new Set<string>();
+  for await (const k of g.store.list('blocks/')) keys.add(k);
+  const named = g.catalog.objectKeys();
+  for (const k of named) expect(keys.has(k), `${when}: catalog names missing ${k}`).toBe(true);
+  const set = new Set(named);
+  const mapKeys = g.catalog.db.prepare('SELECT key FROM blocks').pluck().all() as string[];
+  for (const k of mapKeys) expect(set.has(k), `${when}: block map names unknown ${k}`).toBe(true);
+  return named;
+}
+
 it('survives 15 kill -9 at varied points of writes and flushes', async () => {
   mkdirSync(join(root, 'objects'));
   const open = () =>
@@ -69,8 +81,10 @@ it('survives 15 kill -9 at varied points of writes and flushes', async () => {
     }
     for (const [i, seed] of inflight) expected[i] = [...expected[i], seed];
 
-    // reopen (stale lock, recovered dirty set), flush, check every block
+    // right after the kill: the catalog names no missing object
     const g = await open();
+    await checkCatalog(g, `run ${run}, before recovery`);
+    // reopen (stale lock, recovered dirty set), flush, check every block
     const v = await g.openVolume('v');
     await v.flush();
     expect(v.dirtyBlocks).toBe(0);
@@ -84,13 +98,7 @@ it('survives 15 kill -9 at varied points of writes and flushes', async () => {
       expected[i] = [match!];
     }
     await g2.close();
-    // the catalog never names a missing object
-    const keys = new Set<string>();
-    for await (const k of g.store.list('blocks/')) keys.add(k);
-    const named = g.catalog.objectKeys();
-    for (const k of named) expect(keys.has(k), `catalog names missing ${k}`).toBe(true);
-    const mapKeys = g.catalog.db.prepare('SELECT key FROM blocks').pluck().all() as string[];
-    for (const k of mapKeys) expect(named).toContain(k);
+    const named = await checkCatalog(g, `run ${run}, after recovery`);
     // gc leaves exactly the named objects
     await g.gc();
     const after: string[] = [];
