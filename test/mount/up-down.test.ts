@@ -33,8 +33,25 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
   const files = join(root, 'files');
   const pidsToKill = new Set<number>();
 
-  const status = async (): Promise<Status[]> => JSON.parse(await ok(glidekv(['status', '--json'], env))) as Status[];
-  const nothingLeft = () => expect(leftovers(root)).toEqual({ mounts: [], loops: [], pids: [] });
+  const status = async (): Promise<Status[]> => {
+    const list = JSON.parse(await ok(glidekv(['status', '--json'], env))) as Status[];
+    for (const s of list) if (s.loopDevice) seenLoops.add(s.loopDevice);
+    return list;
+  };
+  // Loop devices this test saw in use (a loop whose FUSE file was lazily
+  // unmounted shows a backing file outside root, so check them by name too).
+  const seenLoops = new Set<string>();
+  const attached = (dev: string) => {
+    try {
+      return readFileSync(`/sys/block/${dev.slice(5)}/loop/backing_file`, 'utf8').trim() !== '';
+    } catch {
+      return false;
+    }
+  };
+  const nothingLeft = () => {
+    expect(leftovers(root)).toEqual({ mounts: [], loops: [], pids: [] });
+    expect([...seenLoops].filter(attached)).toEqual([]);
+  };
   const up = (vol: string, at: string, extra: string[] = [], e: Record<string, string> = {}) => glidekv(['up', vol, at, '--size', '128M', ...extra], { ...env, ...e });
 
   beforeAll(async () => {
@@ -110,6 +127,9 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
       expect(r.stderr.trim()).toBe(`glidekv: ${step}: failing on purpose (GLIDEKV_UP_FAIL_AT=${step})`);
       expect(r.stdout).toMatch(/device daemon \(pid \d+\) flushed and stopped/);
       expect(leftovers(join(root, 'run', 'v3'))).toEqual({ mounts: [], loops: [], pids: [] });
+      const loop = /^loop +(\/dev\/loop\d+)/m.exec(r.stdout)?.[1];
+      if (step !== 'loop') expect(loop).toBeDefined();
+      if (loop) expect(attached(loop), `${loop} still attached`).toBe(false);
       expect(leftovers(mnt2).mounts).toEqual([]);
       expect((await status()).map((s) => s.volume)).toEqual(['v1']);
     });
