@@ -99,6 +99,8 @@ export interface EngineStats {
   compactionBytes: number;
   namespaces: number;
   reclaims: number;
+  /** Automatic reclaims that failed (the last error: engine.lastReclaimError). */
+  reclaimFailures: number;
   keydirBytes: number;
   fsyncs: number;
   writes: number;
@@ -264,6 +266,7 @@ export class KvEngine implements Engine {
   fsyncs = 0;
   writes = 0;
   lastReclaimError: unknown = null;
+  reclaimFailures = 0;
 
   constructor(dir: string, opts: EngineOptions) {
     this.dir = path.resolve(dir);
@@ -1071,10 +1074,12 @@ export class KvEngine implements Engine {
     else throw new KvError('E_INVALID_ARGUMENT', 'watch needs { key } or { prefix }');
     const from = opts?.fromRevision;
     if (from !== undefined) checkRevisionArg(from, 'fromRevision');
-    if (from !== undefined && from <= st.compactedThrough) throw KvError.compacted(from, st.compactedThrough + 1);
+    if (from !== undefined && st.compactedThrough > 0 && from <= st.compactedThrough) {
+      throw KvError.compacted(from, st.compactedThrough + 1);
+    }
     const through = this.notifiedRevision;
     const replay = from !== undefined && from <= through ? this.replay(st, selector, from, through) : null;
-    const sub: Subscription = this.hub.add(ns, selector, through, replay);
+    const sub: Subscription = this.hub.add(ns, selector, through, replay, from ?? 0);
     return sub;
   }
 
@@ -1111,7 +1116,7 @@ export class KvEngine implements Engine {
         events.push(ev);
       });
     }
-    if (from <= st.compactedThrough) throw KvError.compacted(from, st.compactedThrough + 1);
+    if (st.compactedThrough > 0 && from <= st.compactedThrough) throw KvError.compacted(from, st.compactedThrough + 1);
     events.sort((a, b) => a.revision - b.revision);
     let prev: WatchEvent | null = null;
     for (const ev of events) {
@@ -1125,6 +1130,7 @@ export class KvEngine implements Engine {
 
   private maybeAutoReclaim(st: NsState): void {
     if (st.reclaiming !== null || this.autoReclaimPending.has(st.name) || this.closing !== null) return;
+    if (st.reclaimRetryAt > Date.now()) return; // the last automatic reclaim failed: back off
     const dead = st.deadBytes;
     if (dead < this.reclaimMinBytes || dead <= this.reclaimDeadRatio * st.totalBytes) return;
     this.autoReclaimPending.add(st.name);
@@ -1133,6 +1139,8 @@ export class KvEngine implements Engine {
       if (this.closing !== null || st.dropped || this.poisonErr !== null) return;
       this.reclaimOne(st).catch((err) => {
         this.lastReclaimError = err;
+        this.reclaimFailures++;
+        st.reclaimRetryAt = Date.now() + 30_000;
       });
     });
   }
@@ -1187,7 +1195,7 @@ export class KvEngine implements Engine {
     }
     return {
       keys, liveBytes: live, deadBytes: dead, segments, revision: this.revision, compactionBytes: this.compactionBytes,
-      namespaces: this.namespaces.size, reclaims: this.reclaims, keydirBytes, fsyncs: this.fsyncs, writes: this.writes,
+      namespaces: this.namespaces.size, reclaims: this.reclaims, reclaimFailures: this.reclaimFailures, keydirBytes, fsyncs: this.fsyncs, writes: this.writes,
       watchers: this.hub.size, openFiles: this.fds.size, emfileRetries: this.fds.emfileRetries,
       poisoned: this.poisonErr !== null ? 1 : 0,
     };

@@ -37,6 +37,8 @@ export class NsState {
   /** Watch replay from at or below this revision is E_COMPACTED. */
   compactedThrough = 0;
   reclaiming: Promise<unknown> | null = null;
+  /** No automatic reclaim before this time (ms) after one failed. */
+  reclaimRetryAt = 0;
   /** Writer staging: records encoded but not yet written. */
   staging: Buffer = Buffer.allocUnsafe(64 * 1024);
   stagingLen = 0;

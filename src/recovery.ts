@@ -60,7 +60,8 @@ function merge(st: NsState, key: Uint8Array, type: number, flags: number, fileId
   vsize: number, rev: number, mtime: number, hash: Buffer | null): void {
   const k = st.keydir;
   const e = k.find(key);
-  if (e >= 0 && k.rev[e] >= rev) return;
+  // '>' not '>=': within one batch (one revision) the later record wins, as it did in memory
+  if (e >= 0 && k.rev[e] > rev) return;
   if (type === T_DEL) k.set(key, fileId, offset, 0, rev, mtime, KF_TOMBSTONE);
   else k.set(key, fileId, offset, vsize, rev, mtime, flags & KF_POINTER, hash);
 }

@@ -34,6 +34,8 @@ export class Subscription implements AsyncIterable<WatchEvent> {
     readonly replayThrough: number,
     replay: AsyncIterable<WatchEvent> | null,
     private readonly queueMax: number,
+    /** Events below this revision are not wanted (fromRevision). */
+    readonly minRevision = 0,
   ) {
     this.replay = replay ? replay[Symbol.asyncIterator]() : null;
   }
@@ -46,7 +48,7 @@ export class Subscription implements AsyncIterable<WatchEvent> {
 
   /** Called by the hub for a live event that matches. */
   push(ev: WatchEvent): void {
-    if (this.ended || ev.revision <= this.replayThrough) return;
+    if (this.ended || ev.revision <= this.replayThrough || ev.revision < this.minRevision) return;
     if (this.waiter !== null && this.replay === null && this.head === this.queue.length) {
       const w = this.waiter;
       this.waiter = null;
@@ -154,13 +156,13 @@ export class WatchHub {
     return this.namespaces.has(ns);
   }
 
-  add(ns: string, sel: WatchSelector, replayThrough: number, replay: AsyncIterable<WatchEvent> | null): Subscription {
+  add(ns: string, sel: WatchSelector, replayThrough: number, replay: AsyncIterable<WatchEvent> | null, minRevision = 0): Subscription {
     if (this.count >= this.maxWatchers) {
       throw new KvError('E_TOO_MANY_WATCHERS', `at most ${this.maxWatchers} watch subscriptions`);
     }
     const key = 'key' in sel ? sel.key : null;
     const prefix = 'prefix' in sel ? sel.prefix : null;
-    const sub = new Subscription(this, ns, key, prefix, replayThrough, replay, this.queueMax);
+    const sub = new Subscription(this, ns, key, prefix, replayThrough, replay, this.queueMax, minRevision);
     let s = this.namespaces.get(ns);
     if (s === undefined) {
       s = { byKey: new Map(), byPrefix: new Set() };

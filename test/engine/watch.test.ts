@@ -58,6 +58,18 @@ it('replays from a revision still in the log, then continues live without gaps o
   w2.close();
 });
 
+it('fromRevision 0 replays everything when nothing was reclaimed; a future fromRevision skips earlier events', async () => {
+  const r1 = await e.put('n', 'k', 'a');
+  const w = e.watch('n', { key: 'k' }, { fromRevision: 0 });
+  expect(brief(await take(w, 1))).toEqual([`put k ${r1} a`]);
+  w.close();
+  const f = e.watch('n', { key: 'k' }, { fromRevision: r1 + 2 });
+  await e.put('n', 'k', 'skipped');
+  const r3 = await e.put('n', 'k', 'wanted');
+  expect(brief(await take(f, 1))).toEqual([`put k ${r3} wanted`]);
+  f.close();
+});
+
 it('replay from a reclaimed revision is E_COMPACTED; from after the reclaim it works', async () => {
   const r1 = await e.put('n', 'k', 'a');
   await e.put('n', 'k', 'b');
