@@ -13,6 +13,7 @@
  * The daemon that owns this must not do file I/O under its own mount point
  * (its event loop serves that I/O: deadlock).
  */
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { errno, toErrno } from './errno.js';
 import { KvFs, type KvFsOptions, type MountEngine } from './kv-fs.js';
@@ -89,6 +90,18 @@ function fuseOps(fs: KvFs): Record<string, unknown> {
   };
 }
 
+/** Is `mnt` (an absolute path) a mount point right now? (/proc/self/mountinfo, field 5, octal escapes) */
+export async function isMounted(mnt: string): Promise<boolean> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    if (f.length < 5) continue;
+    const p = f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (p === mnt) return true;
+  }
+  return false;
+}
+
 /** Mounts the engine at `mountpoint`; resolves once the kernel has the mount (FUSE init done). */
 export async function mountKv(engine: MountEngine, mountpoint: string, opts: KvFsOptions): Promise<KvMountHandle> {
   const Fuse = require('fuse-native') as FuseCtor;
@@ -107,7 +120,12 @@ export async function mountKv(engine: MountEngine, mountpoint: string, opts: KvF
     mountpoint,
     unmount() {
       unmounted ??= (async () => {
-        await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
+        try {
+          await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
+        } catch (err) {
+          // Already unmounted from outside (fusermount -u): nothing to undo.
+          if (await isMounted(mountpoint)) throw err;
+        }
         const failures = await fs.commitAll();
         await fs.closeAll();
         return failures;

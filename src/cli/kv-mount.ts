@@ -20,11 +20,11 @@
  * serves that I/O), and refuses a DATA_DIR inside MOUNTPOINT.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join, relative, resolve, isAbsolute } from 'node:path';
 import { Command, Option } from 'commander';
-import { open, type EngineOptions } from '../index.js';
-import { mountKv, type KvMountHandle } from '../../mount/kv.js';
+import { open, type Engine, type EngineOptions } from '../index.js';
+import { isMounted, mountKv, type KvMountHandle } from '../../mount/kv.js';
 import { clearSpillDir, DEFAULT_SPILL_THRESHOLD } from '../../mount/write-buffer.js';
 import { CliError, parseSize, printError } from './util.js';
 
@@ -49,18 +49,6 @@ function inside(child: string, parent: string): boolean {
   return r === '' || (!r.startsWith('..') && !isAbsolute(r));
 }
 
-/** Is `mnt` a mount point right now? (/proc/self/mountinfo, field 5, octal escapes) */
-async function isMounted(mnt: string): Promise<boolean> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  for (const line of text.split('\n')) {
-    const f = line.split(' ');
-    if (f.length < 5) continue;
-    const p = f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (p === mnt) return true;
-  }
-  return false;
-}
-
 async function runMount(dataDirArg: string, mountpointArg: string, flags: MountFlags): Promise<void> {
   const dataDir = resolve(dataDirArg);
   const mountpoint = resolve(mountpointArg);
@@ -71,11 +59,66 @@ async function runMount(dataDirArg: string, mountpointArg: string, flags: MountF
   if (await isMounted(mountpoint)) throw new CliError(`${mountpoint} is already a mount point (unmount it first: fusermount -u ${mountpoint})`);
   await mkdir(dataDir, { recursive: true });
 
+  // Signals are handled from here on: a SIGUSR1/2 before the mount is up must not kill the
+  // daemon (their default action) and waits for it; a SIGTERM during startup stops it cleanly.
+  let stopRequested = false;
+  let onStop: (() => void) | undefined;
+  const stop = () => {
+    stopRequested = true;
+    onStop?.();
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  let resolveReady!: (e: Engine | undefined) => void;
+  const ready = new Promise<Engine | undefined>((r) => (resolveReady = r));
+  let shuttingDown: Promise<void> | undefined;
+  // Maintenance on signals, one at a time, never during shutdown.
+  let busy: Promise<unknown> = ready;
+  const maintenance = (name: string, fn: (e: Engine) => Promise<string>) => {
+    busy = busy.then(async () => {
+      const e = await ready;
+      if (!e || shuttingDown || stopRequested) {
+        out(`kv ${name} failed: the daemon is stopping`);
+        return;
+      }
+      try {
+        out(`kv ${name} done${await fn(e)}`);
+      } catch (err) {
+        out(`kv ${name} failed: ${(err as Error).message.split('\n')[0]}`);
+      }
+    });
+  };
+  process.on('SIGUSR2', () =>
+    maintenance('sync', async (e) => {
+      const t = Date.now();
+      await e.sync();
+      return ` in ${Date.now() - t} ms`;
+    }),
+  );
+  process.on('SIGUSR1', () =>
+    maintenance('reclaim', async (e) => {
+      const r = await e.reclaim();
+      return `: relocated ${r.relocatedBytes} bytes, removed ${r.segmentsRemoved} segments in ${Math.round(r.durationMs)} ms`;
+    }),
+  );
+
   const maxValueBytes = flags.maxValueSize ?? DEFAULT_MAX_VALUE;
   const engineOpts: EngineOptions = { maxValueBytes };
   if (flags.sync !== undefined) engineOpts.sync = flags.sync;
   if (flags.valueThreshold !== undefined) engineOpts.valueThreshold = flags.valueThreshold;
-  const engine = await open(dataDir, engineOpts);
+  let engine: Engine;
+  try {
+    engine = await open(dataDir, engineOpts);
+  } catch (err) {
+    resolveReady(undefined);
+    throw err;
+  }
+  if (stopRequested) {
+    resolveReady(undefined);
+    await engine.close();
+    out(`kv stopped before mounting ${mountpoint}`);
+    return;
+  }
 
   const spillDir = join(dataDir, SPILL_DIR_NAME);
   let mount: KvMountHandle;
@@ -89,13 +132,12 @@ async function runMount(dataDirArg: string, mountpointArg: string, flags: MountF
       onError: (msg) => process.stderr.write(`glidekv: kv mount: ${msg}\n`),
     });
   } catch (err) {
+    resolveReady(undefined);
     await engine.close().catch(() => {});
     throw new CliError(`cannot mount ${mountpoint}: ${(err as Error).message}`);
   }
 
   const keepAlive = setInterval(() => {}, 1 << 30);
-  let shuttingDown: Promise<void> | undefined;
-  let busy: Promise<unknown> = Promise.resolve();
   const done = new Promise<void>((resolveDone) => {
     const shutdown = (why: string) => {
       shuttingDown ??= (async () => {
@@ -124,8 +166,7 @@ async function runMount(dataDirArg: string, mountpointArg: string, flags: MountF
         resolveDone();
       })();
     };
-    process.on('SIGINT', () => shutdown(''));
-    process.on('SIGTERM', () => shutdown(''));
+    onStop = () => shutdown('');
     // Gone from under us (fusermount -u): close the engine and leave.
     const watcher = setInterval(() => {
       if (shuttingDown) return;
@@ -134,34 +175,11 @@ async function runMount(dataDirArg: string, mountpointArg: string, flags: MountF
         () => {},
       );
     }, 1000);
+    if (stopRequested) shutdown('');
   });
 
-  // Maintenance on signals, one at a time, never during shutdown.
-  const maintenance = (name: string, fn: () => Promise<string>) => {
-    busy = busy.then(async () => {
-      if (shuttingDown) return;
-      try {
-        out(`kv ${name} done${await fn()}`);
-      } catch (err) {
-        out(`kv ${name} failed: ${(err as Error).message.split('\n')[0]}`);
-      }
-    });
-  };
-  process.on('SIGUSR2', () =>
-    maintenance('sync', async () => {
-      const t = Date.now();
-      await engine.sync();
-      return ` in ${Date.now() - t} ms`;
-    }),
-  );
-  process.on('SIGUSR1', () =>
-    maintenance('reclaim', async () => {
-      const r = await engine.reclaim();
-      return `: relocated ${r.relocatedBytes} bytes, removed ${r.segmentsRemoved} segments in ${Math.round(r.durationMs)} ms`;
-    }),
-  );
-
-  out(`kv mounted ${dataDir} at ${mountpoint} (pid ${process.pid})`);
+  resolveReady(engine);
+  if (!stopRequested) out(`kv mounted ${dataDir} at ${mountpoint} (pid ${process.pid})`);
   await done;
   // fuse-native's thread may hold the event loop: do not linger once closed.
   setTimeout(() => process.exit(), 2000).unref();

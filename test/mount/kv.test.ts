@@ -272,6 +272,39 @@ describe.skipIf(skipReason !== undefined)('kv mount through the kernel', () => {
   });
 });
 
+describe.skipIf(skipReason !== undefined)('kv mount daemon lifecycle', () => {
+  const root = mkdtempSync(join(tmpdir(), 'glidekv-kvmount-life-'));
+  const data = join(root, 'data');
+  const mnt = join(root, 'mnt');
+
+  afterAll(async () => {
+    await cleanupDaemons();
+    await sh(`fusermount -u -z ${q(mnt)} 2>/dev/null; true`);
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('exits 0 and releases DATA_DIR when its mount is unmounted from outside; refuses a busy mount point', async () => {
+    mkdirSync(mnt);
+    const d = await KvDaemon.start(data, mnt);
+    // A second daemon on the same mount point (or DATA_DIR) fails with one line.
+    const second = await sh(`node ${q(join(process.cwd(), 'bin', 'glidekv.mjs'))} kv mount ${q(join(root, 'other'))} ${q(mnt)}`);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/^glidekv: .*already a mount point.*\n$/);
+    await fsp.mkdir(join(mnt, 'ns'));
+    await fsp.writeFile(join(mnt, 'ns', 'k'), 'v');
+    expect((await sh(`fusermount -u ${q(mnt)}`)).code).toBe(0);
+    const exit = await Promise.race([d.waitExit(), new Promise((r) => setTimeout(() => r('still running'), 15_000))]);
+    expect(exit).toBe(0);
+    expect(d.lines.at(-1)).toBe(`glidekv: kv unmounted ${mnt} (the mount went away)`);
+    const e = await open(data);
+    try {
+      expect((await e.get('ns', 'k'))?.value.toString()).toBe('v');
+    } finally {
+      await e.close();
+    }
+  });
+});
+
 describe.skipIf(skipReason !== undefined)('kv mount commit errors', () => {
   const root = mkdtempSync(join(tmpdir(), 'glidekv-kvmount-full-'));
   const data = join(root, 'data');
