@@ -1,4 +1,5 @@
 // Goal: the block layer's behaviour (read/write, dedup, fork, snapshot, delete, gc, verified GETs, stats) over memory, dir and MinIO stores.
+import { statSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BLOCK_SIZE, GlideFsError, blockHash } from '../../glidefs/index.js';
 import { blockOf, listKeys, makeEnv, type Env, type StoreKind } from './helpers.js';
@@ -192,6 +193,9 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     await expect(v.read(-1, 1)).rejects.toMatchObject({ code: 'E_OUT_OF_RANGE' });
     await v.write(3 * BLOCK_SIZE + 100, blockOf(4, 5000));
     await v.write(5 * BLOCK_SIZE, blockOf(6));
+    // private files: catalog (and its WAL) 0600, cache dir 0700
+    for (const f of [env.catalogPath, `${env.catalogPath}-wal`]) expect(statSync(f).mode & 0o777).toBe(0o600);
+    expect(statSync(env.cacheDir).mode & 0o777).toBe(0o700);
     await v.close();
     expect(env.fs.stats('v').dirtyBlocks).toBe(2);
     expect(env.store.stats().puts).toBe(0);
