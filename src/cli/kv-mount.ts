@@ -44,6 +44,9 @@ function out(line: string): void {
   process.stdout.write(`glidekv: ${line}\n`);
 }
 
+// Whoever started the daemon may stop reading its stdout; that must not take the mount down.
+process.stdout.on('error', () => {});
+
 function inside(child: string, parent: string): boolean {
   const r = relative(parent, child);
   return r === '' || (!r.startsWith('..') && !isAbsolute(r));
