@@ -44,15 +44,14 @@ function out(line: string): void {
   process.stdout.write(`glidekv: ${line}\n`);
 }
 
-// Whoever started the daemon may stop reading its stdout; that must not take the mount down.
-process.stdout.on('error', () => {});
-
 function inside(child: string, parent: string): boolean {
   const r = relative(parent, child);
   return r === '' || (!r.startsWith('..') && !isAbsolute(r));
 }
 
 async function runMount(dataDirArg: string, mountpointArg: string, flags: MountFlags): Promise<void> {
+  // Whoever started the daemon may stop reading its stdout; that must not take the mount down.
+  process.stdout.on('error', () => {});
   const dataDir = resolve(dataDirArg);
   const mountpoint = resolve(mountpointArg);
   if (!existsSync('/dev/fuse')) throw new CliError('/dev/fuse is missing: load the fuse module (modprobe fuse) or run where FUSE is available');
