@@ -207,3 +207,31 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     expect((await v2.read(3 * BLOCK_SIZE + 100, 5000)).equals(blockOf(4, 5000))).toBe(true);
   });
 });
+
+describe('key prefix', () => {
+  it('puts block keys under <prefix>/blocks/ and gc touches nothing outside them', async () => {
+    const { MemoryStore, GlideFs } = await import('../../glidefs/index.js');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const root = mkdtempSync(join(tmpdir(), 'glidefs-prefix-'));
+    const store = new MemoryStore();
+    try {
+      const fs = await GlideFs.open({ store, catalogPath: join(root, 'c.db'), cacheDir: join(root, 'cache'), prefix: '/team/a/' });
+      await fs.createVolume('v', MiB);
+      const v = await fs.openVolume('v');
+      await v.write(0, blockOf(1));
+      await v.flush();
+      await store.put('team/a/notes.txt', Buffer.from('keep'));
+      await store.put('blocks/0/' + blockHash(blockOf(2)), blockOf(2)); // another prefix's block
+      await store.put(`team/a/blocks/5/${blockHash(blockOf(3))}`, blockOf(3)); // an orphan under ours
+      expect(await fs.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 1 });
+      const keys: string[] = [];
+      for await (const k of store.list('')) keys.push(k);
+      expect(keys.sort()).toEqual(['blocks/0/' + blockHash(blockOf(2)), `team/a/blocks/0/${blockHash(blockOf(1))}`, 'team/a/notes.txt'].sort());
+      await fs.close();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
