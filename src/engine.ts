@@ -54,6 +54,12 @@ export interface EngineOptions {
   maxWatchers?: number;
   /** Undelivered events per subscription before it ends with E_LAGGED. Default 10000. */
   watchQueueMax?: number;
+  /**
+   * Records up to this many bytes are read and written with blocking pread/pwrite when the
+   * FileIo offers them (like LevelDB's write(2) in the caller, or lmdb's mmap page faults).
+   * Default 65536; 0 = always through the thread pool.
+   */
+  syncIoMaxBytes?: number;
   /** The file-system seam (tests inject faults). Default node:fs. */
   io?: FileIo;
   /** Issue 4: the blob store adapter. Unset: every value is inline. */
@@ -233,6 +239,7 @@ export class KvEngine implements Engine {
   readonly segmentMaxBytes: number;
   readonly reclaimDeadRatio: number;
   readonly reclaimMinBytes: number;
+  readonly syncIoMaxBytes: number;
   readonly fds: FdCache;
   readonly hub: WatchHub;
   readonly separator: ValueSeparator | null;
@@ -281,6 +288,7 @@ export class KvEngine implements Engine {
     this.segmentMaxBytes = Math.min(Math.max(opts.segmentMaxBytes ?? 64 * 1024 * 1024, 128), 0x7fff_ffff);
     this.reclaimDeadRatio = opts.reclaimDeadRatio ?? 0.5;
     this.reclaimMinBytes = opts.reclaimMinBytes ?? 1024 * 1024;
+    this.syncIoMaxBytes = opts.syncIoMaxBytes ?? 65536;
     this.fds = new FdCache(this.io, Math.max(1, opts.maxOpenFiles ?? 256));
     this.hub = new WatchHub(opts.maxWatchers ?? 10000, Math.max(1, opts.watchQueueMax ?? 10000));
     this.separator = opts.valueSeparator ?? null;
@@ -523,7 +531,16 @@ export class KvEngine implements Engine {
       }
       let n: number;
       try {
-        n = await readFully(this.io, fd, buf, 0, len, offset);
+        if (this.io.readSync !== undefined && len <= this.syncIoMaxBytes) {
+          n = 0;
+          while (n < len) {
+            const r = this.io.readSync(fd, buf, n, len - n, offset + n);
+            if (r === 0) break;
+            n += r;
+          }
+        } else {
+          n = await readFully(this.io, fd, buf, 0, len, offset);
+        }
       } catch (err) {
         throw new KvError('E_IO', `read ${seg.path}: ${errnoOf(err)}`, { cause: err });
       } finally {
@@ -568,13 +585,26 @@ export class KvEngine implements Engine {
     let i = 0;
     if (after !== null) i = k.lowerBound(arr, len, after, true);
     if (prefix !== null && prefix.length > 0) i = Math.max(i, k.lowerBound(arr, len, prefix, false));
-    const out: Array<{ key: Buffer; revision: number; size: number; mtime: number }> = [];
-    for (; i < len && out.length < limit; i++) {
-      const e = arr[i];
+    // find the end first, then copy all keys into one buffer (one allocation, views per key)
+    let j = i;
+    let bytes = 0;
+    for (; j < len && j - i < limit; j++) {
+      const e = arr[j];
       if (prefix !== null && prefix.length > 0) {
         if (k.keyLen[e] < prefix.length || k.arena.compare(prefix, 0, prefix.length, k.keyOff[e], k.keyOff[e] + prefix.length) !== 0) break;
       }
-      out.push({ key: k.keyCopy(e), revision: k.rev[e], size: k.vsize[e], mtime: k.mtime[e] });
+      bytes += k.keyLen[e];
+    }
+    const keys = Buffer.allocUnsafeSlow(bytes);
+    const out: Array<{ key: Buffer; revision: number; size: number; mtime: number }> = new Array(j - i);
+    let p = 0;
+    for (let x = i; x < j; x++) {
+      const e = arr[x];
+      const o = k.keyOff[e];
+      const l = k.keyLen[e];
+      k.arena.copy(keys, p, o, o + l);
+      out[x - i] = { key: keys.subarray(p, p + l), revision: k.rev[e], size: k.vsize[e], mtime: k.mtime[e] };
+      p += l;
     }
     return out;
   }
@@ -943,7 +973,16 @@ export class KvEngine implements Engine {
     if (len === 0) return;
     const act = st.active!;
     try {
-      await writeFully(this.io, act.fd, st.staging, 0, len, act.seg.size);
+      if (this.io.writeSync !== undefined && len <= this.syncIoMaxBytes) {
+        let done = 0;
+        while (done < len) {
+          const w = this.io.writeSync(act.fd, st.staging, done, len - done, act.seg.size + done);
+          if (w <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
+          done += w;
+        }
+      } else {
+        await writeFully(this.io, act.fd, st.staging, 0, len, act.seg.size);
+      }
     } catch (err) {
       // best effort: cut what may have reached the file, so the segment ends on a record
       await this.io.ftruncate(act.fd, act.seg.size).catch(() => {});

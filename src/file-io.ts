@@ -14,6 +14,13 @@ export interface FileIo {
   read(fd: number, buf: Uint8Array, offset: number, length: number, position: number): Promise<number>;
   /** Writes `length` bytes at `position`; resolves the count written (may be short). */
   write(fd: number, buf: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  /**
+   * Optional blocking pread/pwrite. When present, the engine uses them for small records
+   * (EngineOptions.syncIoMaxBytes): a page-cache hit then costs microseconds instead of a
+   * thread-pool round trip. Leave them out to force the asynchronous path.
+   */
+  readSync?(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
+  writeSync?(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
   fsync(fd: number): Promise<void>;
   ftruncate(fd: number, length: number): Promise<void>;
   fstatSize(fd: number): Promise<number>;
@@ -37,6 +44,8 @@ export const nodeFileIo: FileIo = {
   open: (path, flags, mode = 0o644) => cb<number>((d) => fs.open(path, flags, mode, d)),
   read: (fd, buf, offset, length, position) => cb<number>((d) => fs.read(fd, buf, offset, length, position, d)),
   write: (fd, buf, offset, length, position) => cb<number>((d) => fs.write(fd, buf, offset, length, position, d)),
+  readSync: (fd, buf, offset, length, position) => fs.readSync(fd, buf, offset, length, position),
+  writeSync: (fd, buf, offset, length, position) => fs.writeSync(fd, buf, offset, length, position),
   fsync: (fd) => cb<void>((d) => fs.fsync(fd, d)),
   ftruncate: (fd, length) => cb<void>((d) => fs.ftruncate(fd, length, d)),
   fstatSize: (fd) => cb<fs.Stats>((d) => fs.fstat(fd, d)).then((s) => s.size),
