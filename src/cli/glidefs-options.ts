@@ -44,8 +44,9 @@ export function resolveGlideFsOptions(opts: GlideFsCliOptions = {}): ResolvedGli
   };
 }
 
-/** Adds --store/--catalog/--cache to a command (the root program, once). */
+/** Adds --store/--catalog/--cache to a command (the root program); a second call is a no-op. */
 export function addGlideFsOptions(cmd: Command): Command {
+  if (cmd.options.some((o) => o.long === '--store')) return cmd;
   return cmd
     .option('--store <url>', 'object store: s3://BUCKET[/PREFIX] or file:///ABS/DIR (env GLIDEKV_STORE; default file://$HOME/.glidekv/objects)')
     .option('--catalog <path>', 'catalog database (env GLIDEKV_CATALOG; default $HOME/.glidekv/catalog.db)')
