@@ -26,7 +26,7 @@ import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { locateValues } from './locate-values.js';
-import type { Stack, StackDriver, VolumeCounters } from './stack.js';
+import type { Stack, StackDriver, UpOptions, VolumeCounters } from './stack.js';
 
 export const BLOCK_SIZE = 131072;
 export const NAMESPACE = 'bench';
@@ -175,20 +175,35 @@ async function phase(
   large: Buffer[],
   work: () => Promise<number>,
   reclaim: boolean,
+  model: Model,
 ): Promise<PhaseResult> {
-  const c0 = await stack.counters();
-  const p0 = await stack.uploadsPerOffset();
+  const c0 = await stack.snapshot();
   const t0 = performance.now();
   const userBytes = await work();
   if (reclaim) await stack.reclaim();
   await stack.sync();
   await stack.flush();
   const durationMs = performance.now() - t0;
-  const c1 = await stack.counters();
-  const perOffset = diffPerOffset(p0, await stack.uploadsPerOffset());
+  const c1 = await stack.snapshot();
+  // Nothing acknowledged may be lost: every key reads back as written.
+  const check = await checkKeys(stack.mountpoint, model);
+  if (!check.ok) {
+    throw new Error(`after ${name}: the KV mount does not return what was written: ${check.problems.slice(0, 6).join('; ')}${check.problems.length > 6 ? ` (${check.problems.length} problems)` : ''}`);
+  }
+  const perOffset = diffPerOffset(c0.perOffset, c1.perOffset);
   const located = await locateValues(stack.dataDir, large, BLOCK_SIZE);
   if (located.missing.length) {
-    throw new Error(`after ${name}: ${located.missing.length} large values not found under ${stack.dataDir}`);
+    // Tell a lost value (the stack's bug) from a value the search cannot see.
+    const how = await Promise.all(
+      located.missing.slice(0, 5).map(async (i) => {
+        const got = await readFile(join(stack.mountpoint, NAMESPACE, largeKey(i))).catch((e: Error) => e);
+        if (got instanceof Error) return `${largeKey(i)}: ${got.message}`;
+        return `${largeKey(i)}: ${got.equals(large[i]) ? 'reads back intact through the mount' : `reads back WRONG (${got.length} bytes)`}`;
+      }),
+    );
+    throw new Error(
+      `after ${name}: ${located.missing.length} large values are in no file under ${stack.dataDir} (${how.join('; ')})`,
+    );
   }
   const largeSet = new Set(located.blocks);
   const largeUploads = perOffset.filter((r) => largeSet.has(r.blockIndex)).reduce((a, r) => a + r.uploads, 0);
@@ -234,12 +249,12 @@ export async function runMode(
   params: ReuploadParams,
   large: Buffer[],
   keepUp = false,
-): Promise<{ result: ModeResult; stack: Stack; model: Model }> {
+): Promise<{ result: ModeResult; stack: Stack; model: Model; up: UpOptions }> {
   const volume = `reupload-${mode}`;
   const mountpoint = join(ctx.stateDir, mode, 'kv');
   await mkdir(mountpoint, { recursive: true });
   const valueThreshold = mode === 'inline' ? 0 : undefined;
-  const stack = await ctx.driver.up({
+  const up: UpOptions = {
     volume,
     mountpoint,
     stateDir: join(ctx.stateDir, mode, 'state'),
@@ -247,21 +262,22 @@ export async function runMode(
     sizeBytes: params.volumeSize,
     valueThreshold,
     env: ctx.env,
-  });
+  };
+  const stack = await ctx.driver.up(up);
   try {
     await mkdir(join(mountpoint, NAMESPACE));
     await stack.sync();
     await stack.flush();
-    const setup = await stack.counters();
+    const setup = await stack.snapshot();
     const model: Model = new Map();
     const writeOps: Array<[string, Buffer | undefined]> = large.map((v, i) => [largeKey(i), v]);
     for (let i = 0; i < params.small; i++) writeOps.push([smallKey(i), randomBytes(params.smallSize)]);
     for (const [k, v] of writeOps) model.set(k, v);
-    const write = await phase(ctx, stack, 'write', large, () => applyOps(ctx, stack, `${mode} write`, writeOps), false);
+    const write = await phase(ctx, stack, 'write', large, () => applyOps(ctx, stack, `${mode} write`, writeOps), false, model);
     const rounds: PhaseResult[] = [];
     for (let r = 1; r <= params.rounds; r++) {
       const ops = roundOps(model, params.small, params.smallSize, r);
-      rounds.push(await phase(ctx, stack, `round ${r}`, large, () => applyOps(ctx, stack, `${mode} round ${r}`, ops), true));
+      rounds.push(await phase(ctx, stack, `round ${r}`, large, () => applyOps(ctx, stack, `${mode} round ${r}`, ops), true, model));
     }
     const all = [write, ...rounds];
     const sum = (f: (p: PhaseResult) => number) => all.reduce((a, p) => a + f(p), 0);
@@ -283,7 +299,7 @@ export async function runMode(
       rounds,
     };
     if (!keepUp) await stack.down();
-    return { result, stack, model };
+    return { result, stack, model, up };
   } catch (err) {
     await stack.down().catch(() => {});
     throw err;
@@ -317,30 +333,24 @@ export async function checkKeys(mountpoint: string, model: Model): Promise<{ ok:
   return { ok: problems.length === 0, checked, problems };
 }
 
-async function forkCost(ctx: RunContext, parent: Stack, model: Model): Promise<ForkResult> {
+async function forkCost(ctx: RunContext, parent: Stack, parentUp: UpOptions, model: Model): Promise<{ fork: ForkResult; up: UpOptions }> {
   const name = `${parent.volume}-fork`;
   const t0 = performance.now();
   await parent.fork(name);
   const forkCommandMs = performance.now() - t0;
   const mountpoint = join(ctx.stateDir, 'fork', 'kv');
   await mkdir(mountpoint, { recursive: true });
-  const fork = await ctx.driver.up({
-    volume: name,
-    mountpoint,
-    stateDir: join(ctx.stateDir, 'separated', 'state'),
-    store: ctx.storeFor('separated'),
-    sizeBytes: 0,
-    env: ctx.env,
-    attach: true,
-  } as Parameters<StackDriver['up']>[0]);
+  // The fork lives in the parent's catalog: same state, store and cache.
+  const up: UpOptions = { ...parentUp, volume: name, mountpoint, sizeBytes: 0 };
+  const fork = await ctx.driver.up(up);
   let uploads = 0;
   let uploadedBytes = 0;
   try {
-    const c0 = await fork.counters();
+    const c0 = await fork.snapshot();
     await writeFile(join(mountpoint, NAMESPACE, 'fork-new'), randomBytes(BLOCK_SIZE));
     await fork.sync();
     await fork.flush();
-    const c1 = await fork.counters();
+    const c1 = await fork.snapshot();
     uploads = c1.uploads - c0.uploads;
     uploadedBytes = c1.uploadedBytes - c0.uploadedBytes;
   } finally {
@@ -350,12 +360,15 @@ async function forkCost(ctx: RunContext, parent: Stack, model: Model): Promise<F
   const check = await checkKeys(parent.mountpoint, model);
   if (!check.ok) ctx.log?.(`fork: parent changed: ${check.problems.slice(0, 5).join('; ')}`);
   return {
-    uploads,
-    uploadedBytes,
-    durationMs: Math.round(durationMs),
-    forkCommandMs: Math.round(forkCommandMs),
-    parentUnchanged: check.ok,
-    parentKeysChecked: check.checked,
+    fork: {
+      uploads,
+      uploadedBytes,
+      durationMs: Math.round(durationMs),
+      forkCommandMs: Math.round(forkCommandMs),
+      parentUnchanged: check.ok,
+      parentKeysChecked: check.checked,
+    },
+    up,
   };
 }
 
@@ -376,16 +389,17 @@ export async function runReupload(ctx: RunContext, params: ReuploadParams): Prom
   const puts0 = ctx.serverPuts ? await ctx.serverPuts() : undefined;
   const sep = await runMode(ctx, 'separated', params, large, true);
   let fork: ForkResult;
-  let forkCounters: VolumeCounters = { uploads: 0, uploadedBytes: 0, reuploads: 0 };
+  let forkUp: UpOptions;
   try {
-    fork = await forkCost(ctx, sep.stack, sep.model);
-    forkCounters = { uploads: fork.uploads, uploadedBytes: fork.uploadedBytes, reuploads: 0 };
+    ({ fork, up: forkUp } = await forkCost(ctx, sep.stack, sep.up, sep.model));
   } finally {
     await sep.stack.down();
   }
   const inl = await runMode(ctx, 'inline', params, large);
-  const client =
-    sep.result.setup.uploads + sep.result.uploads + inl.result.setup.uploads + inl.result.uploads + forkCounters.uploads;
+  // Every PUT glidefs made for the three volumes, read after their stacks are
+  // down (so the flushes of fork, down and unmount are in).
+  let client = 0;
+  for (const up of [sep.up, forkUp, inl.up]) client += (await ctx.driver.snapshot(up)).uploads;
   let server: number | null = null;
   let note = 'the store is not a MinIO the bench started: only the client counts';
   if (ctx.serverPuts && puts0 !== undefined) {

@@ -1,32 +1,37 @@
 /**
- * The bench's Stack over the real `glidekv` command line: `up`, `down`,
- * `status --json`, `fork`, run as child processes (the daemons they start
- * are other processes, so this one may read and write their mounts).
+ * The bench's Stack over the real stack commands: `glidekv up`, `down` and
+ * `fork` run as child processes (exactly what a user runs), and the stack's
+ * own pieces (src/cli/stack/) for what has no command:
  *
- *   sync     SIGUSR2 to the KV daemon; it prints a line on stdout when done
- *            (we wait for the engine's data to be fsynced by watching the
- *            line in its log file, see waitLine)
- *   reclaim  SIGUSR1 to the KV daemon, same
- *   flush    fsfreeze -f / -u of the ext4 (a freeze checkpoints the journal
- *            and writes back every dirty page), then fsync of the device
- *            file: glidefs uploads everything and commits before it returns
- *   counters / uploadsPerOffset
- *            read from the stack's catalog through GlideFs (the catalog is
- *            shared by processes; the counters live in it)
+ *   sync     SIGUSR2 to the KV daemon, wait for `kv sync done` in its log
+ *   reclaim  SIGUSR1, wait for `kv reclaim done`
+ *   flush    `fsfreeze -f` + `-u` of the ext4 (writes back every dirty page
+ *            and checkpoints the journal), then fsync of the device file:
+ *            the device daemon uploads everything and commits before the
+ *            fsync returns (the same steps as a live fork)
+ *   snapshot glidefs counters and uploads per offset, read from the stack's
+ *            catalog (shared by processes; the counters live in it)
+ *
+ * Each stack gets `--store`, `--catalog STATE/catalog.db`, `--cache
+ * STATE/cache` and `--state STATE/stack`, and the children get GLIDEKV_RUN so
+ * the stack registry stays inside the bench's directory.
  */
 import { execFile } from 'node:child_process';
 import { open as openFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import type { Stack, StackDriver, UpOptions, VolumeCounters } from './stack.js';
+import { openGlideFsFromOptions, type GlideFsCliOptions } from '../glidefs-options.js';
+import { kvMaintenance } from '../stack/fork.js';
+import { loadState, type StackState } from '../stack/state.js';
+import type { Stack, StackDriver, UpOptions, VolumeSnapshot } from './stack.js';
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
 export const GLIDEKV_BIN = join(here, '..', '..', '..', 'bin', 'glidekv.mjs');
 
-/** Runs `glidekv ARGS` (through tsx, as bin/glidekv.mjs does) and returns stdout. */
-export async function glidekv(args: string[], env: Record<string, string>, timeoutMs = 300_000): Promise<string> {
+/** Runs `glidekv ARGS` and returns stdout; a failure is its last `glidekv:` line. */
+export async function glidekv(args: string[], env: Record<string, string>, timeoutMs = 600_000): Promise<string> {
   try {
     const { stdout } = await run(process.execPath, [GLIDEKV_BIN, ...args], {
       env: { ...process.env, ...env },
@@ -35,70 +40,100 @@ export async function glidekv(args: string[], env: Record<string, string>, timeo
     });
     return stdout;
   } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    const line = (e.stderr || e.message).trim().split('\n').filter(Boolean).pop() ?? e.message;
-    throw new Error(`glidekv ${args[0]} failed: ${line}`);
+    const e = err as { stderr?: string; stdout?: string; message: string };
+    const lines = `${e.stderr ?? ''}\n${e.stdout ?? ''}`.split('\n').filter((l) => l.trim());
+    const line = lines.filter((l) => l.startsWith('glidekv: ')).pop() ?? lines.pop() ?? e.message;
+    throw new Error(`glidekv ${args.find((a) => !a.startsWith('-') && !a.includes('/')) ?? ''} failed: ${line.replace(/^glidekv: /, '')}`);
   }
 }
 
-export interface StatusEntry {
-  [k: string]: unknown;
+function globalsOf(o: UpOptions): GlideFsCliOptions {
+  return { store: o.store, catalog: join(o.stateDir, 'catalog.db'), cache: join(o.stateDir, 'cache') };
+}
+
+function globalArgs(o: UpOptions): string[] {
+  const g = globalsOf(o);
+  return ['--store', g.store!, '--catalog', g.catalog!, '--cache', g.cache!];
+}
+
+/** The stack's own directory (`up --state`): one per volume. */
+function stackDir(o: UpOptions): string {
+  return join(o.stateDir, 'stacks', o.volume);
+}
+
+function childEnv(o: UpOptions): Record<string, string> {
+  return { ...o.env, GLIDEKV_RUN: join(o.stateDir, 'run') };
+}
+
+async function snapshotOf(o: UpOptions): Promise<VolumeSnapshot> {
+  const saved: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(o.env)) {
+    saved[k] = process.env[k];
+    process.env[k] = v;
+  }
+  try {
+    const g = await openGlideFsFromOptions(globalsOf(o));
+    try {
+      const s = g.fs.stats(o.volume);
+      return { uploads: s.uploads, uploadedBytes: s.uploadedBytes, reuploads: s.reuploads, perOffset: g.fs.uploadsPerOffset(o.volume) };
+    } finally {
+      await g.close();
+    }
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
 }
 
 export class CliStackDriver implements StackDriver {
   constructor(private readonly opts: { log?: (l: string) => void } = {}) {}
 
   async up(o: UpOptions): Promise<Stack> {
-    const args = ['up', o.volume, o.mountpoint, '--state', o.stateDir, '--store', o.store];
+    const args = [...globalArgs(o), 'up', o.volume, o.mountpoint, '--state', stackDir(o)];
     if (o.sizeBytes > 0) args.push('--size', String(o.sizeBytes));
     if (o.valueThreshold !== undefined) args.push('--value-threshold', String(o.valueThreshold));
-    this.opts.log?.(`glidekv ${args.join(' ')}`);
-    await glidekv(args, o.env);
-    return CliStack.attach(o, this.opts.log);
+    this.opts.log?.(`up ${o.volume} at ${o.mountpoint}${o.valueThreshold !== undefined ? ` (value threshold ${o.valueThreshold})` : ''}`);
+    await glidekv(args, childEnv(o));
+    const state = loadState(stackDir(o));
+    if (!state) throw new Error(`glidekv up left no stack state in ${stackDir(o)}`);
+    return new CliStack(o, state, this.opts.log);
+  }
+
+  snapshot(o: UpOptions): Promise<VolumeSnapshot> {
+    return snapshotOf(o);
   }
 }
 
 class CliStack implements Stack {
-  private constructor(
-    readonly volume: string,
-    readonly mountpoint: string,
-    readonly dataDir: string,
+  readonly volume: string;
+  readonly mountpoint: string;
+  readonly dataDir: string;
+
+  constructor(
     private readonly o: UpOptions,
-    private readonly status: StatusEntry,
+    private readonly state: StackState,
     private readonly log?: (l: string) => void,
-  ) {}
-
-  static async attach(o: UpOptions, log?: (l: string) => void): Promise<CliStack> {
-    const status = await CliStack.statusOf(o);
-    const dataDir = String(status.dataDir);
-    return new CliStack(o.volume, o.mountpoint, dataDir, o, status, log);
+  ) {
+    this.volume = state.volume;
+    this.mountpoint = state.mountpoint;
+    this.dataDir = state.dataDir;
   }
 
-  static async statusOf(o: UpOptions): Promise<StatusEntry> {
-    const out = JSON.parse(await glidekv(['status', '--json', '--state', o.stateDir], o.env)) as unknown;
-    const list = (Array.isArray(out) ? out : ((out as { stacks?: unknown[] }).stacks ?? [])) as StatusEntry[];
-    const mine = list.find((s) => s.mountpoint === o.mountpoint || s.volume === o.volume);
-    if (!mine) throw new Error(`glidekv status does not list ${o.mountpoint}`);
-    return mine;
+  async sync(): Promise<void> {
+    await kvMaintenance(this.state, 'SIGUSR2', 'sync');
   }
 
-  private signal(sig: 'SIGUSR1' | 'SIGUSR2'): Promise<void> {
-    throw new Error(`not wired yet: ${sig} ${JSON.stringify(this.status)}`);
-  }
-
-  sync(): Promise<void> {
-    return this.signal('SIGUSR2');
-  }
-
-  reclaim(): Promise<void> {
-    return this.signal('SIGUSR1');
+  async reclaim(): Promise<void> {
+    const line = await kvMaintenance(this.state, 'SIGUSR1', 'reclaim');
+    this.log?.(`${this.volume}: ${line}`);
   }
 
   async flush(): Promise<void> {
-    const ext4 = String(this.status.ext4Mountpoint);
-    await run('fsfreeze', ['-f', ext4]);
-    await run('fsfreeze', ['-u', ext4]);
-    const f = await openFile(String(this.status.deviceFile), 'r+');
+    await run('fsfreeze', ['-f', this.state.ext4Mountpoint]);
+    await run('fsfreeze', ['-u', this.state.ext4Mountpoint]);
+    const f = await openFile(this.state.deviceFile, 'r+');
     try {
       await f.sync();
     } finally {
@@ -106,21 +141,17 @@ class CliStack implements Stack {
     }
   }
 
-  async counters(): Promise<VolumeCounters> {
-    const s = JSON.parse(await glidekv(['volume', 'stats', this.volume, '--json', '--state', this.o.stateDir], this.o.env));
-    return { uploads: s.uploads, uploadedBytes: s.uploadedBytes, reuploads: s.reuploads };
-  }
-
-  async uploadsPerOffset(): Promise<Array<{ blockIndex: number; uploads: number }>> {
-    throw new Error('not wired yet');
+  snapshot(): Promise<VolumeSnapshot> {
+    return snapshotOf(this.o);
   }
 
   async fork(name: string): Promise<void> {
-    await glidekv(['fork', this.volume, name, '--state', this.o.stateDir], this.o.env);
+    this.log?.(`fork ${this.volume} -> ${name} (live)`);
+    await glidekv([...globalArgs(this.o), 'fork', this.volume, name, '--state', stackDir(this.o)], childEnv(this.o));
   }
 
   async down(): Promise<void> {
-    this.log?.(`glidekv down ${this.mountpoint}`);
-    await glidekv(['down', this.mountpoint], this.o.env);
+    this.log?.(`down ${this.mountpoint}`);
+    await glidekv(['down', this.mountpoint, '--state', stackDir(this.o)], childEnv(this.o));
   }
 }

@@ -13,6 +13,10 @@ export interface VolumeCounters {
   reuploads: number;
 }
 
+export interface VolumeSnapshot extends VolumeCounters {
+  perOffset: Array<{ blockIndex: number; uploads: number }>;
+}
+
 export interface UpOptions {
   volume: string;
   mountpoint: string;
@@ -38,8 +42,8 @@ export interface Stack {
   reclaim(): Promise<void>;
   /** Makes glidefs upload everything written so far (ext4 settled, volume flushed). */
   flush(): Promise<void>;
-  counters(): Promise<VolumeCounters>;
-  uploadsPerOffset(): Promise<Array<{ blockIndex: number; uploads: number }>>;
+  /** The volume's glidefs counters and its uploads per block offset. */
+  snapshot(): Promise<VolumeSnapshot>;
   /** Live fork of this volume to `name` (the stack stays up). */
   fork(name: string): Promise<void>;
   down(): Promise<void>;
@@ -47,4 +51,6 @@ export interface Stack {
 
 export interface StackDriver {
   up(opts: UpOptions): Promise<Stack>;
+  /** Counters of a volume whose stack is down (read from its catalog). */
+  snapshot(opts: UpOptions): Promise<VolumeSnapshot>;
 }
