@@ -445,9 +445,13 @@ export class KvEngine implements Engine {
     try {
       const st = new NsState(ns, path.join(this.dir, NS_DIR, ns));
       st.compactedThrough = this.meta.compacted[ns] ?? 0;
-      await this.io.mkdir(st.dir);
-      await this.newActive(st);
-      await this.io.fsyncDir(path.join(this.dir, NS_DIR));
+      try {
+        await this.io.mkdir(st.dir);
+        await this.newActive(st);
+        await this.io.fsyncDir(path.join(this.dir, NS_DIR));
+      } catch (err) {
+        throw ioError(`create namespace ${ns}`, err);
+      }
       this.checkOpen();
       this.namespaces.set(ns, st);
     } finally {
@@ -468,14 +472,17 @@ export class KvEngine implements Engine {
       if (!force && (st.keydir.size > 0 || st.inflight > 0)) {
         throw new KvError('E_NAMESPACE_NOT_EMPTY', `namespace ${JSON.stringify(ns)} is not empty (use force)`);
       }
+      // the revision high-water mark first: the namespace's records may carry the highest revisions
+      this.meta.revision = Math.max(this.meta.revision, this.revision);
+      this.meta.compacted[ns] = this.revision;
+      await writeMeta(this.io, this.dir, this.meta).catch((err) => {
+        throw ioError(`drop ${ns}`, err);
+      });
       st.dropped = true;
       this.namespaces.delete(ns);
       if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
       st.active = null;
       for (const s of st.segments.values()) this.fds.evict(s.path);
-      this.meta.revision = Math.max(this.meta.revision, this.revision);
-      this.meta.compacted[ns] = this.revision;
-      await writeMeta(this.io, this.dir, this.meta);
       const trash = path.join(this.dir, TRASH_DIR);
       await this.io.mkdir(trash);
       const dest = path.join(trash, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
@@ -1247,6 +1254,16 @@ function noop(): void {}
 /** Opens (creating if needed) the engine in `dir`. */
 export async function open(dir: string, options: EngineOptions = {}): Promise<Engine & KvEngine> {
   const e = new KvEngine(dir, options);
-  await e.openInternal();
+  try {
+    await e.openInternal();
+  } catch (err) {
+    throw ioError(`open ${dir}`, err);
+  }
   return e;
+}
+
+/** A KvError as is; an errno error as E_IO naming what failed (cause: the errno error). */
+function ioError(what: string, err: unknown): KvError {
+  if (err instanceof KvError) return err;
+  return new KvError('E_IO', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }

@@ -210,3 +210,9 @@ describe('keys and values', () => {
     }
   });
 });
+
+it('open of a path that cannot be a directory fails with a typed error', async () => {
+  const file = `${dir}/a-file`;
+  (await import('node:fs')).writeFileSync(file, 'x');
+  expect(await codeOf(open(file))).toBe('E_IO');
+});
