@@ -37,6 +37,7 @@ export function register(program: Command): void {
   if (!device) device = program.command('device').description('The device mount: a volume as one file, for losetup.');
   device
     .command('mount')
+    .summary('serve a volume as DIR/volume (FUSE, foreground daemon)')
     .description(
       'Serve VOLUME as the file DIR/volume (FUSE), in the foreground. Reads and writes go to the\n' +
         'volume; fsync of the file uploads and commits before it returns. SIGINT/SIGTERM: unmount,\n' +
@@ -65,6 +66,7 @@ Examples:
 
   program
     .command('up')
+    .summary('bring up the whole stack: device daemon, loop device, ext4, KV mount (root)')
     .description(
       'Bring up the whole stack for VOLUME (as root): the device daemon, a loop device, ext4 (made on\n' +
         'first use), and the KV mount at MOUNTPOINT. Creates the volume if it is missing.',
@@ -99,6 +101,7 @@ Examples:
 
   program
     .command('down')
+    .summary('take down the stack at MOUNTPOINT, leaving nothing behind (root)')
     .description('Take down the stack mounted at MOUNTPOINT, in reverse: KV mount, ext4, loop device, device daemon (which flushes).')
     .argument('<MOUNTPOINT>', 'the KV mount point given to glidekv up')
     .option('--state <dir>', 'the stack\'s state directory (found from MOUNTPOINT when omitted)')
@@ -140,6 +143,7 @@ Examples:
 
   program
     .command('fork')
+    .summary('fork a volume; live (sync, freeze, flush, fork, thaw) when it is up')
     .description(
       'Fork VOLUME to NEW. If VOLUME is up this is a live fork: the engine syncs, the ext4 is frozen,\n' +
         'the volume flushed and forked, the ext4 thawed. NEW then holds exactly the keys acknowledged\n' +
