@@ -186,7 +186,7 @@ export class Catalog {
       db = new Database(path);
       db.pragma('busy_timeout = 15000');
       db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
+      db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = OFF');
     } catch (err) {
       throw GlideFsError.CORRUPT(`cannot open catalog ${path}: ${(err as Error).message}`, err);
@@ -214,13 +214,27 @@ export class Catalog {
       this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('catalog_id', randomBytes(8).toString('hex'));
       this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('deletes', '0');
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    });
+    }, true);
   }
 
-  /** Runs `fn` in a BEGIN IMMEDIATE transaction (waits for the write lock). */
-  immediate<T>(fn: () => T): T {
+  /**
+   * Runs `fn` in a BEGIN IMMEDIATE transaction (waits for the write lock).
+   * `durable`: the commit is fsynced (synchronous=FULL) before this returns —
+   * for changes that objects are deleted after, or that a caller is told are
+   * done (create, fork, delete, flush commit). Other transactions (pending and
+   * deleting rows, counters) commit with synchronous=NORMAL: a power loss may
+   * drop them, which only leaves orphans for gc; the next durable commit
+   * fsyncs them too (the WAL is sequential).
+   */
+  immediate<T>(fn: () => T, durable = false): T {
     this.checkOpen();
-    return this.db.transaction(fn).immediate();
+    if (!durable) return this.db.transaction(fn).immediate();
+    this.db.pragma('synchronous = FULL');
+    try {
+      return this.db.transaction(fn).immediate();
+    } finally {
+      this.db.pragma('synchronous = NORMAL');
+    }
   }
 
   close(): void {
@@ -265,7 +279,7 @@ export class Catalog {
       const id = Number(info.lastInsertRowid);
       this.db.prepare('UPDATE volumes SET family = ? WHERE id = ?').run(id, id);
       return this.volumeById(id)!;
-    });
+    }, true);
   }
 
   /**
@@ -285,7 +299,7 @@ export class Catalog {
         .prepare('UPDATE objects SET refcount = refcount + 1 WHERE key IN (SELECT key FROM blocks WHERE volume_id = ?)')
         .run(id);
       return this.volumeById(id)!;
-    });
+    }, true);
   }
 
   /**
@@ -303,7 +317,7 @@ export class Catalog {
       this.db.prepare('DELETE FROM upload_counts WHERE volume_id = ?').run(v.id);
       this.db.prepare('DELETE FROM volumes WHERE id = ?').run(v.id);
       return { volume: v, toDelete };
-    });
+    }, true);
   }
 
   /** Block map of a volume: block index -> object key. */
@@ -436,7 +450,7 @@ export class Catalog {
         )
         .run(uploads, uploads * blockSize, reuploads, counters.skippedUnchanged, counters.gets, volumeId);
       return { uploads, uploadedBytes: uploads * blockSize, reuploads, toDelete };
-    });
+    }, true);
   }
 
   /**
