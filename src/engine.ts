@@ -310,7 +310,14 @@ export class KvEngine implements Engine {
       for (const name of names) {
         const st = new NsState(name, path.join(this.dir, NS_DIR, name));
         const ids: number[] = [];
-        for (const f of await this.io.readdir(st.dir)) {
+        let files: string[];
+        try {
+          files = await this.io.readdir(st.dir);
+        } catch (err) {
+          if (errnoOf(err) === 'ENOTDIR') continue; // a stray file, not a namespace
+          throw err;
+        }
+        for (const f of files) {
           const id = parseSegmentName(f);
           if (id >= 0) ids.push(id);
           else if (f.endsWith('.tmp')) await this.io.unlink(path.join(st.dir, f)).catch(() => {});
