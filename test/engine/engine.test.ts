@@ -216,3 +216,26 @@ it('open of a path that cannot be a directory fails with a typed error', async (
   (await import('node:fs')).writeFileSync(file, 'x');
   expect(await codeOf(open(file))).toBe('E_IO');
 });
+
+it('file ids are u32: segments named above 2^31 work across rolls and reopen', async () => {
+  const d = `${dir}-u32`;
+  let e2 = await open(d, { sync: 'none', segmentMaxBytes: 512 });
+  await e2.createNamespace('n');
+  await e2.put('n', 'first', 'x');
+  await e2.close();
+  const nsDir = `${d}/ns/n`;
+  const fsm = await import('node:fs');
+  const [seg] = fsm.readdirSync(nsDir);
+  fsm.renameSync(`${nsDir}/${seg}`, `${nsDir}/fffffff0.seg`);
+  e2 = await open(d, { sync: 'none', segmentMaxBytes: 512 });
+  for (let i = 0; i < 40; i++) await e2.put('n', `k${i}`, 'y'.repeat(60));
+  const names = fsm.readdirSync(nsDir).sort();
+  expect(names[0]).toBe('fffffff0.seg');
+  expect(names[names.length - 1] > 'fffffff5.seg').toBe(true);
+  await e2.close();
+  e2 = await open(d);
+  expect((await e2.get('n', 'first'))!.value.toString()).toBe('x');
+  expect((await e2.get('n', 'k39'))!.value.toString()).toBe('y'.repeat(60));
+  await e2.close();
+  rmDir(d);
+});
