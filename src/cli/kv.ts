@@ -52,17 +52,15 @@ Exit status:
 function engineFlags(cmd: Command): Command {
   return cmd
     .addOption(
-      new Option('--sync <mode>', 'durability: always (fsync per write), batch (group commit), none (leave it to the OS)')
-        .choices(['always', 'batch', 'none'])
-        .default(undefined, 'batch'),
+      new Option('--sync <mode>', 'durability: always (fsync per write), batch (group commit), none (leave it to the OS); default batch')
+        .choices(['always', 'batch', 'none']),
     )
     .addOption(
-      new Option('--value-threshold <size>', 'values of this size or more go to the blob store; 0 = keep every value inline')
-        .argParser(parseSize)
-        .default(undefined, '128K'),
+      new Option('--value-threshold <size>', 'values of this size or more go to the blob store; 0 = keep every value inline; default 128K')
+        .argParser(parseSize),
     )
     .addOption(
-      new Option('--max-value-size <size>', 'refuse values larger than this').argParser(parseSize).default(undefined, '64M'),
+      new Option('--max-value-size <size>', 'refuse values larger than this; default 64M').argParser(parseSize),
     );
 }
 
