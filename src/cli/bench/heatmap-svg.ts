@@ -54,7 +54,7 @@ const GAP = 36; // between panels
 const ROW_H = 20;
 const STRIP_H = 5;
 const ROW_GAP = 3;
-const TOP = 84;
+const TOP = 100;
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -67,19 +67,20 @@ function mib(bytes: number): string {
 
 /**
  * Colour classes for counts 1..max: one class per count while max fits the
- * palette, else equal-width ranges. Returns [lo, hi] per class.
+ * palette, else doubling ranges (1, 2, 3–4, 5–8, ...; the last one open to
+ * max), so "once" and "a few times" stay apart even when one hot block (the
+ * ext4 journal) is uploaded hundreds of times. Returns [lo, hi] per class.
  */
 export function colourClasses(max: number): Array<[number, number]> {
   if (max <= 0) return [];
   const n = PALETTE.length;
   if (max <= n) return Array.from({ length: max }, (_, i) => [i + 1, i + 1] as [number, number]);
-  const out: Array<[number, number]> = [];
-  let lo = 1;
-  for (let i = 0; i < n; i++) {
-    const hi = i === n - 1 ? max : Math.max(lo, Math.round(1 + ((max - 1) * (i + 1)) / n));
+  const out: Array<[number, number]> = [[1, 1]];
+  let hi = 1;
+  while (hi < max) {
+    const lo = hi + 1;
+    hi = out.length === n - 1 ? max : Math.min(max, hi * 2);
     out.push([lo, hi]);
-    lo = hi + 1;
-    if (lo > max) break;
   }
   return out;
 }
@@ -141,8 +142,8 @@ export function renderHeatmap(input: HeatmapInput): string {
     const note = c.perCell > 1 ? ` — ${c.perCell} blocks per cell, colour of the most-uploaded` : '';
     o.push(`<g class="panel" data-label="${esc(panel.label)}">`);
     o.push(
-      `<text x="${x0}" y="${TOP - 16}" font-size="14" font-weight="bold">${esc(panel.label)}</text>` +
-        `<text x="${x0 + PANEL_W}" y="${TOP - 16}" text-anchor="end" fill="#444">${c.blocks.length} blocks${esc(note)}</text>`,
+      `<text x="${x0}" y="${TOP - 28}" font-size="14" font-weight="bold">${esc(panel.label)}</text>` +
+        `<text x="${x0}" y="${TOP - 10}" fill="#444" font-size="11">${c.blocks.length} blocks uploaded at least once${esc(note)}</text>`,
     );
     o.push(`<text x="${x0 + PANEL_W + 8}" y="${TOP - 4}" fill="#444" font-size="11">uploaded</text>`);
     panel.phases.forEach((ph, ri) => {
@@ -216,7 +217,7 @@ export function renderHeatmap(input: HeatmapInput): string {
   let lx = 10 + LEFT;
   o.push(`<g class="legend">`);
   o.push(`<text x="${lx}" y="${legendTop}" font-weight="bold">uploads of a block in a phase</text>`);
-  const sw = 34;
+  const sw = 46;
   const items: Array<[string, string]> = [[ZERO_COLOUR, '0']];
   for (const [lo, hi] of classes) items.push([colourOf(lo, classes), lo === hi ? `${lo}` : `${lo}–${hi}`]);
   items.forEach(([colour, label], i) => {

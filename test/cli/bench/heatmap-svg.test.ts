@@ -105,6 +105,9 @@ describe('renderHeatmap', () => {
     for (let i = 1; i < cls.length; i++) expect(cls[i][0]).toBe(cls[i - 1][1] + 1);
     expect(PALETTE.indexOf(colourOf(100, cls))).toBe(PALETTE.length - 1);
     expect(PALETTE.indexOf(colourOf(1, cls))).toBe(0);
+    // Doubling ranges keep "once" apart from "a few times" next to a hot block.
+    expect(colourClasses(151)).toEqual([[1, 1], [2, 2], [3, 4], [5, 8], [9, 16], [17, 32], [33, 151]]);
+    expect(colourOf(1, colourClasses(151))).not.toBe(colourOf(2, colourClasses(151)));
   });
 
   it('bins columns when a panel has more blocks than pixels', () => {
