@@ -384,7 +384,7 @@ export class KvFs {
       for (const h of this.byKey.get(dstLock) ?? []) h.detached = true;
       // Handles on the source follow the file to its new name.
       for (const h of [...(this.byKey.get(srcLock) ?? [])]) {
-        this.dropHandle(h);
+        this.unindexHandle(h);
         h.key = dst;
         this.indexHandle(h);
       }
@@ -556,6 +556,10 @@ export class KvFs {
 
   private dropHandle(h: Handle): void {
     this.handles.delete(h.id);
+    this.unindexHandle(h);
+  }
+
+  private unindexHandle(h: Handle): void {
     const k = this.lockKey(h.ns, h.key);
     const set = this.byKey.get(k);
     set?.delete(h);

@@ -201,6 +201,23 @@ describe.skipIf(skipReason !== undefined)('kv mount through the kernel', () => {
     expect(await rev('target')).toBe(before + 41);
   });
 
+  it('an open file follows its rename; an unlinked open file never comes back', async () => {
+    await fsp.mkdir(join(mnt, 'open'));
+    const py = [
+      'import os,sys',
+      'os.chdir(sys.argv[1])',
+      "f=open('A','w'); f.write('1'); f.flush(); os.rename('A','B'); f.write('2'); f.close()",
+      // libfuse2 with hard_remove: I/O on an unlinked open file fails (ENOENT); the key stays deleted.
+      "g=open('C','w'); g.write('x'); g.flush(); os.unlink('C')",
+      'try:\n  g.write(\'y\'); g.close()\nexcept OSError as e:\n  print(e.strerror)',
+      "h=open('B','a'); h.write('3'); h.flush(); h.write('4'); h.close()",
+      "print(sorted(os.listdir('.')), open('B').read())",
+    ].join('\n');
+    const r = await sh(`python3 -c ${q(py)} ${q(join(mnt, 'open'))}`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe("No such file or directory\n['B'] 1234\n");
+  });
+
   it(`lists ${MANY.toLocaleString('en')} keys with ls, quickly`, async () => {
     const t = Date.now();
     const r = await sh(`ls ${q(join(mnt, 'many'))} | wc -l; ls ${q(join(mnt, 'many'))} | head -2`);
