@@ -29,6 +29,8 @@ export interface FileIo {
   mkdir(dir: string): Promise<void>;
   unlink(path: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
+  /** link(2): fails with EEXIST when `to` exists (an atomic create-with-content). */
+  link(from: string, to: string): Promise<void>;
   rm(path: string): Promise<void>;
   readFile(path: string): Promise<Buffer>;
   /** Opens the directory and fsyncs it (makes creates, renames, unlinks in it durable). */
@@ -54,6 +56,7 @@ export const nodeFileIo: FileIo = {
   mkdir: (dir) => fs.promises.mkdir(dir, { recursive: true }).then(() => undefined),
   unlink: (path) => fs.promises.unlink(path),
   rename: (from, to) => fs.promises.rename(from, to),
+  link: (from, to) => fs.promises.link(from, to),
   rm: (path) => fs.promises.rm(path, { recursive: true, force: true }),
   readFile: (path) => fs.promises.readFile(path),
   async fsyncDir(dir) {

@@ -39,3 +39,25 @@ it('takes over the lock of a dead process', async () => {
   await e.close();
   expect(fs.existsSync(path.join(dir, 'LOCK'))).toBe(false);
 });
+
+it('never lets two processes in at once', async () => {
+  const d = tmpDir('lock-race');
+  try {
+    const { spawn } = await import('node:child_process');
+    const outs = await Promise.all(Array.from({ length: 6 }, () => new Promise<string>((resolve) => {
+      // each child holds the engine open for 1.5 s and reports when it held it
+      const c = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'fixtures/open-child.ts'), d, 'hold'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let s = '';
+      c.stdout.on('data', (x: Buffer) => (s += x.toString()));
+      c.on('close', () => resolve(s.trim()));
+    })));
+    const held = outs.filter((o) => o.startsWith('OPENED')).map((o) => o.split(' ').slice(1).map(Number)).sort((a, b) => a[0] - b[0]);
+    expect(held.length, outs.join('\n')).toBeGreaterThanOrEqual(1);
+    for (let i = 1; i < held.length; i++) expect(held[i][0], 'two holders overlapped').toBeGreaterThanOrEqual(held[i - 1][1]);
+    for (const o of outs) if (!o.startsWith('OPENED')) expect(o).toMatch(/^E_LOCKED .*locked by pid \d+/);
+    expect(held.length).toBeLessThan(6); // they did overlap in time: some were refused
+    expect(fs.readdirSync(d).filter((f) => f.startsWith('LOCK'))).toEqual([]);
+  } finally {
+    rmDir(d);
+  }
+});
