@@ -144,9 +144,14 @@ async function readValue(o: { from?: string; value?: string }, maxBytes: number)
   return Buffer.concat(chunks, total);
 }
 
+/** Writes to stdout and waits until it is flushed; a reader that went away (EPIPE, `| head`) is not an error. */
 function writeStdout(buf: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
-    process.stdout.write(buf, (err) => (err ? reject(err) : resolve()));
+    // The 'error' event follows the write callback; keep a listener so an EPIPE is not an uncaught error.
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') reject(err);
+    });
+    process.stdout.write(buf, (err) => (err && (err as NodeJS.ErrnoException).code !== 'EPIPE' ? reject(err) : resolve()));
   });
 }
 
