@@ -200,17 +200,17 @@ export function register(program: Command): void {
     .argument('<DATA_DIR>', 'engine data directory (created if missing; must not be under MOUNTPOINT)')
     .argument('<MOUNTPOINT>', 'an existing, empty directory')
     .addOption(
-      new Option('--sync <mode>', 'durability: always (fsync per write), batch (group commit), none (leave it to the OS)')
+      new Option('--sync <mode>', 'durability: always (fsync per write), batch (group commit, the default), none (leave it to the OS)')
         .choices(['always', 'batch', 'none'])
         .default(undefined, 'batch'),
     )
     .addOption(
-      new Option('--value-threshold <size>', 'values of this size or more go to the blob store; 0 = keep every value inline')
+      new Option('--value-threshold <size>', 'values of this size or more go to the blob store (default 128K); 0 = keep every value inline')
         .argParser(parseSize)
         .default(undefined, '128K'),
     )
     .addOption(
-      new Option('--max-value-size <size>', 'largest value; writing a bigger file fails with EFBIG')
+      new Option('--max-value-size <size>', 'largest value (default 64M); writing a bigger file fails with EFBIG')
         .argParser(parseSize)
         .default(undefined, '64M'),
     )
