@@ -238,7 +238,9 @@ digits of the key's SHA-256.
 
 Errors: no namespace/key ENOENT, mkdir of an existing namespace EEXIST, rmdir of a
 non-empty one ENOTEMPTY, a value over --max-value-size EFBIG, mv across namespaces
-EXDEV (mv then copies), engine poisoned by a failed fsync EROFS, corruption EIO.
+EXDEV (mv then copies), DATA_DIR full ENOSPC, engine poisoned (writes refused after a
+failed append or fsync, until it is reopened) EROFS, corruption EIO. A commit happens
+when a file is closed, so close() (and fsync) return its error: cp fails loudly.
 
 Examples:
   $ glidekv kv mount /srv/kv /mnt/kv &
