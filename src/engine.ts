@@ -1211,6 +1211,8 @@ export class KvEngine implements Engine {
         return r;
       } finally {
         st.reclaiming = null;
+        // writes during the reclaim may have passed the threshold again
+        if (this.poisonErr === null && !st.dropped) this.maybeAutoReclaim(st);
       }
     });
     this.reclaimChain = run;

@@ -91,15 +91,21 @@ it('runs automatically when dead bytes pass the ratio', async () => {
   dirs.push(dir);
   const e = await open(dir, { sync: 'none', segmentMaxBytes: 8192, reclaimDeadRatio: 0.5, reclaimMinBytes: 4096 });
   await e.createNamespace('n');
-  for (let i = 0; i < 3000; i++) await e.put('n', `k${i % 10}`, Buffer.alloc(100, i));
+  for (let i = 0; i < 50; i++) await e.put('n', `stable${i}`, 'kept'); // live data reclaim must move
+  for (let i = 0; i < 3000; i++) {
+    await e.put('n', `k${i % 10}`, Buffer.alloc(100, i));
+    if (i % 100 === 0) await new Promise((r) => setImmediate(r)); // let the event loop turn, as real callers do
+  }
   await new Promise((r) => setTimeout(r, 50));
   const s = e.stats();
+  expect(e.lastReclaimError).toBeNull();
   expect(s.reclaims).toBeGreaterThan(0);
   expect(s.compactionBytes).toBeGreaterThan(0);
   // without reclaim ~420 KB would be dead; it stays near the 4 KiB threshold
   expect(s.deadBytes).toBeLessThan(3 * 4096);
   expect(s.segments).toBeLessThan(20);
   for (let i = 2990; i < 3000; i++) expect((await e.get('n', `k${i % 10}`))!.value[0]).toBe(i & 255);
+  for (let i = 0; i < 50; i++) expect((await e.get('n', `stable${i}`))!.value.toString()).toBe('kept');
   await e.close();
 });
 
