@@ -47,6 +47,9 @@ export interface DeviceVolume {
 export const DEVICE_FILE = 'volume';
 /** One FUSE write per glidefs block (BLOCK_SIZE = 131072). */
 export const DEVICE_MOUNT_OPTIONS = ['big_writes', 'max_write=131072', 'max_read=131072'];
+/** Blocks fetched ahead of a sequential reader (volume.read warms glidefs' cache). */
+const READ_AHEAD_BLOCKS = 16;
+const BLOCK = 131072;
 /** Operations that may wait on the object store: never time them out. */
 const SLOW_OPS = ['read', 'write', 'flush', 'fsync', 'fsyncdir', 'release', 'open'] as const;
 
@@ -141,6 +144,25 @@ export async function mountDevice(
     ctime: mtime,
   });
 
+  // Read-ahead: a read that starts near where the last one ended is
+  // sequential; fetch the next blocks in the background so a cold
+  // sequential read waits on one GET at a time only at its start.
+  let lastEnd = -1;
+  let aheadUntil = 0;
+  const readAhead = (pos: number, n: number) => {
+    const end = pos + n;
+    const sequential = lastEnd >= 0 && Math.abs(pos - lastEnd) <= 8 * BLOCK;
+    lastEnd = end;
+    if (!sequential) {
+      aheadUntil = 0;
+      return;
+    }
+    const from = Math.max(aheadUntil, Math.ceil(end / BLOCK) * BLOCK);
+    const to = Math.min(size, Math.floor(end / BLOCK) * BLOCK + READ_AHEAD_BLOCKS * BLOCK);
+    for (let o = from; o < to; o += BLOCK) volume.read(o, Math.min(BLOCK, size - o)).catch(() => undefined);
+    if (to > aheadUntil) aheadUntil = to;
+  };
+
   const fail = (op: string, err: unknown): number => {
     const e = errnoOf(err);
     log(`device ${volume.name}: ${op} failed: ${(err as Error)?.message ?? String(err)}`.split('\n')[0]);
@@ -194,6 +216,7 @@ export async function mountDevice(
       if (path !== filePath) return cb(errno.ENOENT);
       if (pos >= size || len === 0) return cb(0);
       const n = Math.min(len, size - pos);
+      readAhead(pos, n);
       volume.read(pos, n).then(
         (data) => {
           data.copy(buf, 0, 0, n);
