@@ -78,7 +78,7 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
     const r = await up('v1', mnt);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^device +.*\/dev\/volume \(volume 'v1', 134217728 bytes/m);
-    expect(r.stdout).toMatch(/^loop +\/dev\/loop\d+ \(direct I\/O on\)$/m);
+    expect(r.stdout).toMatch(/^loop +\/dev\/loop\d+ \(direct I\/O on, read-ahead 2048 KiB\)$/m);
     expect(r.stdout).toMatch(/^mkfs +ext4 .*first use/m);
     expect(r.stdout).toMatch(new RegExp(`^kv +${mnt} \\(pid \\d+`, 'm'));
     const [st] = await status();
