@@ -826,7 +826,12 @@ export class KvEngine implements Engine {
   private async syncActive(): Promise<void> {
     const fds: number[] = [];
     for (const st of this.namespaces.values()) if (st.active !== null) fds.push(st.active.fd);
-    await Promise.all(fds.map((fd) => this.io.fsync(fd)));
+    try {
+      await Promise.all(fds.map((fd) => this.io.fsync(fd)));
+    } catch (err) {
+      this.poison(err, []); // after a failed fsync the page cache can no longer be trusted
+      throw new KvError('E_IO', `sync failed: ${errnoOf(err)}`, { cause: err });
+    }
     this.fsyncs += fds.length;
   }
 
@@ -1070,12 +1075,17 @@ export class KvEngine implements Engine {
   async roll(st: NsState): Promise<void> {
     const act = st.active!;
     if (act.seg.size === 0) return;
-    addKeydirEntries(st, act.seg.id, act.footer);
-    await writeFooter(this.io, act.fd, act.seg, act.footer, this.revision);
-    this.fsyncs++;
-    await this.io.close(act.fd).catch(() => {});
-    st.active = null;
-    await this.newActive(st);
+    try {
+      addKeydirEntries(st, act.seg.id, act.footer);
+      await writeFooter(this.io, act.fd, act.seg, act.footer, this.revision);
+      this.fsyncs++;
+      await this.io.close(act.fd).catch(() => {});
+      st.active = null;
+      await this.newActive(st);
+    } catch (err) {
+      this.poison(err, []); // a half-sealed segment takes no more appends
+      throw err;
+    }
   }
 
   private notify(op: Op): void {

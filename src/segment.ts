@@ -119,34 +119,44 @@ export function parseTrailer(t: Buffer, fileSize: number, fileId: number): Parse
   return { entries: t.readUInt32LE(12), dataEnd, bodyLen, hwm: t.readUInt32LE(24) + t.readUInt32LE(28) * TWO32 };
 }
 
-/** Checks the footer crc and calls fn for each entry. Returns false when the body is corrupt. */
+/**
+ * Checks the footer crc and structure, then calls fn for each entry (the entry object is
+ * reused between calls: copy what you keep). Returns false when the body is corrupt;
+ * fn is then never called.
+ */
 export function readFooterBody(body: Buffer, trailer: Buffer, expectEntries: number, fn: (e: FooterEntry) => void): boolean {
   const c = crc32(trailer.subarray(8), crc32(body));
   if ((c >>> 0) !== trailer.readUInt32LE(4)) return false;
+  // pass 1: structure only
   let o = 0;
   let n = 0;
-  const entries: FooterEntry[] = [];
   while (o < body.length) {
     if (body.length - o < FOOTER_ENTRY_HEADER) return false;
     const keyLen = body.readUInt16LE(o + 2);
-    const flags = body[o + 1];
-    const hl = flags & F_POINTER ? HASH_SIZE : 0;
-    if (o + FOOTER_ENTRY_HEADER + keyLen + hl > body.length) return false;
-    const k = o + FOOTER_ENTRY_HEADER + keyLen;
-    entries.push({
-      type: body[o],
-      flags,
-      offset: body.readUInt32LE(o + 4),
-      vsize: body.readUInt32LE(o + 8),
-      rev: body.readUInt32LE(o + 12) + body.readUInt32LE(o + 16) * TWO32,
-      mtime: body.readDoubleLE(o + 20),
-      key: body.subarray(o + FOOTER_ENTRY_HEADER, k),
-      hash: hl ? body.subarray(k, k + hl) : null,
-    });
-    o = k + hl;
+    const hl = body[o + 1] & F_POINTER ? HASH_SIZE : 0;
+    o += FOOTER_ENTRY_HEADER + keyLen + hl;
+    if (o > body.length) return false;
     n++;
   }
   if (n !== expectEntries) return false;
-  for (const e of entries) fn(e);
+  // pass 2: the entries
+  const e: FooterEntry = { type: 0, flags: 0, key: body, offset: 0, vsize: 0, rev: 0, mtime: 0, hash: null };
+  o = 0;
+  while (o < body.length) {
+    const keyLen = body.readUInt16LE(o + 2);
+    const flags = body[o + 1];
+    const hl = flags & F_POINTER ? HASH_SIZE : 0;
+    const k = o + FOOTER_ENTRY_HEADER + keyLen;
+    e.type = body[o];
+    e.flags = flags;
+    e.offset = body.readUInt32LE(o + 4);
+    e.vsize = body.readUInt32LE(o + 8);
+    e.rev = body.readUInt32LE(o + 12) + body.readUInt32LE(o + 16) * TWO32;
+    e.mtime = body.readDoubleLE(o + 20);
+    e.key = body.subarray(o + FOOTER_ENTRY_HEADER, k);
+    e.hash = hl ? body.subarray(k, k + hl) : null;
+    fn(e);
+    o = k + hl;
+  }
   return true;
 }

@@ -53,6 +53,40 @@ describe('poisoned writer', () => {
     });
   }
 
+  it('a failed fsync in sync() (sync none) poisons too', async () => {
+    const dir = tmpDir('poison-sync');
+    dirs.push(dir);
+    const io = new FaultyIo();
+    const e = await open(dir, { io, sync: 'none' });
+    await e.createNamespace('n');
+    await e.put('n', 'a', '1');
+    io.fsyncError = 'EIO';
+    expect(await codeOf(e.sync())).toBe('E_IO');
+    io.fsyncError = null;
+    expect(await codeOf(e.put('n', 'b', '2'))).toBe('E_POISONED');
+    expect((await e.get('n', 'a'))!.value.toString()).toBe('1');
+    await e.close();
+  });
+
+  it('a failed roll (footer write) poisons the writer', async () => {
+    const dir = tmpDir('poison-roll');
+    dirs.push(dir);
+    const io = new FaultyIo();
+    const e = await open(dir, { io, sync: 'batch', segmentMaxBytes: 1024 });
+    await e.createNamespace('n');
+    for (let i = 0; i < 5; i++) await e.put('n', `k${i}`, 'x'.repeat(150));
+    io.writeError = 'ENOSPC';
+    // this put's record does not fit: the segment is sealed first, and the footer write fails
+    expect(await codeOf(e.put('n', 'big', 'y'.repeat(400)))).toBe('E_IO');
+    io.writeError = null;
+    expect(await codeOf(e.put('n', 'after', 'z'))).toBe('E_POISONED');
+    await e.close();
+    const r = await open(dir);
+    for (let i = 0; i < 5; i++) expect((await r.get('n', `k${i}`))!.value.toString()).toBe('x'.repeat(150));
+    expect(r.stat('n', 'big')).toBeUndefined();
+    await r.close();
+  });
+
   it('ENOSPC on a real full file system (tmpfs)', async () => {
     const mnt = tmpDir('tmpfs');
     dirs.push(mnt);
