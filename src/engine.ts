@@ -457,6 +457,8 @@ export class KvEngine implements Engine {
         await this.newActive(st);
         await this.io.fsyncDir(path.join(this.dir, NS_DIR));
       } catch (err) {
+        if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
+        await this.io.rm(st.dir).catch(() => {}); // no half-made namespace after a restart
         throw ioError(`create namespace ${ns}`, err);
       }
       this.checkOpen();
