@@ -110,7 +110,7 @@ Examples:
       const mp = resolve(mountpoint);
       const s = flags.state ? loadState(resolve(flags.state)) : findByMountpoint(mp);
       if (!s) throw new CliError(`nothing is up at ${mp} (no stack state found; glidekv status lists what is up)`);
-      if (process.getuid?.() !== 0) throw new CliError('glidekv down must run as root (it uses umount and losetup)');
+      if (process.getuid?.() !== 0) throw new CliError('down must run as root (it uses umount and losetup)');
       const t = performance.now();
       const r = await teardown(s, (l) => out(l));
       if (r.problems.length) throw new CliError(`down of ${mp} incomplete: ${r.problems.join('; ')}`);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupUnder, glidekv, kernelUnavailable, leftovers, ok, q, sh } from './device-helpers.js';
+import { BIN, cleanupUnder, glidekv, kernelUnavailable, leftovers, ok, q, sh } from './device-helpers.js';
 
 const skipReason = kernelUnavailable();
 if (skipReason) console.warn(`\n!!! SKIPPING glidekv up/down KERNEL TESTS: ${skipReason}. They need root, /dev/fuse and loop devices. !!!\n`);
@@ -116,6 +116,9 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
     const notEmpty = await up('v2', other);
     expect(notEmpty.stderr.trim()).toBe(`glidekv: ${other} is not empty (the KV mount needs an empty directory)`);
     rmSync(join(other, 'x'));
+    const notRoot = await sh(`setpriv --reuid=65534 --regid=65534 --clear-groups ${q(process.execPath)} ${q(BIN)} up v2 ${q(other)}`, { env: { HOME: other } });
+    expect(notRoot.code).toBe(1);
+    expect(notRoot.stderr.trim()).toBe('glidekv: up must run as root (it uses losetup, mkfs.ext4 and mount)');
     expect((await status()).map((s) => s.volume)).toEqual(['v1']);
     expect(leftovers(join(root, 'run', 'v2'))).toEqual({ mounts: [], loops: [], pids: [] });
   });

@@ -38,7 +38,7 @@ export interface UpFlags {
 }
 
 export function preflight(mountpoint: string): void {
-  if (process.getuid?.() !== 0) throw new CliError('glidekv up must run as root (it uses losetup, mkfs.ext4 and mount)');
+  if (process.getuid?.() !== 0) throw new CliError('up must run as root (it uses losetup, mkfs.ext4 and mount)');
   if (!existsSync('/dev/fuse')) throw new CliError('/dev/fuse is missing: load the fuse module (modprobe fuse) or run where FUSE is available');
   const st = statSync(mountpoint, { throwIfNoEntry: false });
   if (!st) throw new CliError(`${mountpoint}: no such directory (create the mount point first)`);
