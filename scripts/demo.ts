@@ -185,8 +185,8 @@ async function main() {
   console.log(table(rows));
   const rec = (run: string) => rows.find((r) => r.run === run && r.phase === 'reclaim')!;
   console.log(
-    `\nreclaim re-uploaded ${(rec('separated').uploadedBytes / 1048576).toFixed(2)} MiB with values separated ` +
-      `vs ${(rec('inline').uploadedBytes / 1048576).toFixed(2)} MiB with values inline.`,
+    `\nreclaim uploaded ${(rec('separated').uploadedBytes / 1048576).toFixed(2)} MiB (${rec('separated').reuploads} re-uploads) with values separated ` +
+      `vs ${(rec('inline').uploadedBytes / 1048576).toFixed(2)} MiB (${rec('inline').reuploads} re-uploads) with values inline.`,
   );
 }
 
