@@ -1,6 +1,7 @@
 // Goal: the device mount serves a volume as one file through the real kernel: 128 KiB writes, fsync returns only after upload+commit, ext4 on a loop device survives unmount/remount and a kill -9 of the daemon without losing anything fsynced.
 import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GlideFs, openStore } from '../../glidefs/index.js';
@@ -167,4 +168,34 @@ describe.skipIf(skipReason !== undefined)('device mount through the kernel', () 
       expect(await d.stop()).toBe(0);
     }
   });
+});
+
+describe.skipIf(skipReason !== undefined)('device mount on a slow store', () => {
+  const root = mkdtempSync(join(tmpdir(), 'glidekv-device-slow-'));
+  const dir = join(root, 'dev');
+  let child: ChildProcess | undefined;
+
+  afterAll(async () => {
+    child?.kill('SIGKILL');
+    await cleanupUnder(root);
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('an fsync that uploads for longer than fuse-native\'s 15 s operation timeout succeeds', async () => {
+    mkdirSync(dir);
+    const script = join(import.meta.dirname, 'device-slow-daemon.ts');
+    child = spawn(process.execPath, ['--import', 'tsx', script, root, dir, '16000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      child!.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+      child!.once('exit', (code) => reject(new Error(`slow daemon exited ${code}`)));
+    });
+    const t = Date.now();
+    const r = await sh(`dd if=/dev/urandom of=${q(dir + '/volume')} bs=128K count=1 conv=notrunc,fsync status=none`);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(15_500);
+    const exited = new Promise((resolve) => child!.once('exit', resolve));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  }, 90_000);
 });
