@@ -229,4 +229,15 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
     nothingLeft();
     expect(await status()).toEqual([]);
   });
+
+  it('down thaws an ext4 that a killed fork left frozen, then leaves nothing behind', async () => {
+    expect((await up('v1', mnt)).code).toBe(0);
+    const st = (await status())[0] as Status & { ext4Mountpoint: string };
+    await ok(sh(`fsfreeze -f ${q(st.ext4Mountpoint)}`));
+    const d = await glidekv(['down', mnt], env);
+    expect(d.code, d.stderr).toBe(0);
+    expect(d.stdout).toContain(`thawed ${st.ext4Mountpoint}`);
+    expect(d.stdout).toMatch(/kv daemon \(pid \d+\) stopped/);
+    nothingLeft();
+  });
 });

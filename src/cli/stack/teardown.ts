@@ -2,6 +2,7 @@
  * Takes a stack down in the reverse order of `up`, undoing only what exists,
  * and carrying on past a failing step so nothing is left behind:
  *
+ *   0. thaw the ext4 if a killed fork left it frozen
  *   1. KV daemon: SIGTERM (it unmounts, commits open files, closes the
  *      engine); if it is gone or stuck, `fusermount -u -z MOUNTPOINT`
  *   2. ext4: `umount` (writes back and checkpoints; lazy if busy)
@@ -42,6 +43,16 @@ export async function teardown(s: StackState, log: (line: string) => void = () =
     }
     saveState(s);
   };
+
+  // A fork killed between freeze and thaw leaves the ext4 frozen, and the KV
+  // daemon blocked on it: thaw first (an error means it was not frozen).
+  await step('thaw', async () => {
+    if (mountAt(s.ext4Mountpoint)?.fstype !== 'ext4') return undefined;
+    return run('fsfreeze', ['-u', s.ext4Mountpoint]).then(
+      () => `thawed ${s.ext4Mountpoint} (a fork had left it frozen)`,
+      () => undefined,
+    );
+  });
 
   await step('kv daemon', async () => {
     let what: string | undefined;
