@@ -12,7 +12,9 @@
  *   A failed append or fsync poisons the writer: those operations fail (E_IO), queued and
  *   later ones fail fast (E_POISONED), reads keep working.
  *
- * Value separation seam (issue 4): see `ValueSeparator` below and FORMAT.md.
+ * Value separation (issue 4): values of `valueThreshold` bytes or more go to the blob store
+ * (src/blob-store.ts) through the `ValueSeparator` seam below; the default separator is
+ * `BlobSeparator` (src/value-separator.ts). See FORMAT.md, "Value separation".
  */
 import path from 'node:path';
 import { KvError } from './errors.js';
@@ -30,6 +32,9 @@ import { FooterBuilder, parseSegmentName, segmentName } from './segment.js';
 import { addKeydirEntries, dropTombstones, loadSegments, scanRecords, sealRecovered, writeFooter } from './recovery.js';
 import { WatchHub, type Subscription, type WatchEvent } from './watch.js';
 import { reclaimNamespace } from './reclaim.js';
+import { BlobStore } from './blob-store.js';
+import { blobIoFromFileIo } from './blob-io.js';
+import { BlobSeparator } from './value-separator.js';
 
 export type SyncMode = 'always' | 'batch' | 'none';
 
@@ -62,8 +67,13 @@ export interface EngineOptions {
   syncIoMaxBytes?: number;
   /** The file-system seam (tests inject faults). Default node:fs. */
   io?: FileIo;
-  /** Issue 4: the blob store adapter. Unset: every value is inline. */
+  /**
+   * The blob store adapter. Default: a `BlobSeparator` over `<dir>/values` (through `io`).
+   * The blob store is opened even with valueThreshold 0, so pointers written earlier stay readable.
+   */
   valueSeparator?: ValueSeparator;
+  /** Surfaced, non-fatal problems (failed directory fsync, dangling pointers at open). Default: process.emitWarning. */
+  onWarning?: (message: string, cause?: unknown) => void;
 }
 
 /**
@@ -93,6 +103,12 @@ export interface ValueSeparator {
   read(hash: Buffer, size: number): Promise<Buffer>;
   rebuild(hashes: Buffer[]): Promise<void>;
   close?(): Promise<void>;
+  /** Is the hash referenced by a live pointer? (watch replay: a missing blob of an old record = history gone) */
+  referenced?(hash: Buffer): boolean;
+  /** Orphan sweep; the engine calls it with every dereference durable. Returns files removed. */
+  sweep?(): Promise<number>;
+  /** Blob counters for stats(). */
+  stats?(): { blobs: number; blobBytes: number; orphansSwept: number; dirFsyncFailures: number; danglingPointers: number };
 }
 
 export interface EngineStats {
@@ -114,6 +130,17 @@ export interface EngineStats {
   openFiles: number;
   emfileRetries: number;
   poisoned: number;
+  /** Blob files present and their bytes (value separation). */
+  blobs: number;
+  blobBytes: number;
+  /** Orphan blobs and temp files removed by sweeps (open, gc) since open. */
+  orphansSwept: number;
+  /** Failed fsyncs of `values/` since open (each also raised a warning). */
+  dirFsyncFailures: number;
+  /** Live pointers whose blob was missing at open (E_CORRUPT on read). */
+  danglingPointers: number;
+  /** Warnings raised since open (onWarning). */
+  warnings: number;
 }
 
 export type KeyInput = Buffer | string;
@@ -135,6 +162,8 @@ export interface Engine {
     AsyncIterable<WatchEvent> & { close(): void };
   sync(): Promise<void>;
   reclaim(): Promise<{ relocatedBytes: number; segmentsRemoved: number; durationMs: number }>;
+  /** Makes every acknowledged write durable, then removes orphan blobs (unreferenced, unpinned). */
+  gc(): Promise<{ orphansSwept: number }>;
   stats(): EngineStats;
   close(): Promise<void>;
 }
@@ -242,7 +271,11 @@ export class KvEngine implements Engine {
   readonly syncIoMaxBytes: number;
   readonly fds: FdCache;
   readonly hub: WatchHub;
-  readonly separator: ValueSeparator | null;
+  separator: ValueSeparator | null;
+  private readonly warnFn: (message: string, cause?: unknown) => void;
+  warnings = 0;
+  /** Blob collections started after a group commit's fsync (awaited by close). */
+  private collecting: Promise<void> = Promise.resolve();
 
   private lock: DirLock | null = null;
   readonly namespaces = new Map<string, NsState>();
@@ -292,6 +325,16 @@ export class KvEngine implements Engine {
     this.fds = new FdCache(this.io, Math.max(1, opts.maxOpenFiles ?? 256));
     this.hub = new WatchHub(opts.maxWatchers ?? 10000, Math.max(1, opts.watchQueueMax ?? 10000));
     this.separator = opts.valueSeparator ?? null;
+    const onWarning = opts.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'GLIDEKV' }));
+    this.warnFn = (m, cause) => {
+      this.warnings++;
+      onWarning(m, cause);
+    };
+  }
+
+  /** Raises a surfaced, non-fatal problem (counted in stats().warnings). */
+  warn(message: string, cause?: unknown): void {
+    this.warnFn(message, cause);
   }
 
   // ---------------------------------------------------------------- open / close
@@ -317,8 +360,14 @@ export class KvEngine implements Engine {
           if (errnoOf(err) === 'ENOTDIR') continue; // a stray file, not a namespace
           throw err;
         }
+        const obsolete = new Set(this.meta.obsolete?.[name] ?? []);
         for (const f of files) {
           const id = parseSegmentName(f);
+          if (id >= 0 && obsolete.has(id)) {
+            // a reclaim replaced it and crashed while deleting the old segments: finish that
+            await this.io.unlink(path.join(st.dir, f));
+            continue;
+          }
           if (id >= 0) ids.push(id);
           else if (f.endsWith('.tmp')) await this.io.unlink(path.join(st.dir, f)).catch(() => {});
         }
@@ -363,7 +412,22 @@ export class KvEngine implements Engine {
       this.revision = maxRev;
       this.writtenRevision = maxRev;
       this.notifiedRevision = maxRev;
-      if (this.separator !== null) {
+      if (this.meta.obsolete !== undefined && Object.keys(this.meta.obsolete).length > 0) {
+        for (const st of this.namespaces.values()) await this.io.fsyncDir(st.dir); // the unlinks above
+        delete this.meta.obsolete;
+        this.meta.revision = Math.max(this.meta.revision, maxRev);
+        await writeMeta(this.io, this.dir, this.meta);
+      }
+      if (this.separator === null) {
+        const blobs = await BlobStore.open(this.dir, { io: blobIoFromFileIo(this.io), onWarning: (m, c) => this.warn(m, c) });
+        this.separator = new BlobSeparator(blobs, (m) => this.warn(m));
+      }
+      {
+        // the recovered log must be durable before the sweep trusts it: a tombstone read from the
+        // page cache of a killed predecessor must not let its blob go and then vanish in a power cut
+        const fds: number[] = [];
+        for (const st of this.namespaces.values()) if (st.active !== null) fds.push(st.active.fd);
+        await Promise.all(fds.map((fd) => this.io.fsync(fd)));
         const hashes: Buffer[] = [];
         for (const st of this.namespaces.values()) {
           const k = st.keydir;
@@ -376,6 +440,7 @@ export class KvEngine implements Engine {
       }
     } catch (err) {
       for (const st of this.namespaces.values()) if (st.active) await this.io.close(st.active.fd).catch(() => {});
+      await this.separator?.close?.().catch(() => {});
       await this.fds.closeAll();
       await this.lock.release();
       throw err;
@@ -405,7 +470,8 @@ export class KvEngine implements Engine {
   private async closeInternal(): Promise<void> {
     try {
       await this.reclaimChain.catch(() => {});
-      if (this.poisonErr === null) await this.barrier(async () => this.syncActive()).catch(() => {});
+      if (this.poisonErr === null) await this.barrier(async () => this.syncAndCollect()).catch(() => {});
+      await this.collecting;
     } finally {
       this.closed = true;
       this.hub.endAll(null, null);
@@ -484,6 +550,7 @@ export class KvEngine implements Engine {
       // the revision high-water mark first: the namespace's records may carry the highest revisions
       this.meta.revision = Math.max(this.meta.revision, this.revision);
       this.meta.compacted[ns] = this.revision;
+      if (this.meta.obsolete !== undefined) delete this.meta.obsolete[ns];
       await writeMeta(this.io, this.dir, this.meta).catch((err) => {
         throw ioError(`drop ${ns}`, err);
       });
@@ -530,6 +597,16 @@ export class KvEngine implements Engine {
       const mtime = k.mtime[e];
       const vsize = k.vsize[e];
       const flags = k.flags[e] & KF_POINTER;
+      if (flags !== 0) {
+        // separated: the keydir holds the hash; read (which pins the blob on entry) in this same
+        // tick, so a delete + collect that follows cannot remove the blob under us
+        if (this.separator === null) throw new KvError('E_CORRUPT', `${ns}: value is in the blob store, which is not configured`);
+        const value = await this.separator.read(k.pointerHash(e)!, vsize);
+        if (value.length !== vsize) {
+          throw new KvError('E_CORRUPT', `${ns}: blob has ${value.length} bytes, the pointer says ${vsize}`);
+        }
+        return { value, revision: rev, mtime };
+      }
       const seg = st.segments.get(fileId);
       if (seg === undefined) {
         if (attempt < 3) continue;
@@ -818,10 +895,24 @@ export class KvEngine implements Engine {
 
   async sync(): Promise<void> {
     this.checkWritable();
-    await this.barrier(async () => {
-      const token = this.separator?.beforeSync();
-      await this.syncActive();
-      if (token !== undefined) await this.separator!.afterSync(token);
+    await this.barrier(async () => this.syncAndCollect());
+  }
+
+  /** Inside the writer: fsync every active segment, then collect the blobs it made unreferenced for good. */
+  private async syncAndCollect(): Promise<void> {
+    const token = this.separator?.beforeSync();
+    await this.syncActive(); // throws (and poisons) on failure: nothing is collected then
+    if (token !== undefined) await this.separator!.afterSync(token);
+  }
+
+  async gc(): Promise<{ orphansSwept: number }> {
+    this.checkWritable();
+    return this.barrier(async () => {
+      // every dereference so far becomes durable first: a blob whose tombstone is only in the
+      // page cache is not an orphan yet
+      await this.syncAndCollect();
+      const n = this.separator?.sweep !== undefined ? await this.separator.sweep() : 0;
+      return { orphansSwept: n };
     });
   }
 
@@ -897,7 +988,13 @@ export class KvEngine implements Engine {
           const fds = [...touched].filter((st) => st.active !== null).map((st) => st.active!.fd);
           await Promise.all(fds.map((fd) => this.io.fsync(fd)));
           this.fsyncs += fds.length;
-          if (token !== undefined) void this.separator!.afterSync(token).catch(() => {});
+          if (token !== undefined) {
+            // not awaited (the acknowledgements do not wait for unlinks); close() waits for it
+            const sep = this.separator!;
+            this.collecting = this.collecting.then(() => sep.afterSync(token)).catch((err) => {
+              if (!this.closed) this.warn(`blob collection failed: ${(err as Error)?.message ?? err}`, err);
+            });
+          }
         }
       } catch (err) {
         touched.clear();
@@ -1154,6 +1251,7 @@ export class KvEngine implements Engine {
     const key = 'key' in sel ? sel.key : null;
     const prefix = 'prefix' in sel ? sel.prefix : null;
     const events: WatchEvent[] = [];
+    const hashes = new Map<WatchEvent, Buffer>(); // pointer events: the value is read when yielded
     const segs: SegInfo[] = [...st.segments.values()].sort((a, b) => a.id - b.id);
     for (const seg of segs) {
       const size = seg.size;
@@ -1178,6 +1276,7 @@ export class KvEngine implements Engine {
         if (key !== null ? !key.equals(k) : k.length < prefix!.length || prefix!.compare(k, 0, prefix!.length) !== 0) return;
         const ev: WatchEvent = { type: v.type === T_PUT ? 'put' : 'delete', key: Buffer.from(k), revision: v.revision };
         if (v.type === T_PUT && (v.flags & F_POINTER) === 0) ev.value = Buffer.from(b.subarray(v.payloadOff, v.payloadOff + v.valueSize));
+        else if (v.type === T_PUT) hashes.set(ev, Buffer.from(b.subarray(v.payloadOff, v.payloadOff + HASH_SIZE)));
         events.push(ev);
       });
     }
@@ -1187,7 +1286,31 @@ export class KvEngine implements Engine {
     for (const ev of events) {
       if (prev !== null && prev.revision === ev.revision && prev.key.equals(ev.key)) continue; // a relocated copy
       prev = ev;
+      const hash = hashes.get(ev);
+      if (hash !== undefined) ev.value = await this.replayBlob(hash, ev);
       yield ev;
+    }
+  }
+
+  /**
+   * The value of a replayed pointer record. Its blob may have been collected since the record
+   * was superseded (overwrite/delete + fsync): that history is gone, as after a reclaim, so the
+   * subscription ends with E_COMPACTED (compactRevision = the next revision, to resume from).
+   * A blob that is present but corrupt, or missing while still referenced, is E_CORRUPT.
+   */
+  private async replayBlob(hash: Buffer, ev: WatchEvent): Promise<Buffer> {
+    if (this.separator === null) throw new KvError('E_CORRUPT', 'a pointer record, but no blob store is configured');
+    try {
+      return await this.separator.read(hash, 0);
+    } catch (err) {
+      const missing = err instanceof KvError && err.code === 'E_CORRUPT' && / is missing/.test(err.message);
+      if (missing && this.separator.referenced?.(hash) !== true) {
+        const e = KvError.compacted(ev.revision, ev.revision + 1);
+        e.message = `E_COMPACTED: the value of revision ${ev.revision} (a separated value since overwritten or deleted) ` +
+          `was collected; resume from revision ${ev.revision + 1}`;
+        throw e;
+      }
+      throw err;
     }
   }
 
@@ -1241,6 +1364,8 @@ export class KvEngine implements Engine {
       relocatedBytes += r.relocatedBytes;
       segmentsRemoved += r.segmentsRemoved;
     }
+    // sync 'none' never fsyncs per write: collect unreferenced blobs here as in sync()
+    if (this.syncMode === 'none' && this.poisonErr === null) await this.barrier(async () => this.syncAndCollect());
     return { relocatedBytes, segmentsRemoved, durationMs: performance.now() - t0 };
   }
 
@@ -1260,11 +1385,14 @@ export class KvEngine implements Engine {
       segments += st.segments.size;
       keydirBytes += st.keydir.byteFootprint();
     }
+    const b = this.separator?.stats?.();
     return {
       keys, liveBytes: live, deadBytes: dead, segments, revision: this.revision, compactionBytes: this.compactionBytes,
       namespaces: this.namespaces.size, reclaims: this.reclaims, reclaimFailures: this.reclaimFailures, keydirBytes, fsyncs: this.fsyncs, writes: this.writes,
       watchers: this.hub.size, openFiles: this.fds.size, emfileRetries: this.fds.emfileRetries,
       poisoned: this.poisonErr !== null ? 1 : 0,
+      blobs: b?.blobs ?? 0, blobBytes: b?.blobBytes ?? 0, orphansSwept: b?.orphansSwept ?? 0,
+      dirFsyncFailures: b?.dirFsyncFailures ?? 0, danglingPointers: b?.danglingPointers ?? 0, warnings: this.warnings,
     };
   }
 }

@@ -8,3 +8,5 @@ export type { KvErrorCode } from './errors.js';
 export type { WatchEvent } from './watch.js';
 export type { FileIo } from './file-io.js';
 export { nodeFileIo } from './file-io.js';
+export { BlobSeparator } from './value-separator.js';
+export type { BlobSeparatorStats } from './value-separator.js';

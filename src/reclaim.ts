@@ -9,8 +9,9 @@
  *    stays a 16-byte pointer), into new segments. After each chunk is written, keydir
  *    entries that still point at the copied record are switched to the copy.
  * 3. Footer + fsync each new segment, fsync the directory.
- * 4. Write meta.json: the revision high-water mark and compacted[ns] = the last revision
- *    in the old segments (watch replay from at or below it is now E_COMPACTED).
+ * 4. Write meta.json: the revision high-water mark, compacted[ns] = the last revision
+ *    in the old segments (watch replay from at or below it is now E_COMPACTED), and
+ *    obsolete[ns] = the old segment ids (recovery deletes them first if we crash in 5).
  * 5. Only then delete the old segments and fsync the directory.
  * A crash anywhere leaves the old segments, or the copies, or both: recovery keeps the
  * highest revision per key, so nothing is lost and nothing resurrects (tombstones are
@@ -151,6 +152,9 @@ export async function reclaimNamespace(eng: KvEngine, st: NsState): Promise<{ re
   // history at or below sealRev is gone once the old segments are
   eng.meta.revision = Math.max(eng.meta.revision, eng.revision);
   eng.meta.compacted[st.name] = Math.max(eng.meta.compacted[st.name] ?? 0, sealed.sealRev);
+  // the old segments are doomed as a set: a crash between two unlinks must not leave an old
+  // record whose tombstone (in another old segment) is already gone — recovery deletes them all
+  eng.meta.obsolete = { ...eng.meta.obsolete, [st.name]: oldIds.filter((id) => st.segments.has(id)) };
   await writeMeta(io, eng.dir, eng.meta);
   st.compactedThrough = eng.meta.compacted[st.name];
 
@@ -166,6 +170,12 @@ export async function reclaimNamespace(eng: KvEngine, st: NsState): Promise<{ re
     removed++;
   }
   await io.fsyncDir(st.dir);
+  // (the list stays in meta.json until its next write; deleting absent files on open is harmless,
+  // and ids are never reused within a process, while open clears the list)
+  if (eng.meta.obsolete !== undefined) {
+    delete eng.meta.obsolete[st.name];
+    if (Object.keys(eng.meta.obsolete).length === 0) delete eng.meta.obsolete;
+  }
   st.recount();
   return { relocatedBytes: relocated, segmentsRemoved: removed };
 }

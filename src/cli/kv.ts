@@ -381,6 +381,37 @@ ${EXIT_CODES}`,
     });
 }
 
+function registerGc(kv: Command): void {
+  engineFlags(
+    kv
+      .command('gc')
+      .description('Remove orphan blobs: separated values no pointer references (left by a crash between blob write and pointer append).')
+      .argument('<dir>', 'data directory')
+      .option('--json', 'print {orphansSwept} (removed by the sweep on open and by gc)'),
+  )
+    .addHelpText(
+      'after',
+      `
+Every acknowledged write is made durable first, so a blob is removed only
+when no record (even one still in the page cache) references it. Opening
+DIR sweeps orphans too; gc does it on demand.
+
+Examples:
+  glidekv kv gc ./data
+  glidekv kv gc ./data --json
+${EXIT_CODES}`,
+    )
+    .action(async (dir: string, o: EngineFlags & { json?: boolean }) => {
+      // opening DIR already sweeps: report what open and gc removed together
+      const r = await withEngine(dir, o, async (e) => {
+        await e.gc();
+        return { orphansSwept: e.stats().orphansSwept };
+      });
+      if (o.json) printJson(r);
+      else process.stdout.write(`removed ${r.orphansSwept} orphan blob file(s)\n`);
+    });
+}
+
 function registerStats(kv: Command): void {
   engineFlags(
     kv
@@ -471,6 +502,7 @@ Examples:
   glidekv kv get ./data cfg mode
   glidekv kv ls ./data cfg --json
   glidekv kv stats ./data --json
+  glidekv kv gc ./data
 ${EXIT_CODES}`,
     );
   registerPut(kv);
@@ -479,6 +511,7 @@ ${EXIT_CODES}`,
   registerLs(kv);
   registerNs(kv);
   registerReclaim(kv);
+  registerGc(kv);
   registerWatch(kv);
   registerStats(kv);
 }

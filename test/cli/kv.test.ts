@@ -231,8 +231,32 @@ describe('glidekv kv: ls, ns, stats, reclaim', () => {
     expect(ok(kv(['get', dir, 'cfg', 'k'])).out).toBe('v2');
   });
 
+  it('--value-threshold reaches the engine (a value at or above it becomes a blob); gc removes orphan blobs', async () => {
+    const dir = await freshDir();
+    const file = join(tmp, 'v4k');
+    const v = randomBytes(4096);
+    await writeFile(file, v);
+    ok(kv(['put', dir, 'cfg', 'inline', '--from', file])); // default threshold 128K: inline
+    expect(JSON.parse(ok(kv(['stats', dir, '--json'])).out).blobs).toBe(0);
+    ok(kv(['put', dir, 'cfg', 'big', '--from', file, '--value-threshold', '1K']));
+    const s = JSON.parse(ok(kv(['stats', dir, '--json'])).out);
+    expect(s.blobs).toBe(1);
+    expect(s.blobBytes).toBe(4096);
+    expect(ok(kv(['get', dir, 'cfg', 'big'])).stdout.equals(v)).toBe(true);
+    // an orphan: a well-formed blob no pointer references (as a crash before the pointer append leaves)
+    const orphan = randomBytes(2000);
+    const { BlobStore } = await import('../../src/blob-store.js');
+    const orphanFile = join(dir, 'values', `blob-${BlobStore.hashOf(orphan).toString('hex')}`);
+    await writeFile(orphanFile, orphan);
+    expect(JSON.parse(ok(kv(['gc', dir, '--json'])).out)).toEqual({ orphansSwept: 1 });
+    expect(existsSync(orphanFile)).toBe(false);
+    expect(ok(kv(['gc', dir])).out).toBe('removed 0 orphan blob file(s)\n');
+    expect(ok(kv(['get', dir, 'cfg', 'big'])).stdout.equals(v)).toBe(true);
+    expect(oneLineError(kv(['gc', join(tmp, 'no-such-dir')]))).toMatch(/no such directory/);
+  });
+
   it('--help of each command documents arguments, examples and exit codes', () => {
-    for (const cmd of [['put'], ['get'], ['del'], ['ls'], ['ns'], ['reclaim'], ['watch'], ['stats']]) {
+    for (const cmd of [['put'], ['get'], ['del'], ['ls'], ['ns'], ['reclaim'], ['watch'], ['stats'], ['gc']]) {
       const r = ok(kv([...cmd, '--help']));
       expect(r.out, cmd.join(' ')).toMatch(/Examples:\n {2}glidekv kv /);
       expect(r.out, cmd.join(' ')).toMatch(/3 +compare-and-swap mismatch/);

@@ -1,44 +1,21 @@
-// The value-separation seam, driven by the real BlobStore through a minimal adapter: pointer records
+// The value-separation seam, driven by the default BlobSeparator over the real BlobStore: pointer records
 // round-trip through write, footer, recovery and reclaim (which moves 16 bytes, never the value),
 // and the engine's ref/unref/sync calls keep blob refcounts right.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { open, type ValueSeparator } from '../../src/index.js';
-import { BlobStore, type PinnedBlob } from '../../src/blob-store.js';
+import { open } from '../../src/index.js';
+import { BlobStore } from '../../src/blob-store.js';
+import { BlobSeparator } from '../../src/value-separator.js';
 import { rmDir, tmpDir } from './helpers.js';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach(rmDir));
 
-function adapter(blobs: BlobStore): ValueSeparator {
-  return {
-    async store(value) {
-      const p = await blobs.write(value);
-      return { hash: p.hash, handle: p };
-    },
-    appended(h) {
-      blobs.ref((h as PinnedBlob).hash);
-      (h as PinnedBlob).release();
-    },
-    failed: (h) => (h as PinnedBlob).release(),
-    dropped: (hash) => blobs.unref(hash),
-    beforeSync: () => blobs.beginSync(),
-    afterSync: async (token) => {
-      await blobs.collect(token);
-    },
-    read: (hash) => blobs.read(hash),
-    async rebuild(hashes) {
-      blobs.rebuild(hashes);
-      await blobs.sweep();
-    },
-    close: () => blobs.close(),
-  };
-}
-
 async function openWithBlobs(dir: string) {
-  const blobs = await BlobStore.open(dir);
-  const e = await open(dir, { valueThreshold: 1000, valueSeparator: adapter(blobs), reclaimMinBytes: 1e12 });
+  // the default separator (src/value-separator.ts), no adapter given
+  const e = await open(dir, { valueThreshold: 1000, reclaimMinBytes: 1e12 });
+  const blobs = (e.separator as BlobSeparator).blobs;
   return { e, blobs };
 }
 
