@@ -189,7 +189,13 @@ export function mountFuse(mountpoint: string, ops: FuseOps, opts: MountOptions =
   };
   return new Promise((resolve, reject) => {
     fuse.mount((err) => {
-      if (err) return reject(new Error(`cannot mount FUSE on ${mountpoint}: ${err.message}`));
+      if (err) {
+        // libfuse may have mounted before failing (e.g. an unknown option in
+        // fuse_new): do not leave a dead mount behind.
+        const fail = () => reject(new Error(`cannot mount FUSE on ${mountpoint}: ${err.message}`));
+        unmountPath(fuse.mnt, { lazy: true }).then(fail, fail);
+        return;
+      }
       resolve({
         mountpoint: fuse.mnt,
         get optionString() {

@@ -68,13 +68,14 @@ function spawnDaemon(args: string[], logFile: string): number {
 }
 
 /** Waits for a daemon's mount; a dead daemon is an error with its last log line. */
-async function waitForDaemon(what: string, pid: number, logFile: string, logOffset: number, mounted: () => boolean): Promise<void> {
+async function waitForDaemon(what: string, pid: number, logFile: string, logOffset: number, ready: RegExp, mounted: () => boolean): Promise<void> {
   let lastLine = '';
   await waitFor(
     `${what} to mount`,
     async () => {
-      lastLine = lastErrorLine((await readText(logFile)).slice(logOffset));
-      return mounted();
+      const text = (await readText(logFile)).slice(logOffset);
+      lastLine = lastErrorLine(text);
+      return ready.test(text) && mounted();
     },
     120_000,
     () => (alive(pid) ? undefined : `${what} exited: ${lastLine || 'no output'} (log: ${logFile})`),
@@ -155,7 +156,7 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
       deviceLog,
     );
     saveState(s);
-    await waitForDaemon('device daemon', s.devicePid, deviceLog, off, () => mountAt(s.deviceMountpoint)?.fstype === 'fuse.glidekv-device');
+    await waitForDaemon('device daemon', s.devicePid, deviceLog, off, /device .* mounted at /, () => mountAt(s.deviceMountpoint)?.fstype === 'fuse.glidekv-device');
     out(`device   ${s.deviceFile} (volume '${volume}', ${sizeBytes} bytes, pid ${s.devicePid}, log ${deviceLog})`);
 
     // 3. Loop device.
@@ -207,7 +208,7 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     if (flags.sync !== undefined) kvArgs.push('--sync', flags.sync);
     s.kvPid = spawnDaemon(kvArgs, kvLog);
     saveState(s);
-    await waitForDaemon('kv daemon', s.kvPid, kvLog, koff, () => mountAt(mountpoint)?.fstype.startsWith('fuse') === true);
+    await waitForDaemon('kv daemon', s.kvPid, kvLog, koff, /kv mounted /, () => mountAt(mountpoint)?.fstype.startsWith('fuse') === true);
     out(`kv       ${mountpoint} (pid ${s.kvPid}, log ${kvLog})`);
     return s;
   } catch (err) {
