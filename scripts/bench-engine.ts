@@ -174,7 +174,9 @@ function fmt(c: Cell): string {
 }
 
 function ratio(a: Cell, b: Cell): string {
-  return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}x` : '-';
+  if (typeof a !== 'number' || typeof b !== 'number' || b <= 0) return '-';
+  const r = a / b;
+  return r > 0 && r < 0.01 ? `1/${Math.round(1 / r).toLocaleString('en-US')}x` : `${r.toFixed(2)}x`;
 }
 
 function printTable(title: string, head: string[], rows: string[][]): void {
