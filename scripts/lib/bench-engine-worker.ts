@@ -163,8 +163,14 @@ async function keydirLoad(j: Extract<Job, { job: 'keydir-load' }>): Promise<JobR
   return {};
 }
 
-function jsBytes(): { js: number; rss: number } {
-  (globalThis as { gc?: () => void }).gc?.();
+/** Memory after V8 settled: it frees array buffers of collected objects lazily, on a background sweeper. */
+async function jsBytes(): Promise<{ js: number; rss: number }> {
+  const gc = (globalThis as { gc?: () => void }).gc ?? ((): void => {});
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  gc();
   const m = process.memoryUsage();
   return { js: m.heapUsed + m.external, rss: m.rss };
 }
@@ -175,10 +181,10 @@ async function keydirMeasure(j: Extract<Job, { job: 'keydir-measure' }>): Promis
   const warm = await tempDir();
   await (await openGlide(warm, { sync: 'none' })).close();
   await rm(warm, { recursive: true, force: true });
-  const m0 = jsBytes();
+  const m0 = await jsBytes();
   progress('glidekv reopen (keydir rebuild)', 0, 1, true);
   const e = await openGlide(j.dir, { sync: 'none' });
-  const m1 = jsBytes();
+  const m1 = await jsBytes();
   progress('glidekv reopen (keydir rebuild)', 1, 1, true);
   const s = e.stats();
   const out: JobResult = {
