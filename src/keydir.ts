@@ -149,6 +149,8 @@ export class Keydir {
       if (this.top === this.cap) this.growEntries();
       e = this.top++;
     }
+    // not in the table yet: a rehash below must not place it (it is placed once, after)
+    this.flags[e] = F_DEAD;
     if (this.arenaUsed + key.length > this.arena.length) this.growArena(key.length);
     this.arena.set(key, this.arenaUsed);
     this.keyOff[e] = this.arenaUsed;

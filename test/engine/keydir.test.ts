@@ -11,6 +11,15 @@ function rng(seed: number) {
   };
 }
 
+it('a key inserted when the table rehashes is in it once: removed, it is gone', () => {
+  const k = new Keydir();
+  const keys = Array.from({ length: 200 }, (_, i) => Buffer.from(`k${i}`));
+  keys.forEach((kb, i) => k.set(kb, 1, i, 1, i, i, 0));
+  for (const kb of keys) k.remove(k.find(kb));
+  expect(k.size).toBe(0);
+  for (const kb of keys) expect(k.find(kb), kb.toString()).toBe(-1);
+});
+
 it('matches a Map model through growth, rehash, deletes, arena compaction and sorted merges', () => {
   const k = new Keydir();
   const model = new Map<string, number>();
