@@ -155,6 +155,7 @@ describe('glidekv kv: bad input', () => {
       [['watch', dir, 'cfg', '--key', 'a', '--prefix', 'b'], 2, /at most one/],
       [['put', dir, 'nope', 'k', '--value', 'v'], 1, /E_NO_NAMESPACE/],
       [['put', dir, 'cfg', 'k', '--from', bigFile, '--max-value-size', '4K'], 1, /E_VALUE_TOO_LARGE/],
+      [['put', dir, 'cfg', 'k', '--value', 'x'.repeat(5000), '--max-value-size', '4K'], 1, /E_VALUE_TOO_LARGE/], // the engine's check
       [['put', dir, 'cfg', 'k', '--from', join(dir, 'missing')], 1, /no such file/],
       [['ns', 'create', dir, 'cfg'], 1, /E_NAMESPACE_EXISTS/],
     ];
