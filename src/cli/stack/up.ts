@@ -8,7 +8,7 @@
  * Each piece is recorded in STATE/stack.json as soon as it exists; any
  * failing step tears down what was made (teardown.ts) before the error is
  * reported. For tests, GLIDEKV_UP_FAIL_AT=device|loop|mkfs|ext4|kv makes
- * that step fail on purpose.
+ * that step fail on purpose, and GLIDEKV_MKFS names another mkfs program.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs';
