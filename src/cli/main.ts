@@ -26,7 +26,6 @@ export function buildProgram(): Command {
         'they never appear in output or errors.',
     )
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({
       writeErr: (s) => process.stderr.write(s),
