@@ -9,7 +9,7 @@
  * again, that keeps each large value uploaded about once. Equal values share
  * one blob across keys and namespaces.
  *
- * ## Files (see src/FORMAT-blobs.md)
+ * ## Files (see src/FORMAT.md, "Value separation")
  *   values/blob-<32 hex>              the value's bytes, nothing else; the name
  *                                     is blake3(value) truncated to 16 bytes
  *   values/tmp-<32 hex>-<pid>-<seq>   a blob being written; never read; any
