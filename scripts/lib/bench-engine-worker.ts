@@ -211,6 +211,8 @@ async function largeJob(j: Extract<Job, { job: 'large' }>): Promise<JobResult> {
     }
     const put = await runOps(`${label} put`, j.count, 1, 120_000, (i) => e.put(NS, keyOf(i), valueOf(i, j.size)));
     const blobs = e.stats().blobs;
+    // the two runs must differ in what the comparison is about: one blob per value, or none
+    if (blobs !== (j.separated ? j.count : 0)) throw new Error(`bench: expected ${j.separated ? j.count : 0} blobs, stats() says ${blobs}`);
     await e.close();
     e = await openGlide(dir, opts);
     const get = await runOps(`${label} get`, j.count, 1, 120_000, async (i) => {
@@ -224,6 +226,8 @@ async function largeJob(j: Extract<Job, { job: 'large' }>): Promise<JobResult> {
     const res = await e.reclaim();
     const reclaimMs = performance.now() - t0;
     const after = e.stats().compactionBytes ?? 0;
+    await e.sync();
+    const blobsAfter = e.stats().blobs; // the overwritten half is collected
     await e.close();
     const mb = j.size / 1e6;
     return {
@@ -235,6 +239,7 @@ async function largeJob(j: Extract<Job, { job: 'large' }>): Promise<JobResult> {
       compactionBytesDelta: after - before,
       reclaimMs,
       blobs: typeof blobs === 'number' ? blobs : 'n/a',
+      blobsAfterOverwrite: typeof blobsAfter === 'number' ? blobsAfter : 'n/a',
     };
   } finally {
     await rm(dir, { recursive: true, force: true });
