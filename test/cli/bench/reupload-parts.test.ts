@@ -103,3 +103,19 @@ describe('report', () => {
     expect(h.panels[0].phases[0].largeBlocks).toEqual([1, 2]);
   });
 });
+
+describe('glidekv bench reupload: bad options', () => {
+  it('rejects them with one line and exit status 2, before mounting anything', async () => {
+    const { spawnSync } = await import('node:child_process');
+    for (const [args, msg] of [
+      [['--value-size', '4K'], /--value-size must be at least 128K/],
+      [['--values', 'x'], /'x' is not a non-negative integer/],
+      [['--values', '0'], /--values must be at least 1/],
+    ] as const) {
+      const r = spawnSync(process.execPath, ['bin/glidekv.mjs', 'bench', 'reupload', ...args], { encoding: 'utf8' });
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(msg);
+    }
+  });
+});
