@@ -64,6 +64,22 @@ export async function runBenchCommand(opts: BenchCommandOptions): Promise<BenchC
   const stateDir = resolve(opts.stateDir ?? mkdtempSync(join(tmpdir(), 'glidekv-bench-')));
   mkdirSync(stateDir, { recursive: true });
   let minio: { stop(): Promise<void>; serverPutCount(): Promise<number> } | undefined;
+  const driver = new CliStackDriver({ log: opts.log });
+  // Ctrl-C (or SIGTERM) mid-run: take down what the run brought up, then leave.
+  let interrupted = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    process.stderr.write(`\nglidekv: ${sig}: taking down the bench's stacks\n`);
+    void (async () => {
+      await driver.downAll();
+      await minio?.stop().catch(() => {});
+      if (ownState) rmSync(stateDir, { recursive: true, force: true });
+      process.exit(130);
+    })();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     let store = opts.store;
     let env: Record<string, string> = {};
@@ -78,7 +94,7 @@ export async function runBenchCommand(opts: BenchCommandOptions): Promise<BenchC
     }
     const storeUrl = store;
     const ctx: RunContext = {
-      driver: new CliStackDriver({ log: opts.log }),
+      driver,
       storeFor: (mode) => (mode === '*' ? storeUrl : storeForMode(storeUrl, mode)),
       env,
       stateDir,
@@ -99,6 +115,11 @@ export async function runBenchCommand(opts: BenchCommandOptions): Promise<BenchC
     if (!result.fork.parentUnchanged) problems.push('the fork changed the parent volume\'s keys');
     return { result, json: toJson(result), table: formatTable(result), svg: renderHeatmap(heatmapInput(result)), problems };
   } finally {
+    // Interrupted: the signal handler cleans up and exits; the run's own error is noise.
+    if (interrupted) await new Promise(() => {});
+    await driver.downAll(); // normally none left; after a failure, whatever is still up
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await minio?.stop();
     if (ownState) rmSync(stateDir, { recursive: true, force: true });
   }

@@ -88,7 +88,15 @@ async function snapshotOf(o: UpOptions): Promise<VolumeSnapshot> {
 }
 
 export class CliStackDriver implements StackDriver {
+  /** Stacks that are up now (taken down by downAll on an interrupt). */
+  readonly live = new Set<Stack>();
+
   constructor(private readonly opts: { log?: (l: string) => void } = {}) {}
+
+  /** Takes down every stack still up, newest first (the fork before its parent). */
+  async downAll(): Promise<void> {
+    for (const s of [...this.live].reverse()) await s.down().catch(() => {});
+  }
 
   async up(o: UpOptions): Promise<Stack> {
     const args = [...globalArgs(o), 'up', o.volume, o.mountpoint, '--state', stackDir(o)];
@@ -98,7 +106,9 @@ export class CliStackDriver implements StackDriver {
     await glidekv(args, childEnv(o));
     const state = loadState(stackDir(o));
     if (!state) throw new Error(`glidekv up left no stack state in ${stackDir(o)}`);
-    return new CliStack(o, state, this.opts.log);
+    const stack: CliStack = new CliStack(o, state, this.opts.log, () => this.live.delete(stack));
+    this.live.add(stack);
+    return stack;
   }
 
   snapshot(o: UpOptions): Promise<VolumeSnapshot> {
@@ -115,6 +125,7 @@ class CliStack implements Stack {
     private readonly o: UpOptions,
     private readonly state: StackState,
     private readonly log?: (l: string) => void,
+    private readonly onDown: () => void = () => {},
   ) {
     this.volume = state.volume;
     this.mountpoint = state.mountpoint;
@@ -153,5 +164,6 @@ class CliStack implements Stack {
   async down(): Promise<void> {
     this.log?.(`down ${this.mountpoint}`);
     await glidekv(['down', this.mountpoint, '--state', stackDir(this.o)], childEnv(this.o));
+    this.onDown();
   }
 }
