@@ -7,8 +7,10 @@
  *            (~100 bytes) as files through the KV mount; sync; flush.
  *   round i  overwrite or delete half of the small values; reclaim; sync;
  *            flush.
- * After each phase the glidefs counters and the per-offset upload counters
- * are read, and the blocks that hold large-value bytes are located
+ * After each phase every key is read back through the mount and compared
+ * with what was written (a lost or wrong value stops the run: nothing
+ * acknowledged may be lost), the glidefs counters and the per-offset upload
+ * counters are read, and the blocks that hold large-value bytes are located
  * (locate-values.ts: content search + FIEMAP). Uploads of those blocks in the
  * phase are the large values' cost:
  *
@@ -16,6 +18,10 @@
  *       that hold large-value bytes after it) × BLOCK_SIZE
  *       / bytes of distinct large values
  *   amplification = uploaded bytes / bytes of values the user wrote
+ *
+ * A block counts for the large values in a phase if it holds their bytes
+ * after the phase: with separation, the blob files' blocks; inline, the
+ * blocks of the segments the values sit in (which reclaim moves).
  *
  * Then the fork: the separated volume is forked live, the fork is brought up
  * on another mountpoint, one new 128 KiB value is written in it and flushed;
