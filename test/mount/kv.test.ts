@@ -1,6 +1,6 @@
 // Goal: `glidekv kv mount` behaves like a file system through the real kernel: namespaces as dirs, keys as files, one put per close, errno mapping, encoded names, 100k-key readdir, xattr revision, atomic rename, no acknowledged put lost on kill -9.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -324,36 +324,52 @@ describe.skipIf(skipReason !== undefined)('kv mount daemon lifecycle', () => {
 
 describe.skipIf(skipReason !== undefined)('kv mount commit errors', () => {
   const root = mkdtempSync(join(tmpdir(), 'glidekv-kvmount-full-'));
-  const data = join(root, 'data');
-  const mnt = join(root, 'mnt');
 
   afterAll(async () => {
     await cleanupDaemons();
-    await sh(`fusermount -u -z ${q(mnt)} 2>/dev/null; umount -l ${q(data)} 2>/dev/null; true`);
+    for (const sub of ['sep', 'inline']) {
+      await sh(`fusermount -u -z ${q(join(root, sub, 'mnt'))} 2>/dev/null; umount -l ${q(join(root, sub, 'data'))} 2>/dev/null; true`);
+    }
     rmSync(root, { recursive: true, force: true });
   });
 
-  it('a put that fails at close (data dir full) fails cp, and nothing half-written appears', async () => {
-    mkdirSync(data);
-    mkdirSync(mnt);
+  /** A KV daemon on a 4 MiB tmpfs; a 6 MiB cp cannot fit and must fail at close, leaving no key. */
+  async function fillUp(sub: string, flags: string[]) {
+    const data = join(root, sub, 'data');
+    const mnt = join(root, sub, 'mnt');
+    mkdirSync(data, { recursive: true });
+    mkdirSync(mnt, { recursive: true });
     const m = await sh(`mount -t tmpfs -o size=4m glidekv-test ${q(data)}`);
     expect(m.code, m.stderr).toBe(0);
     // No spill (threshold above the file size): the bytes reach the engine only at close.
-    const d = await KvDaemon.start(data, mnt, ['--spill-threshold', '64M', '--sync', 'always']);
+    const d = await KvDaemon.start(data, mnt, ['--spill-threshold', '64M', '--sync', 'always', ...flags]);
     await fsp.mkdir(join(mnt, 'ns'));
-    const src = join(root, 'six');
+    const src = join(root, sub, 'six');
     writeFileSync(src, randomBytes(6 * 1024 * 1024));
     const r = await sh(`cp ${q(src)} ${q(join(mnt, 'ns', 'too-big-for-disk'))}`);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/failed to close .*: No space left on device/);
     const ls = await sh(`ls ${q(join(mnt, 'ns'))}`);
     expect(ls.stdout).toBe('');
-    // The engine refuses writes after a failed append until it is reopened: EROFS, loudly.
-    writeFileSync(join(root, 'small'), 'x');
-    const again = await sh(`cp ${q(join(root, 'small'))} ${q(join(mnt, 'ns', 'small'))}`);
+    expect(d.stderr).toMatch(/commit of ns\/too-big-for-disk failed: E_IO/);
+    writeFileSync(join(root, sub, 'small'), 'x');
+    const again = await sh(`cp ${q(join(root, sub, 'small'))} ${q(join(mnt, 'ns', 'small'))}`);
+    return { d, again, mnt };
+  }
+
+  it('a separated value that does not fit fails cp with ENOSPC, and the engine keeps working', async () => {
+    // The blob write fails before any pointer is appended: a clean failure, not a poisoned log.
+    const { d, again, mnt } = await fillUp('sep', []);
+    expect(again.code, again.stderr).toBe(0);
+    expect(readFileSync(join(mnt, 'ns', 'small'), 'utf8')).toBe('x');
+    expect(await d.stop()).toBeLessThanOrEqual(1);
+  });
+
+  it('an inline value that does not fit fails cp, and later writes get EROFS (poisoned log)', async () => {
+    // With separation off the append itself hits ENOSPC: the engine refuses writes until reopened.
+    const { d, again } = await fillUp('inline', ['--value-threshold', '0']);
     expect(again.code).not.toBe(0);
     expect(again.stderr).toMatch(/Read-only file system/);
-    expect(d.stderr).toMatch(/commit of ns\/too-big-for-disk failed: E_IO/);
     expect(await d.stop()).toBeLessThanOrEqual(1);
   });
 });
