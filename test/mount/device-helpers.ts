@@ -5,10 +5,11 @@
  * mounts), and list what a stack could leave behind (loop devices, mounts,
  * processes).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ChildLines, execCode, type ShResult } from './child-process.js';
 
 export const BIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'bin', 'glidekv.mjs');
 
@@ -22,40 +23,14 @@ export function kernelUnavailable(): string | undefined {
 
 export const q = (p: string) => `'${p.replace(/'/g, `'\\''`)}'`;
 
-export interface ShResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs a bash command in a child process; never throws on a non-zero exit. */
 export function sh(cmd: string, opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<ShResult> {
-  return new Promise((resolve) => {
-    execFile(
-      'bash',
-      ['-c', cmd],
-      { env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+  return execCode('bash', ['-c', cmd], { env: { ...process.env, ...opts.env }, timeoutMs: opts.timeoutMs ?? 120_000 });
 }
 
 /** Runs `glidekv ARGS` with `env`; never throws on a non-zero exit. */
 export function glidekv(args: string[], env: Record<string, string>, timeoutMs = 120_000): Promise<ShResult> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+  return execCode(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, timeoutMs });
 }
 
 /** Throws with the command's stderr when it failed. */
@@ -66,33 +41,9 @@ export async function ok(p: Promise<ShResult>): Promise<string> {
 }
 
 /** `glidekv device mount VOLUME DIR` as a child; resolves once it printed its ready line. */
-export class DeviceDaemon {
-  readonly lines: string[] = [];
-  stderr = '';
-  exitCode: number | null = null;
-  private readonly exited: Promise<number | null>;
-
-  private constructor(readonly proc: ChildProcess) {
-    let buf = '';
-    proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
-      buf += s;
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        this.lines.push(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    });
-    proc.stderr!.setEncoding('utf8').on('data', (s: string) => (this.stderr += s));
-    this.exited = new Promise((r) =>
-      proc.on('exit', (code) => {
-        this.exitCode = code;
-        r(code);
-      }),
-    );
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
+export class DeviceDaemon extends ChildLines {
+  private constructor(proc: ChildProcess) {
+    super(proc);
   }
 
   static async start(volume: string, dir: string, env: Record<string, string>, extra: string[] = ['--flush-interval', '0']): Promise<DeviceDaemon> {

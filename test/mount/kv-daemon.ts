@@ -3,10 +3,11 @@
  * run shell commands as children (the test never does I/O from the daemon's
  * process), and clean up mounts and processes whatever happens.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ChildLines, execCode, type ShResult } from './child-process.js';
 
 const BIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'bin', 'glidekv.mjs');
 
@@ -17,61 +18,24 @@ export function fuseUnavailable(): string | undefined {
   return undefined;
 }
 
-export interface ShResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs a bash command in a child process; never throws on a non-zero exit. */
 export function sh(cmd: string, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<ShResult> {
-  return new Promise((resolve) => {
-    execFile(
-      'bash',
-      ['-c', cmd],
-      { cwd: opts.cwd, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+  return execCode('bash', ['-c', cmd], { cwd: opts.cwd, timeoutMs: opts.timeoutMs ?? 60_000 });
 }
 
-export class KvDaemon {
-  readonly lines: string[] = [];
-  stderr = '';
-  exitCode: number | null = null;
-  private readonly exited: Promise<number | null>;
+export class KvDaemon extends ChildLines {
   private waiters: Array<() => void> = [];
 
   private constructor(
-    readonly proc: ChildProcess,
+    proc: ChildProcess,
     readonly dataDir: string,
     readonly mountpoint: string,
   ) {
-    let buf = '';
-    proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
-      buf += s;
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        this.lines.push(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-      for (const w of this.waiters) w();
-    });
-    proc.stderr!.setEncoding('utf8').on('data', (s: string) => (this.stderr += s));
-    this.exited = new Promise((resolve) =>
-      proc.on('exit', (code) => {
-        this.exitCode = code;
-        for (const w of this.waiters) w();
-        resolve(code);
-      }),
-    );
+    super(proc);
   }
 
-  get pid(): number {
-    return this.proc.pid!;
+  protected override changed(): void {
+    for (const w of this.waiters) w();
   }
 
   static async start(dataDir: string, mountpoint: string, args: string[] = []): Promise<KvDaemon> {
