@@ -175,9 +175,8 @@ const TRASH_DIR = 'trash';
 
 const enum OpKind { Put, Del, Batch, Barrier }
 
-interface BatchItem {
-  type: number; // T_PUT | T_DEL
-  key: Buffer;
+/** One record on its way to the log: what a put/delete op and a batch item both carry. */
+interface PendingRecord {
   value: Buffer | null;
   flags: number;
   vsize: number;
@@ -188,23 +187,20 @@ interface BatchItem {
   applied: boolean;
 }
 
-interface Op {
+interface BatchItem extends PendingRecord {
+  type: number; // T_PUT | T_DEL
+  key: Buffer;
+}
+
+interface Op extends PendingRecord {
   kind: OpKind;
   ns: NsState | null;
   key: Buffer | null;
-  value: Buffer | null;
-  flags: number;
-  vsize: number;
-  hash: Buffer | null;
-  handle: unknown;
-  stripe: number;
   rev: number;
   mtime: number;
   items: BatchItem[] | null;
   size: number;
   fileId: number;
-  offset: number;
-  applied: boolean;
   fn: (() => Promise<unknown>) | null;
   result: unknown;
   resolve: (v: any) => void;
@@ -1118,7 +1114,6 @@ export class KvEngine implements Engine {
   }
 
   private apply(st: NsState, op: Op): void {
-    const k = st.keydir;
     if (op.kind === OpKind.Put) {
       this.applyPut(st, op.key!, op.fileId, op.offset, op.vsize, op.rev, op.mtime, op.flags, op.hash);
       this.releaseStripe(op.stripe);
@@ -1137,7 +1132,6 @@ export class KvEngine implements Engine {
         it.applied = true;
         this.releaseStripe(it.stripe);
       }
-      void k;
     }
     st.inflight--;
     op.applied = true;
