@@ -17,23 +17,21 @@
  * the stack registry stays inside the bench's directory.
  */
 import { execFile } from 'node:child_process';
-import { open as openFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openGlideFsFromOptions, type GlideFsCliOptions } from '../glidefs-options.js';
 import { kvMaintenance } from '../stack/fork.js';
 import { loadState, type StackState } from '../stack/state.js';
+import { fsyncFile, run } from '../stack/system.js';
+import { GLIDEKV_BIN } from '../stack/up.js';
 import type { Stack, StackDriver, UpOptions, VolumeSnapshot } from './stack.js';
 
-const run = promisify(execFile);
-const here = dirname(fileURLToPath(import.meta.url));
-export const GLIDEKV_BIN = join(here, '..', '..', '..', 'bin', 'glidekv.mjs');
+const execFileP = promisify(execFile);
 
 /** Runs `glidekv ARGS` and returns stdout; a failure is its last `glidekv:` line. */
 export async function glidekv(args: string[], env: Record<string, string>, timeoutMs = 600_000): Promise<string> {
   try {
-    const { stdout } = await run(process.execPath, [GLIDEKV_BIN, ...args], {
+    const { stdout } = await execFileP(process.execPath, [GLIDEKV_BIN, ...args], {
       env: { ...process.env, ...env },
       timeout: timeoutMs,
       maxBuffer: 64 * 1024 * 1024,
@@ -144,12 +142,7 @@ class CliStack implements Stack {
   async flush(): Promise<void> {
     await run('fsfreeze', ['-f', this.state.ext4Mountpoint]);
     await run('fsfreeze', ['-u', this.state.ext4Mountpoint]);
-    const f = await openFile(this.state.deviceFile, 'r+');
-    try {
-      await f.sync();
-    } finally {
-      await f.close();
-    }
+    await fsyncFile(this.state.deviceFile);
   }
 
   snapshot(): Promise<VolumeSnapshot> {

@@ -16,12 +16,11 @@
  * Not up: a plain metadata fork (GlideFs settles the volume's dirty blocks
  * in this cache dir first).
  */
-import { open as openFile } from 'node:fs/promises';
 import { statSync } from 'node:fs';
 import { openGlideFsFromOptions, resolveGlideFsOptions, type GlideFsCliOptions } from '../glidefs-options.js';
 import { CliError } from '../util.js';
 import { findByVolume, loadState, type StackState } from './state.js';
-import { alive, readText, run, waitFor } from './system.js';
+import { alive, fsyncFile, readText, run, waitFor } from './system.js';
 
 export interface ForkResult {
   source: string;
@@ -91,12 +90,7 @@ export async function fork(volume: string, name: string, globals: GlideFsCliOpti
       const tf = performance.now();
       await run('fsfreeze', ['-f', s.ext4Mountpoint]);
       try {
-        const f = await openFile(s.deviceFile, 'r+');
-        try {
-          await f.sync();
-        } finally {
-          await f.close();
-        }
+        await fsyncFile(s.deviceFile);
         await g.fs.fork(volume, name);
       } finally {
         await run('fsfreeze', ['-u', s.ext4Mountpoint]);

@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open as openFile, readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -27,6 +27,20 @@ export async function run(cmd: string, args: string[], opts: { timeoutMs?: numbe
     if (e.code === 'ENOENT') throw new StepError(`${cmd}: command not found`);
     const line = (e.stderr || e.message).trim().split('\n').filter(Boolean).pop() ?? e.message;
     throw new StepError(`${cmd} ${args.join(' ')}: ${line}`);
+  }
+}
+
+/**
+ * fsync(2) of a file, opened read-write. On the device file of a stack this
+ * is a flush: the device daemon uploads every dirty block and commits before
+ * it returns.
+ */
+export async function fsyncFile(file: string): Promise<void> {
+  const f = await openFile(file, 'r+');
+  try {
+    await f.sync();
+  } finally {
+    await f.close();
   }
 }
 
