@@ -45,7 +45,6 @@ async function main() {
   const root = mkdtempSync(join(tmpdir(), 'glidekv-bench-glidefs-'));
   const rows: Row[] = [];
   try {
-    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
     const s3 = new S3Store({
       bucket: minio.bucket,
       prefix: 'bench',
