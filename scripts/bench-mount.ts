@@ -42,28 +42,49 @@ interface Result {
   notes: string;
 }
 
-async function sh(cmd: string, env: Record<string, string> = {}): Promise<string> {
+/** Runs FILE ARGS; resolves its stdout, or rejects with `LABEL: last line of stderr`. */
+async function exec(label: string, file: string, args: string[], env: Record<string, string> = {}): Promise<string> {
   try {
-    return (await run('bash', ['-c', cmd], { env: { ...process.env, ...env }, maxBuffer: 64 * MiB })).stdout;
+    return (await run(file, args, { env: { ...process.env, ...env }, maxBuffer: 64 * MiB })).stdout;
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd.slice(0, 120)}: ${(e.stderr || e.message).trim().split('\n').pop()}`);
+    throw new Error(`${label}: ${(e.stderr || e.message).trim().split('\n').pop()}`);
   }
 }
+
+const sh = (cmd: string, env: Record<string, string> = {}) => exec(cmd.slice(0, 120), 'bash', ['-c', cmd], env);
 
 const now = () => performance.now() / 1000;
 const mbps = (bytes: number, s: number) => Math.round((bytes / 1e6 / s) * 10) / 10;
 const dropCaches = () => sh('sync && echo 3 > /proc/sys/vm/drop_caches');
 
+/** A configuration's row, from its seconds for writing, until durable and for the cold read (TOTAL bytes each). */
+function result(config: string, tw: number, td: number, tr: number, puts: number, notes: string): Result {
+  return {
+    config,
+    writeSeconds: tw,
+    durableSeconds: td,
+    writeMBps: mbps(TOTAL, tw),
+    durableMBps: mbps(TOTAL, td),
+    coldReadSeconds: tr,
+    coldReadMBps: mbps(TOTAL, tr),
+    puts,
+    notes,
+  };
+}
+
+const s3Client = (m: MinioServer) =>
+  new S3Client({ endpoint: m.endpoint, region: m.region, forcePathStyle: true, credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey } });
+
 async function makeBucket(m: MinioServer, name: string): Promise<void> {
-  const s3 = new S3Client({ endpoint: m.endpoint, region: m.region, forcePathStyle: true, credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey } });
+  const s3 = s3Client(m);
   await s3.send(new CreateBucketCommand({ Bucket: name }));
   s3.destroy();
 }
 
 /** MinIO's first few hundred PUTs are slower; keep that out of the first configuration. */
 async function warmUp(m: MinioServer): Promise<void> {
-  const s3 = new S3Client({ endpoint: m.endpoint, region: m.region, forcePathStyle: true, credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey } });
+  const s3 = s3Client(m);
   const body = Buffer.alloc(131072, 7);
   for (let round = 0; round < 20; round++) {
     await Promise.all(Array.from({ length: 16 }, (_, i) => s3.send(new PutObjectCommand({ Bucket: m.bucket, Key: `warm/${round}/${i}`, Body: body }))));
@@ -97,13 +118,8 @@ class GlideStack {
     mkdirSync(this.mnt, { recursive: true });
   }
 
-  async glidekv(...args: string[]): Promise<string> {
-    try {
-      return (await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...this.env }, maxBuffer: 64 * MiB })).stdout;
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      throw new Error(`glidekv ${args[0]}: ${(e.stderr || e.message).trim().split('\n').pop()}`);
-    }
+  glidekv(...args: string[]): Promise<string> {
+    return exec(`glidekv ${args[0]}`, process.execPath, [BIN, ...args], this.env);
   }
 
   async up(): Promise<Record<string, string>> {
@@ -152,17 +168,7 @@ async function benchDevice(m: MinioServer, root: string, directIo: boolean): Pro
     const sum2 = (await sh(`dd if=${st.ext4Mountpoint}/big.bin bs=1M status=none | sha256sum`)).split(' ')[0];
     const tr = now() - t1;
     if (sum !== sum2) throw new Error('cold read returned other bytes');
-    return {
-      config: `glidekv device + ext4 (loop direct I/O ${directIo ? 'on' : 'off'})`,
-      writeSeconds: tw,
-      durableSeconds: tw,
-      writeMBps: mbps(TOTAL, tw),
-      durableMBps: mbps(TOTAL, tw),
-      coldReadSeconds: tr,
-      coldReadMBps: mbps(TOTAL, tr),
-      puts: p1 - p0,
-      notes: 'dd conv=fsync returns after upload+commit',
-    };
+    return result(`glidekv device + ext4 (loop direct I/O ${directIo ? 'on' : 'off'})`, tw, tw, tr, p1 - p0, 'dd conv=fsync returns after upload+commit');
   } finally {
     await g.down().catch((e) => console.error(`down: ${(e as Error).message}`));
   }
@@ -192,17 +198,7 @@ async function benchKv(m: MinioServer, root: string): Promise<Result> {
     const t1 = now();
     await sh(`for i in $(seq 1 ${n}); do cmp ${src}/k$i ${g.mnt}/bench/k$i; done`);
     const tr = now() - t1;
-    return {
-      config: `glidekv KV mount (${n} keys x ${KEY_SIZE / MiB} MiB, cp)`,
-      writeSeconds: tw,
-      durableSeconds: td,
-      writeMBps: mbps(TOTAL, tw),
-      durableMBps: mbps(TOTAL, td),
-      coldReadSeconds: tr,
-      coldReadMBps: mbps(TOTAL, tr),
-      puts: p1 - p0,
-      notes: 'each cp acknowledged after the engine fsync (-> volume flush)',
-    };
+    return result(`glidekv KV mount (${n} keys x ${KEY_SIZE / MiB} MiB, cp)`, tw, td, tr, p1 - p0, 'each cp acknowledged after the engine fsync (-> volume flush)');
   } finally {
     await g.down().catch((e) => console.error(`down: ${(e as Error).message}`));
   }
@@ -304,17 +300,7 @@ async function benchS3backer(m: MinioServer, root: string): Promise<Result> {
     const sum2 = (await sh(`dd if=${b.ext4}/big.bin bs=1M status=none | sha256sum`)).split(' ')[0];
     const tr = now() - t1;
     if (sum !== sum2) throw new Error('s3backer cold read returned other bytes');
-    return {
-      config: 's3backer 128K blocks + ext4 (loop)',
-      writeSeconds: tw,
-      durableSeconds: td,
-      writeMBps: mbps(TOTAL, tw),
-      durableMBps: mbps(TOTAL, td),
-      coldReadSeconds: tr,
-      coldReadMBps: mbps(TOTAL, tr),
-      puts: p1 - p0,
-      notes: 'fsync returns before upload; durable = stats shows 0 dirty',
-    };
+    return result('s3backer 128K blocks + ext4 (loop)', tw, td, tr, p1 - p0, 'fsync returns before upload; durable = stats shows 0 dirty');
   } finally {
     await b.unmount().catch((e) => console.error(`s3backer unmount: ${(e as Error).message}`));
   }
