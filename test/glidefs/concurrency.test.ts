@@ -52,7 +52,7 @@ async function open(store: ObjectStore, cache: string): Promise<GlideFs> {
 }
 
 const until = async (cond: () => boolean) => {
-  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+  for (const end = Date.now() + 30_000; Date.now() < end && !cond(); ) await new Promise((r) => setTimeout(r, 5));
   expect(cond()).toBe(true);
 };
 
