@@ -11,26 +11,16 @@
  *   Startup failures: one line `glidekv: ...` on stderr, exit 1.
  */
 import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { mountDevice } from '../../../mount/device.js';
 import { runDaemon } from '../../../mount/fuse-daemon.js';
 import { openGlideFsFromOptions, type GlideFsCliOptions } from '../glidefs-options.js';
 import { CliError, redact } from '../util.js';
+import { mountAt } from './system.js';
 
 export interface DeviceDaemonFlags {
   flushInterval: number;
-}
-
-/** Is `dir` a mount point right now? (/proc/self/mountinfo, field 5, octal escapes) */
-export async function isMountPoint(dir: string): Promise<boolean> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  for (const line of text.split('\n')) {
-    const f = line.split(' ');
-    if (f.length < 5) continue;
-    if (f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === dir) return true;
-  }
-  return false;
 }
 
 export async function runDeviceDaemon(volumeName: string, dirArg: string, globals: GlideFsCliOptions, flags: DeviceDaemonFlags): Promise<never> {
@@ -38,7 +28,7 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
   if (!existsSync('/dev/fuse')) throw new CliError('/dev/fuse is missing: load the fuse module (modprobe fuse) or run where FUSE is available');
   const st = await stat(dir).catch(() => undefined);
   if (!st?.isDirectory()) throw new CliError(`${dir}: no such directory (create the mount point first)`);
-  if (await isMountPoint(dir)) throw new CliError(`${dir} is already a mount point (unmount it first: fusermount -u ${dir})`);
+  if (mountAt(dir)) throw new CliError(`${dir} is already a mount point (unmount it first: fusermount -u ${dir})`);
 
   return runDaemon(
     async () => {
