@@ -108,8 +108,8 @@ class FlushGroup {
 
 function errnoOf(err: unknown): number {
   const code = (err as { code?: string })?.code ?? '';
-  if (code === 'E_READ_ONLY' || code === 'E_READONLY') return errno.EROFS;
-  if (code === 'E_RANGE' || code === 'E_OUT_OF_RANGE') return errno.ENOSPC;
+  if (code === 'E_READ_ONLY') return errno.EROFS;
+  if (code === 'E_OUT_OF_RANGE') return errno.ENOSPC;
   return errno.EIO;
 }
 
