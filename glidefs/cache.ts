@@ -39,6 +39,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { GlideFsError } from './errors.js';
+import { pidAlive } from './pid-alive.js';
 
 export const STATE_NONE = 0;
 export const STATE_CLEAN = 1;
@@ -216,17 +217,6 @@ export class VolumeCache {
 }
 
 // --- lock file ----------------------------------------------------------------
-
-/** True if a process with this pid exists (EPERM still means it exists). */
-function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** The pid holding a volume's lock, or null (no lock, or its holder is dead). */
 export function lockHolder(dir: string): number | null {

@@ -24,6 +24,7 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { GlideFsError } from './errors.js';
+import { pidAlive } from './pid-alive.js';
 
 export const SCHEMA_VERSION = 1;
 
@@ -157,12 +158,7 @@ export function newOwner(): Owner {
 export function ownerAlive(host: string, pid: number): boolean {
   if (host !== hostname()) return true; // cannot tell: treat as alive
   if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return pidAlive(pid);
 }
 
 export class Catalog {
