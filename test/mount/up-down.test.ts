@@ -52,6 +52,11 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
     expect(leftovers(root)).toEqual({ mounts: [], loops: [], pids: [] });
     expect([...seenLoops].filter(attached)).toEqual([]);
   };
+  // Polls `cond` (no fixed sleep: a loaded machine may need longer); false once `ms` passed.
+  const eventually = async (cond: () => boolean | Promise<boolean>, ms = 60_000): Promise<boolean> => {
+    for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) if (await cond()) return true;
+    return cond();
+  };
   const up = (vol: string, at: string, extra: string[] = [], e: Record<string, string> = {}) => glidekv(['up', vol, at, '--size', '128M', ...extra], { ...env, ...e });
 
   beforeAll(async () => {
@@ -161,19 +166,20 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
     const writer = spawn('bash', ['-c', script], { stdio: 'ignore' });
     pidsToKill.add(writer.pid!);
     try {
-      await new Promise((r) => setTimeout(r, 1500));
-      const ackedBefore = readFileSync(log, 'utf8').split('\n').filter(Boolean).map(Number);
+      const acked = () => readFileSync(log, 'utf8').split('\n').filter(Boolean).map(Number);
+      await eventually(() => acked().length > 10); // let the writer get going
+      const ackedBefore = acked();
       const f = await glidekv(['fork', 'f1', 'f1-fork', '--json'], env);
       expect(f.code, f.stderr).toBe(0);
-      const startedAfter = Math.max(...readFileSync(log, 'utf8').split('\n').filter(Boolean).map(Number)) + 2;
+      const startedAfter = Math.max(...acked()) + 2;
       const res = JSON.parse(f.stdout);
       expect(res).toMatchObject({ source: 'f1', fork: 'f1-fork', live: true });
       expect(res.durationMs).toBeGreaterThan(0);
       expect(ackedBefore.length).toBeGreaterThan(10);
-      await new Promise((r) => setTimeout(r, 500));
+      await eventually(() => Math.max(...acked()) > startedAfter); // the original keeps taking writes
       writer.kill('SIGTERM');
       await new Promise((r) => writer.once('exit', r));
-      const lastOriginal = Math.max(...readFileSync(log, 'utf8').split('\n').filter(Boolean).map(Number));
+      const lastOriginal = Math.max(...acked());
       expect(lastOriginal).toBeGreaterThan(startedAfter); // the original kept taking writes
 
       const u = await up('f1-fork', mnt2);
@@ -202,8 +208,8 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
     await ok(sh(`for i in $(seq 1 50); do echo "k-$i" > ${q(mnt + '/ns/k')}$i || exit 1; done; cp ${q(files + '/big2')} ${q(mnt + '/ns/big2')}`));
     const [st] = await status();
     process.kill(st.kvPid, 'SIGKILL');
-    await new Promise((r) => setTimeout(r, 300));
-    const [after] = await status();
+    let after = st;
+    await eventually(async () => ([after] = await status()) && after.state === 'degraded');
     expect(after.state).toBe('degraded');
     expect(after.problems).toContain('kv daemon not running');
     const d = await glidekv(['down', mnt], env);
@@ -222,8 +228,9 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
     expect((await up('v1', mnt)).code).toBe(0);
     const [st] = await status();
     process.kill(st.devicePid, 'SIGKILL');
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await status())[0].problems).toContain('device daemon not running');
+    let problems: string[] = [];
+    await eventually(async () => (problems = (await status())[0].problems).includes('device daemon not running'));
+    expect(problems).toContain('device daemon not running');
     const d = await glidekv(['down', mnt], env, 180_000);
     expect(d.code, d.stderr).toBe(0);
     nothingLeft();
