@@ -44,13 +44,19 @@ it('never lets two processes in at once', async () => {
   const d = tmpDir('lock-race');
   try {
     const { spawn } = await import('node:child_process');
-    const outs = await Promise.all(Array.from({ length: 6 }, () => new Promise<string>((resolve) => {
-      // each child holds the engine open for 1.5 s and reports when it held it
-      const c = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'fixtures/open-child.ts'), d, 'hold'], { stdio: ['ignore', 'pipe', 'ignore'] });
-      let s = '';
-      c.stdout.on('data', (x: Buffer) => (s += x.toString()));
-      c.on('close', () => resolve(s.trim()));
-    })));
+    // each child holds the engine open for 1.5 s and reports when it held it; all six are
+    // released at once when every one has booted (a loaded machine boots them far apart)
+    const children = Array.from({ length: 6 }, () => {
+      const c = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'fixtures/open-child.ts'), d, 'hold'], { stdio: ['pipe', 'pipe', 'ignore'] });
+      const child = { c, out: '', closed: new Promise<string>((resolve) => c.on('close', () => resolve(child.out.replace(/^READY\n/, '').trim()))) };
+      c.stdout.on('data', (x: Buffer) => (child.out += x.toString()));
+      return child;
+    });
+    for (const end = Date.now() + 60_000; !children.every((ch) => ch.out.startsWith('READY\n')); await new Promise((r) => setTimeout(r, 20))) {
+      if (Date.now() > end) throw new Error(`children not ready: ${children.map((ch) => ch.out).join(' | ')}`);
+    }
+    for (const ch of children) ch.c.stdin.end('go\n');
+    const outs = await Promise.all(children.map((ch) => ch.closed));
     const held = outs.filter((o) => o.startsWith('OPENED')).map((o) => o.split(' ').slice(1).map(Number)).sort((a, b) => a[0] - b[0]);
     expect(held.length, outs.join('\n')).toBeGreaterThanOrEqual(1);
     for (let i = 1; i < held.length; i++) expect(held[i][0], 'two holders overlapped').toBeGreaterThanOrEqual(held[i - 1][1]);
