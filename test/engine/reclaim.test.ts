@@ -31,6 +31,7 @@ it('reclaim under concurrent writers loses no acknowledged write; writers wait, 
   const last = new Map<string, string>();
   let stop = false;
   let failures = 0;
+  let puts = 0;
   const writer = async (w: number) => {
     for (let i = 0; !stop; i++) {
       const key = `w${w}-k${i % 40}`;
@@ -38,6 +39,7 @@ it('reclaim under concurrent writers loses no acknowledged write; writers wait, 
       try {
         await e.put('n', key, value);
         last.set(key, value);
+        puts++;
       } catch {
         failures++;
       }
@@ -50,7 +52,8 @@ it('reclaim under concurrent writers loses no acknowledged write; writers wait, 
   const writers = Array.from({ length: 8 }, (_, w) => writer(w));
   let relocated = 0;
   for (let r = 0; r < 6; r++) {
-    await new Promise((res) => setTimeout(res, 60));
+    // a round's worth of writes (~ a 16 KiB segment), counted rather than timed: a loaded machine writes slower
+    for (const target = puts + 200; puts < target; ) await new Promise((res) => setTimeout(res, 5));
     const res = await e.reclaim();
     relocated += res.relocatedBytes;
     // reads stay correct in the middle of it all
