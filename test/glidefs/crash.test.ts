@@ -15,7 +15,7 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const contentOf = (seed: number) => (seed === 0 ? Buffer.alloc(BS) : blockOf(seed));
 
-/** Runs the child until it is ready, lets it work `delayMs`, kills it with SIGKILL, returns its stdout lines. */
+/** Runs the child until it is ready, lets it work `delayMs` (and two flushes at least), kills it with SIGKILL, returns its stdout lines. */
 async function runAndKill(run: number, delayMs: number): Promise<string[]> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'fixtures', 'crash-writer.ts'), root, String(run)], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -32,7 +32,14 @@ async function runAndKill(run: number, delayMs: number): Promise<string[]> {
       if (Date.now() > deadline) throw new Error(`child not ready: ${err}`);
       await new Promise((r) => setTimeout(r, 5));
     }
-    await new Promise((r) => setTimeout(r, delayMs));
+    // work `delayMs`, and at least two flush rounds whatever the machine's load (the kill
+    // point still varies with delayMs; a starved child cannot make a run a no-op)
+    const t0 = Date.now();
+    while (Date.now() - t0 < delayMs || (out.match(/^F$/gm)?.length ?? 0) < 2) {
+      if (child.exitCode !== null) throw new Error(`child exited early: ${err}`);
+      if (Date.now() > deadline + 60_000) throw new Error(`child made no progress: ${err}`);
+      await new Promise((r) => setTimeout(r, Math.min(5, delayMs)));
+    }
   } finally {
     child.kill('SIGKILL');
     await exited;
