@@ -5,36 +5,8 @@ import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { BLOCK_SIZE, GlideFs, MemoryStore, blockHash, type ObjectStore } from '../../glidefs/index.js';
 import { blockOf } from './block-data.js';
+import { GateStore } from './gate-store.js';
 
-/** A store whose PUTs complete in the inner store but then wait for `open()` before resolving. */
-class GateStore implements ObjectStore {
-  readonly description = 'gate';
-  private waiters: Array<() => void> = [];
-  closed = true;
-  arrived = 0;
-  constructor(readonly inner: ObjectStore) {
-    gates.push(this);
-  }
-  open(): void {
-    this.closed = false;
-    for (const w of this.waiters.splice(0)) w();
-  }
-  async put(key: string, data: Uint8Array): Promise<void> {
-    await this.inner.put(key, data);
-    this.arrived++;
-    if (this.closed) await new Promise<void>((r) => this.waiters.push(r));
-  }
-  get(key: string) {
-    return this.inner.get(key);
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-  list(prefix: string) {
-    return this.inner.list(prefix);
-  }
-  async close() {}
-}
 
 let root: string;
 const instances: GlideFs[] = [];
@@ -60,6 +32,7 @@ it('gc beside an in-flight flush leaves its uploaded, uncommitted objects alone'
   root = mkdtempSync(join(tmpdir(), 'glidefs-conc-'));
   const raw = new MemoryStore();
   const gate = new GateStore(raw);
+  gates.push(gate);
   const a = await open(gate, 'cache-a');
   const b = await open(raw, 'cache-b');
   await a.createVolume('v', 8 * BLOCK_SIZE);
@@ -104,6 +77,7 @@ it('a key planned for reuse that is deleted before the commit is uploaded again'
   root = mkdtempSync(join(tmpdir(), 'glidefs-conc-'));
   const raw = new MemoryStore();
   const gate = new GateStore(raw);
+  gates.push(gate);
   const x = await open(raw, 'cache-x');
   const y = await open(gate, 'cache-y');
   await x.createVolume('x', 8 * BLOCK_SIZE);

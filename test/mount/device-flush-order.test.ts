@@ -4,41 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BLOCK_SIZE, GlideFs, MemoryStore, type ObjectStore } from '../../glidefs/index.js';
+import { BLOCK_SIZE, GlideFs, MemoryStore } from '../../glidefs/index.js';
 import { mountDevice } from '../../mount/device.js';
 import { blockOf } from '../glidefs/block-data.js';
 import { kernelUnavailable } from './device-helpers.js';
+import { GateStore } from '../glidefs/gate-store.js';
 
 const skipReason = kernelUnavailable();
 if (skipReason) console.warn(`\n!!! SKIPPING DEVICE FLUSH-ORDER KERNEL TEST: ${skipReason}. It needs root and /dev/fuse. !!!\n`);
 
-/** Holds every PUT (after storing it) until `open()`. */
-class GateStore implements ObjectStore {
-  readonly description = 'gate';
-  private waiters: Array<() => void> = [];
-  closed = true;
-  arrived = 0;
-  constructor(readonly inner: ObjectStore) {}
-  open(): void {
-    this.closed = false;
-    for (const w of this.waiters.splice(0)) w();
-  }
-  async put(key: string, data: Uint8Array): Promise<void> {
-    await this.inner.put(key, data);
-    this.arrived++;
-    if (this.closed) await new Promise<void>((r) => this.waiters.push(r));
-  }
-  get(key: string) {
-    return this.inner.get(key);
-  }
-  delete(key: string) {
-    return this.inner.delete(key);
-  }
-  list(prefix: string) {
-    return this.inner.list(prefix);
-  }
-  async close() {}
-}
 
 const until = async (what: string, cond: () => boolean) => {
   for (const end = Date.now() + 30_000; !cond(); await new Promise((r) => setTimeout(r, 5))) {

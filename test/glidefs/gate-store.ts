@@ -1,0 +1,33 @@
+/**
+ * GateStore: a test layer that holds every PUT (after storing it in the inner
+ * store) until `open()`, so a test can stop a flush in the middle of its
+ * uploads and act while it waits. `arrived` counts the PUTs that reached it.
+ */
+import type { ObjectStore } from '../../glidefs/object-store.js';
+
+export class GateStore implements ObjectStore {
+  readonly description = 'gate';
+  private waiters: Array<() => void> = [];
+  closed = true;
+  arrived = 0;
+  constructor(readonly inner: ObjectStore) {}
+  open(): void {
+    this.closed = false;
+    for (const w of this.waiters.splice(0)) w();
+  }
+  async put(key: string, data: Uint8Array): Promise<void> {
+    await this.inner.put(key, data);
+    this.arrived++;
+    if (this.closed) await new Promise<void>((r) => this.waiters.push(r));
+  }
+  get(key: string) {
+    return this.inner.get(key);
+  }
+  delete(key: string) {
+    return this.inner.delete(key);
+  }
+  list(prefix: string) {
+    return this.inner.list(prefix);
+  }
+  async close() {}
+}
