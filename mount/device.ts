@@ -16,8 +16,12 @@
  *             while another runs waits for it and then runs once for all the
  *             waiters, so each caller's writes are in a commit that started
  *             after its request.
+ *          -> with `fsync: 'local'`: volume.sync() instead (cache data and
+ *             dirty set fdatasynced on local disk, no upload); uploads then
+ *             come only from flushNow() (a timer, an explicit request) and
+ *             unmount().
  *
- * Durability (what the device gives):
+ * Durability (what the device gives; `fsync: 'upload'`, the default):
  * - data written and then fsynced (fsync/fdatasync of the file, or of the
  *   loop device, or a journal commit of the ext4 on top, which the loop driver
  *   turns into an fsync of this file) is uploaded and committed before the
@@ -27,6 +31,11 @@
  *   set is persistent: it survives kill -9 of this daemon (the next opener of
  *   the volume on the same cache dir uploads it); it may be lost if the
  *   machine itself crashes before the next flush, like a disk's write cache.
+ *
+ * With `fsync: 'local'` an fsync only promises the local disk: fsynced data
+ * survives kill -9 of this daemon and a crash/power loss of the OS (the next
+ * opener on the same cache dir uploads it), but not the loss of this
+ * machine's disk before the next upload.
  *
  * The daemon never does file I/O on its own mount (ARCHITECTURE.md: the
  * kernel would wait on the event loop that waits on the kernel).
@@ -42,7 +51,13 @@ export interface DeviceVolume {
   read(offset: number, length: number): Promise<Buffer>;
   write(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<unknown>;
+  /** Writes so far on the local disk (cache data + dirty set), no upload. */
+  sync(): Promise<unknown>;
 }
+
+/** What fsync/flush/fsyncdir of the device file do: upload + commit, or local sync. */
+export type DeviceFsyncMode = 'upload' | 'local';
+export const DEVICE_FSYNC_MODES: readonly DeviceFsyncMode[] = ['upload', 'local'];
 
 export const DEVICE_FILE = 'volume';
 /** One FUSE write per glidefs block (BLOCK_SIZE = 131072). */
@@ -56,6 +71,8 @@ const SLOW_OPS = ['read', 'write', 'flush', 'fsync', 'fsyncdir', 'release', 'ope
 export interface DeviceMountOptions {
   /** Called with one line per failed operation (never with credentials). */
   log?: (line: string) => void;
+  /** 'upload' (default): fsync returns after upload + commit; 'local': after volume.sync(). */
+  fsync?: DeviceFsyncMode;
 }
 
 export interface DeviceMount {
@@ -63,9 +80,10 @@ export interface DeviceMount {
   /** Path of the device file (`DIR/volume`). */
   readonly file: string;
   readonly optionString: string;
-  /** Number of volume flushes run for fsync/flush requests. */
+  /** Number of volume flushes run (fsync/flush requests in 'upload' mode, flushNow, unmount). */
   readonly flushes: number;
-  /** A flush as fsync runs it (grouped with concurrent ones); for timers. */
+  readonly fsyncMode: DeviceFsyncMode;
+  /** An upload + commit as fsync runs it in 'upload' mode (grouped with concurrent ones); for timers and explicit requests. */
   flushNow(): Promise<void>;
   /**
    * Stops serving: unmounts (lazily if `lazy` and the file is still open,
@@ -124,6 +142,10 @@ export async function mountDevice(
   const started = new Date();
   let mtime = started;
   const flushes = new FlushGroup(volume);
+  const fsyncMode: DeviceFsyncMode = opts.fsync ?? 'upload';
+  if (!DEVICE_FSYNC_MODES.includes(fsyncMode)) {
+    throw Object.assign(new Error(`E_BAD_FSYNC_MODE: fsync mode '${String(fsyncMode)}' is not upload or local`), { code: 'E_BAD_FSYNC_MODE' });
+  }
   const handles = new Map<number, { writable: boolean }>();
   let nextFd = 1;
   const filePath = '/' + DEVICE_FILE;
@@ -170,7 +192,7 @@ export async function mountDevice(
   };
 
   const doFlush = (op: string, cb: (err: number) => void) => {
-    flushes.flush().then(
+    (fsyncMode === 'local' ? volume.sync() : flushes.flush()).then(
       () => cb(0),
       (err) => cb(fail(op, err)),
     );
@@ -282,6 +304,7 @@ export async function mountDevice(
     get flushes() {
       return flushes.count;
     },
+    fsyncMode,
     flushNow: () => flushes.flush(),
     async unmount(u = {}) {
       await fuse.unmount(u);

@@ -45,13 +45,20 @@ export function register(program: Command): void {
     )
     .argument('<VOLUME>', 'volume name (glidekv volume create)')
     .argument('<DIR>', 'an existing directory to mount on')
-    .addOption(new Option('--flush-interval <seconds>', 'flush dirty blocks this often (0 = only on fsync and unmount)').argParser((v) => {
+    .addOption(new Option('--flush-interval <seconds>', 'flush dirty blocks this often (0 = only on fsync, SIGUSR1 and unmount)').argParser((v) => {
       if (!/^\d+$/.test(v)) throw new CliError(`'${v}' is not a number of seconds`, 2);
       return Number(v);
     }).default(30))
+    .addOption(
+      new Option('--fsync <mode>', "what fsync of DIR/volume does: 'upload' (upload + commit before it returns) or 'local' (sync the local cache only; uploads on the timer, SIGUSR1 and stop)")
+        .choices(['upload', 'local'])
+        .default('upload'),
+    )
     .addHelpText(
       'after',
       `
+SIGUSR1: upload + commit now; prints 'glidekv: device VOLUME upload done (...)' on stderr.
+
 Once mounted it prints: glidekv: device VOLUME mounted at DIR/volume (SIZE bytes, pid N)
 
 Examples:
@@ -60,7 +67,7 @@ Examples:
   $ losetup --find --show --direct-io=on /run/data-dev/volume
   $ kill %1       # flush, unmount, exit`,
     )
-    .action(async (volume: string, dir: string, flags: { flushInterval: number }, cmd: Command) => {
+    .action(async (volume: string, dir: string, flags: { flushInterval: number; fsync: 'upload' | 'local' }, cmd: Command) => {
       await runDeviceDaemon(volume, dir, globals(cmd), flags);
     });
 
@@ -78,6 +85,11 @@ Examples:
     .option('--value-threshold <size>', 'engine: values of this size or more go to the blob store (0 = never)', parseSize)
     .addOption(new Option('--sync <mode>', 'engine durability').choices(['always', 'batch', 'none']))
     .option('--no-direct-io', 'attach the loop device without direct I/O (two page-cache copies)')
+    .addOption(
+      new Option('--fsync <mode>', "device fsync: 'upload' (each fsync/journal commit uploads + commits) or 'local' (local disk only; uploads every 30 s, on fork and down)")
+        .choices(['upload', 'local'])
+        .default('upload'),
+    )
     .addHelpText(
       'after',
       `
@@ -93,7 +105,7 @@ Examples:
   $ cp photo.jpg /mnt/kv/photos/cat       # after: mkdir /mnt/kv/photos
   $ sudo glidekv down /mnt/kv`,
     )
-    .action(async (volume: string, mountpoint: string, flags: { size?: number; state?: string; valueThreshold?: number; sync?: string; directIo: boolean }, cmd: Command) => {
+    .action(async (volume: string, mountpoint: string, flags: { size?: number; state?: string; valueThreshold?: number; sync?: string; directIo: boolean; fsync: 'upload' | 'local' }, cmd: Command) => {
       const t = performance.now();
       const s = await up(volume, mountpoint, globals(cmd), { ...flags, directIo: flags.directIo }, out);
       out(`up       '${s.volume}' at ${s.mountpoint} in ${Math.round(performance.now() - t)} ms (state ${s.stateDir})`);
@@ -135,7 +147,7 @@ Examples:
       }
       for (const s of list) {
         out(`${s.volume}  ${s.state}  ${s.mountpoint}`);
-        out(`  device ${s.deviceFile} (pid ${s.devicePid ?? '-'})  loop ${s.loopDevice ?? '-'}${s.directIo ? ' dio' : ''}`);
+        out(`  device ${s.deviceFile} (pid ${s.devicePid ?? '-'}, fsync ${s.fsync})  loop ${s.loopDevice ?? '-'}${s.directIo ? ' dio' : ''}`);
         out(`  ext4 ${s.ext4Mountpoint}  kv pid ${s.kvPid ?? '-'}`);
         if (s.problems.length) out(`  problems: ${s.problems.join(', ')}`);
       }

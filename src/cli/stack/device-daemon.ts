@@ -7,13 +7,19 @@
  *   SIGINT / SIGTERM: unmount (`fusermount -u`; lazily if a loop device still
  *     holds the file), flush the volume (upload + commit), close it, print
  *     `glidekv: device VOLUME unmounted`, exit 0.
- *   Every `--flush-interval` seconds with dirty blocks: a flush (as fsync does).
+ *   Every `--flush-interval` seconds with dirty blocks: a flush (upload + commit).
+ *   `--fsync upload` (default): fsync of DIR/volume uploads and commits.
+ *   `--fsync local`: fsync only syncs the local cache (data + dirty set);
+ *     uploads come from the timer, SIGUSR1 and the stop.
+ *   SIGUSR1: flush now (upload + commit), then on stderr one line
+ *     `glidekv: device VOLUME upload done (N flushes)` or
+ *     `glidekv: device VOLUME upload failed: MSG` (what `glidekv fork` waits for).
  *   Startup failures: one line `glidekv: ...` on stderr, exit 1.
  */
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { mountDevice } from '../../../mount/device.js';
+import { mountDevice, type DeviceFsyncMode } from '../../../mount/device.js';
 import { runDaemon } from '../../../mount/fuse-daemon.js';
 import { openGlideFsFromOptions, type GlideFsCliOptions } from '../glidefs-options.js';
 import { CliError, redact } from '../util.js';
@@ -21,6 +27,7 @@ import { mountAt } from './system.js';
 
 export interface DeviceDaemonFlags {
   flushInterval: number;
+  fsync?: DeviceFsyncMode;
 }
 
 export async function runDeviceDaemon(volumeName: string, dirArg: string, globals: GlideFsCliOptions, flags: DeviceDaemonFlags): Promise<never> {
@@ -43,12 +50,20 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
       const log = (line: string) => process.stderr.write(`glidekv: ${redact(line)}\n`);
       let mount;
       try {
-        mount = await mountDevice(volume, dir, { log });
+        mount = await mountDevice(volume, dir, { log, fsync: flags.fsync ?? 'upload' });
       } catch (err) {
         await g.close().catch(() => undefined);
         throw err;
       }
-      log(`device ${volumeName}: mount options ${mount.optionString}`);
+      log(`device ${volumeName}: mount options ${mount.optionString}, fsync ${mount.fsyncMode}`);
+      const m = mount;
+      const onUsr1 = () => {
+        m.flushNow().then(
+          () => log(`device ${volumeName} upload done (${m.flushes} flushes)`),
+          (err) => log(`device ${volumeName} upload failed: ${(err as Error)?.message ?? String(err)}`.split('\n')[0]),
+        );
+      };
+      process.on('SIGUSR1', onUsr1);
       const timer =
         flags.flushInterval > 0
           ? setInterval(() => {

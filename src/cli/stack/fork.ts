@@ -7,7 +7,10 @@
  *   2. `fsfreeze -f` of the ext4: writes back every dirty page and
  *      checkpoints the journal; new writes wait
  *   3. fsync of the device file (from this process, which serves no mount):
- *      the device daemon flushes the volume, returning after the commit
+ *      with the device in fsync mode 'upload' (default) the daemon flushes
+ *      the volume, returning after the commit; in mode 'local' (stack state
+ *      `fsync`) that only syncs the local cache, so then also SIGUSR1 to the
+ *      device daemon and wait for its `device VOLUME upload done` line
  *   4. GlideFs.fork on the shared catalog: one transaction, nothing copied
  *   5. `fsfreeze -u` (always, also when 3 or 4 fail)
  * The fork holds exactly what was acknowledged before step 1 finished and
@@ -56,6 +59,28 @@ export async function kvMaintenance(s: StackState, signal: 'SIGUSR1' | 'SIGUSR2'
   return line;
 }
 
+/** Asks the device daemon for an upload + commit now (SIGUSR1) and waits for its `upload done|failed` line. */
+export async function deviceUpload(s: StackState, timeoutMs = 600_000): Promise<string> {
+  if (!s.devicePid || !alive(s.devicePid)) throw new CliError(`the device daemon of '${s.volume}' is not running (pid ${s.devicePid ?? '-'})`);
+  const log = `${s.stateDir}/device.log`;
+  const from = statSync(log, { throwIfNoEntry: false })?.size ?? 0;
+  process.kill(s.devicePid, 'SIGUSR1');
+  const re = /device \S+ upload (done|failed)[^\n]*/;
+  let line = '';
+  await waitFor(
+    "the device daemon's upload",
+    async () => {
+      const m = re.exec((await readText(log)).slice(from));
+      if (m) line = m[0];
+      return m !== null;
+    },
+    timeoutMs,
+    () => (alive(s.devicePid) ? undefined : 'the device daemon exited during the upload'),
+  );
+  if (line.includes('upload failed')) throw new CliError(`device upload failed: ${line.replace(/^.*failed: /, '')}`);
+  return line;
+}
+
 /** Finds the running stack of `volume` (on the catalog the globals name). */
 export function stackOf(volume: string, globals: GlideFsCliOptions, stateDir?: string): StackState | undefined {
   if (stateDir) {
@@ -91,6 +116,7 @@ export async function fork(volume: string, name: string, globals: GlideFsCliOpti
       await run('fsfreeze', ['-f', s.ext4Mountpoint]);
       try {
         await fsyncFile(s.deviceFile);
+        if (s.fsync === 'local') await deviceUpload(s);
         await g.fs.fork(volume, name);
       } finally {
         await run('fsfreeze', ['-u', s.ext4Mountpoint]);

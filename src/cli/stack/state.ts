@@ -31,6 +31,8 @@ export interface StackState {
   devicePid?: number;
   loopDevice?: string;
   directIo: boolean;
+  /** Device fsync mode (mount/device.ts); absent in older records = 'upload'. */
+  fsync?: 'upload' | 'local';
   ext4Mountpoint: string;
   ext4Mounted?: boolean;
   dataDir: string;

@@ -18,6 +18,8 @@ export interface StackStatus {
   deviceFile: string;
   loopDevice: string | null;
   directIo: boolean;
+  /** Device fsync mode: 'upload' (fsync uploads + commits) or 'local' (local disk only). */
+  fsync: 'upload' | 'local';
   ext4Mountpoint: string;
   dataDir: string;
   kvPid: number | null;
@@ -46,6 +48,7 @@ export function statusOf(s: StackState): StackStatus {
     deviceFile: s.deviceFile,
     loopDevice: s.loopDevice ?? null,
     directIo: s.directIo,
+    fsync: s.fsync ?? 'upload',
     ext4Mountpoint: s.ext4Mountpoint,
     dataDir: s.dataDir,
     kvPid: s.kvPid ?? null,

@@ -42,6 +42,8 @@ export interface UpFlags {
   valueThreshold?: number;
   sync?: string;
   directIo?: boolean;
+  /** Device fsync mode (device.ts): 'upload' (default) or 'local'. */
+  fsync?: 'upload' | 'local';
 }
 
 export function preflight(mountpoint: string): void {
@@ -145,6 +147,7 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     deviceMountpoint: join(stateDir, 'dev'),
     deviceFile: join(stateDir, 'dev', 'volume'),
     directIo: flags.directIo ?? DEFAULT_DIRECT_IO,
+    fsync: flags.fsync ?? 'upload',
     ext4Mountpoint: join(stateDir, 'ext4'),
     dataDir: join(stateDir, 'ext4', 'kv'),
     createdVolume,
@@ -159,12 +162,12 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     const deviceLog = join(stateDir, 'device.log');
     const off = logSize(deviceLog);
     s.devicePid = spawnDaemon(
-      ['--store', resolved.storeUrl, '--catalog', resolved.catalogPath, '--cache', resolved.cacheDir, 'device', 'mount', volume, s.deviceMountpoint],
+      ['--store', resolved.storeUrl, '--catalog', resolved.catalogPath, '--cache', resolved.cacheDir, 'device', 'mount', volume, s.deviceMountpoint, '--fsync', s.fsync ?? 'upload'],
       deviceLog,
     );
     saveState(s);
     await waitForDaemon('device daemon', s.devicePid, deviceLog, off, /device .* mounted at /, () => mountAt(s.deviceMountpoint)?.fstype === 'fuse.glidekv-device');
-    out(`device   ${s.deviceFile} (volume '${volume}', ${sizeBytes} bytes, pid ${s.devicePid}, log ${deviceLog})`);
+    out(`device   ${s.deviceFile} (volume '${volume}', ${sizeBytes} bytes, pid ${s.devicePid}, fsync ${s.fsync ?? 'upload'}, log ${deviceLog})`);
 
     // 3. Loop device.
     fail('loop');
