@@ -29,6 +29,7 @@ export function register(program: Command): void {
     .addOption(new Option('--small <n>', 'number of small values (~100 bytes)').argParser(parseCount).default(2000))
     .addOption(new Option('--rounds <n>', 'rounds of overwrite/delete + reclaim').argParser(parseCount).default(5))
     .addOption(new Option('--volume-size <size>', 'size of each volume').argParser(parseSize).default(1024 ** 3, '1G'))
+    .addOption(new Option('--fsync <mode>', "device fsync mode of the stacks (glidekv up --fsync): 'upload' or 'local'").choices(['upload', 'local']).default('upload'))
     .option('--state <dir>', 'directory for the stacks (state, mountpoints); default: a temporary one, removed after')
     .option('--json <file>', 'write the result as JSON here', 'bench-results/reupload.json')
     .option('--svg <file>', 'write the heatmap here', 'bench-results/reupload-heatmap.svg')
@@ -39,6 +40,7 @@ export function register(program: Command): void {
 Examples:
   $ npm run bench:reupload
   $ glidekv bench reupload --values 10 --rounds 3 --store file:///tmp/glidekv-store
+  $ glidekv bench reupload --fsync local --json bench-results/reupload-local.json --svg bench-results/reupload-local.svg
   $ glidekv bench reupload --json docs/reupload.json --svg docs/reupload-heatmap.svg
 
 JSON shape:
@@ -57,6 +59,7 @@ JSON shape:
         small: opts.small,
         rounds: opts.rounds,
         volumeSize: opts.volumeSize,
+        fsync: opts.fsync,
         stateDir: opts.state,
         progress: !opts.quiet && process.stderr.isTTY === true,
         log: opts.quiet ? undefined : (l: string) => process.stderr.write(`bench: ${l}\n`),

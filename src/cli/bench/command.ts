@@ -19,6 +19,8 @@ export interface BenchCommandOptions {
   small: number;
   rounds: number;
   volumeSize: number;
+  /** Device fsync mode of the stacks (`glidekv up --fsync`). */
+  fsync?: 'upload' | 'local';
   stateDir?: string;
   progress: boolean;
   log?: (line: string) => void;
@@ -109,6 +111,7 @@ export async function runBenchCommand(opts: BenchCommandOptions): Promise<BenchC
       smallSize: 100,
       rounds: opts.rounds,
       volumeSize: opts.volumeSize,
+      fsync: opts.fsync,
     });
     const problems: string[] = [];
     if (result.puts.agree === false) problems.push(`PUT counts disagree: ${result.puts.note}`);

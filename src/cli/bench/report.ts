@@ -56,7 +56,7 @@ export function formatTable(r: ReuploadResult): string {
     rows.push(totalRow(m));
   }
   const lines = [
-    `re-upload bench: ${r.params.values} values × ${kib(r.params.valueSize)}, ${r.params.small} small values × ${r.params.smallSize} B, ${r.params.rounds} rounds; store ${r.store}`,
+    `re-upload bench: ${r.params.values} values × ${kib(r.params.valueSize)}, ${r.params.small} small values × ${r.params.smallSize} B, ${r.params.rounds} rounds; device fsync ${r.params.fsync ?? 'upload'}; store ${r.store}`,
     '',
     pad(rows),
     '',

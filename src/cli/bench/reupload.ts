@@ -44,6 +44,8 @@ export interface ReuploadParams {
   smallSize: number;
   rounds: number;
   volumeSize: number;
+  /** Device fsync mode of the stacks (`glidekv up --fsync`); undefined = 'upload'. */
+  fsync?: 'upload' | 'local';
 }
 
 export interface PhaseResult {
@@ -267,6 +269,7 @@ export async function runMode(
     store: ctx.storeFor(mode),
     sizeBytes: params.volumeSize,
     valueThreshold,
+    fsync: params.fsync,
     env: ctx.env,
   };
   const stack = await ctx.driver.up(up);

@@ -20,7 +20,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openGlideFsFromOptions, type GlideFsCliOptions } from '../glidefs-options.js';
-import { kvMaintenance } from '../stack/fork.js';
+import { deviceUpload, kvMaintenance } from '../stack/fork.js';
 import { loadState, type StackState } from '../stack/state.js';
 import { fsyncFile, run } from '../stack/system.js';
 import { GLIDEKV_BIN } from '../stack/up.js';
@@ -100,6 +100,7 @@ export class CliStackDriver implements StackDriver {
     const args = [...globalArgs(o), 'up', o.volume, o.mountpoint, '--state', stackDir(o)];
     if (o.sizeBytes > 0) args.push('--size', String(o.sizeBytes));
     if (o.valueThreshold !== undefined) args.push('--value-threshold', String(o.valueThreshold));
+    if (o.fsync !== undefined) args.push('--fsync', o.fsync);
     this.opts.log?.(`up ${o.volume} at ${o.mountpoint}${o.valueThreshold !== undefined ? ` (value threshold ${o.valueThreshold})` : ''}`);
     await glidekv(args, childEnv(o));
     const state = loadState(stackDir(o));
@@ -143,6 +144,8 @@ class CliStack implements Stack {
     await run('fsfreeze', ['-f', this.state.ext4Mountpoint]);
     await run('fsfreeze', ['-u', this.state.ext4Mountpoint]);
     await fsyncFile(this.state.deviceFile);
+    // In fsync mode 'local' that fsync only synced the local cache: ask the device daemon to upload.
+    if (this.state.fsync === 'local') await deviceUpload(this.state);
   }
 
   snapshot(): Promise<VolumeSnapshot> {

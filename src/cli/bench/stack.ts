@@ -26,6 +26,8 @@ export interface UpOptions {
   sizeBytes: number;
   /** Engine value threshold; undefined = the default. */
   valueThreshold?: number;
+  /** Device fsync mode (`glidekv up --fsync`); undefined = the default ('upload'). */
+  fsync?: 'upload' | 'local';
   /** Extra environment for the children (S3 credentials). */
   env: Record<string, string>;
 }
