@@ -14,6 +14,16 @@ import { ChildLines, execCode, type ShResult } from './child-process.js';
 export const BIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'bin', 'glidekv.mjs');
 
 /** Why kernel tests cannot run here, or undefined when they can. */
+/** Environment for a whole stack (store, catalog, cache and run registry) kept under `root`. */
+export function stackEnv(root: string): Record<string, string> {
+  return {
+    GLIDEKV_STORE: `file://${join(root, 'objects')}`,
+    GLIDEKV_CATALOG: join(root, 'catalog.db'),
+    GLIDEKV_CACHE: join(root, 'cache'),
+    GLIDEKV_RUN: join(root, 'run'),
+  };
+}
+
 export function kernelUnavailable(): string | undefined {
   if (!existsSync('/dev/fuse')) return '/dev/fuse is missing';
   if (process.getuid?.() !== 0) return 'not running as root (losetup, mount)';

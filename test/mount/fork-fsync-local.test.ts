@@ -3,19 +3,14 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupUnder, glidekv, kernelUnavailable, leftovers, ok, q, sh } from './device-helpers.js';
+import { cleanupUnder, glidekv, kernelUnavailable, stackEnv, leftovers, ok, q, sh } from './device-helpers.js';
 
 const skipReason = kernelUnavailable();
 if (skipReason) console.warn(`\n!!! SKIPPING fork --fsync local KERNEL TESTS: ${skipReason}. They need root, /dev/fuse and loop devices. !!!\n`);
 
 describe.skipIf(skipReason !== undefined)('glidekv up --fsync local, live fork', () => {
   const root = mkdtempSync(join(tmpdir(), 'glidekv-fork-local-'));
-  const env = {
-    GLIDEKV_STORE: `file://${join(root, 'objects')}`,
-    GLIDEKV_CATALOG: join(root, 'catalog.db'),
-    GLIDEKV_CACHE: join(root, 'cache'),
-    GLIDEKV_RUN: join(root, 'run'),
-  };
+  const env = stackEnv(root);
   const mnt = join(root, 'mnt');
   const mnt2 = join(root, 'mnt2');
   const big = join(root, 'big');

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, cleanupUnder, glidekv, kernelUnavailable, leftovers, ok, q, sh } from './device-helpers.js';
+import { BIN, cleanupUnder, glidekv, kernelUnavailable, stackEnv, leftovers, ok, q, sh } from './device-helpers.js';
 
 const skipReason = kernelUnavailable();
 if (skipReason) console.warn(`\n!!! SKIPPING glidekv up/down KERNEL TESTS: ${skipReason}. They need root, /dev/fuse and loop devices. !!!\n`);
@@ -22,12 +22,7 @@ interface Status {
 
 describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
   const root = mkdtempSync(join(tmpdir(), 'glidekv-updown-'));
-  const env = {
-    GLIDEKV_STORE: `file://${join(root, 'objects')}`,
-    GLIDEKV_CATALOG: join(root, 'catalog.db'),
-    GLIDEKV_CACHE: join(root, 'cache'),
-    GLIDEKV_RUN: join(root, 'run'),
-  };
+  const env = stackEnv(root);
   const mnt = join(root, 'mnt');
   const mnt2 = join(root, 'mnt2');
   const files = join(root, 'files');
