@@ -138,7 +138,12 @@ describe.skipIf(!root)('mapFiles on a real ext4 image on a loop device', () => {
     try {
       if (mnt) execFileSync('umount', [mnt], { stdio: 'ignore' });
     } catch {
-      // not mounted
+      // not mounted, or busy after a failed test: detach lazily
+      try {
+        if (mnt) execFileSync('umount', ['-l', mnt], { stdio: 'ignore' });
+      } catch {
+        // not mounted
+      }
     }
     try {
       if (loop) execFileSync('losetup', ['-d', loop], { stdio: 'ignore' });
