@@ -14,21 +14,13 @@
  *
  * Per key: 35 bytes of entry arrays + 4 bytes per hash slot (load <= 0.75) + the key bytes.
  */
+import { fnv1a } from '../lib/hash.js';
 
 const F_DEAD = 0x80;
 /** Entry flag: the record holds a blob pointer (payload = 16-byte hash). Same bit as record F_POINTER. */
 export const KF_POINTER = 0x01;
 /** Entry flag: a tombstone, kept only while recovery merges segments. */
 export const KF_TOMBSTONE = 0x40;
-
-function fnv1a(buf: Uint8Array, off: number, len: number): number {
-  let h = 0x811c9dc5;
-  for (let i = off, end = off + len; i < end; i++) {
-    h ^= buf[i];
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
 
 function growU32(a: Uint32Array, n: number): Uint32Array { const b = new Uint32Array(n); b.set(a); return b; }
 function growU16(a: Uint16Array, n: number): Uint16Array { const b = new Uint16Array(n); b.set(a); return b; }
@@ -141,6 +133,9 @@ export class Keydir {
   }
 
   private insert(key: Uint8Array): number {
+    if (key.length > 0xffff) throw new RangeError(`keydir: a key of ${key.length} bytes (keyLen is 16 bits)`);
+    // room for the key bytes first: nothing is changed yet if this allocation fails
+    if (this.arenaUsed + key.length > this.arena.length) this.growArena(key.length);
     let e: number;
     if (this.freeHead >= 0) {
       e = this.freeHead;
@@ -151,7 +146,6 @@ export class Keydir {
     }
     // not in the table yet: a rehash below must not place it (it is placed once, after)
     this.flags[e] = F_DEAD;
-    if (this.arenaUsed + key.length > this.arena.length) this.growArena(key.length);
     this.arena.set(key, this.arenaUsed);
     this.keyOff[e] = this.arenaUsed;
     this.keyLen[e] = key.length;
@@ -247,10 +241,11 @@ export class Keydir {
     this.cap = n;
   }
 
+  /** Makes room for `need` more key bytes after arenaUsed: compacts in place of growing when garbage is plenty. */
   private growArena(need: number): void {
     const live = this.arenaUsed - this.arenaGarbage;
     if (this.arenaGarbage > 0 && this.arenaGarbage * 4 > this.arenaUsed && live + need <= this.arena.length) {
-      this.compactArena();
+      this.compactArena(need);
       return;
     }
     const n = Math.max(Math.ceil(this.arena.length * (this.arena.length < 1 << 20 ? 1.5 : 1.25)), this.arenaUsed + need);
@@ -259,8 +254,10 @@ export class Keydir {
     this.arena = b;
   }
 
-  private compactArena(): void {
-    const b = Buffer.allocUnsafe(Math.max(256, Math.ceil((this.arenaUsed - this.arenaGarbage) * 1.25)));
+  /** Copies the live keys into a new arena with room for at least `need` more bytes. */
+  private compactArena(need = 0): void {
+    const live = this.arenaUsed - this.arenaGarbage;
+    const b = Buffer.allocUnsafe(Math.max(256, Math.ceil(live * 1.25), live + need));
     let p = 0;
     for (let e = 0; e < this.top; e++) {
       if ((this.flags[e] & F_DEAD) !== 0) continue;
