@@ -970,7 +970,20 @@ export class KvEngine implements Engine {
       const ops = pending;
       pending = [];
       try {
-        await Promise.all([...touched].map((st) => this.writeStaged(st)));
+        await Promise.all([...touched].map((st) => this.appendStaged(st)));
+      } catch (err) {
+        touched.clear();
+        this.poison(err, ops); // the append failed: E_IO
+        return false;
+      }
+      try {
+        for (const st of touched) this.applyStaged(st); // throws E_POISONED, never an I/O error
+      } catch (err) {
+        touched.clear();
+        this.poison(err, ops);
+        return false;
+      }
+      try {
         if (this.syncMode !== 'none') {
           const token = this.separator?.beforeSync();
           const fds = [...touched].filter((st) => st.active !== null).map((st) => st.active!.fd);
@@ -1075,6 +1088,12 @@ export class KvEngine implements Engine {
 
   /** Writes a namespace's staging buffer with one write and applies its ops to the keydir. */
   private async writeStaged(st: NsState): Promise<void> {
+    await this.appendStaged(st);
+    this.applyStaged(st);
+  }
+
+  /** Writes a namespace's staging buffer with one write. Throws the errno error of a failed write. */
+  private async appendStaged(st: NsState): Promise<void> {
     const len = st.stagingLen;
     if (len === 0) return;
     const act = st.active!;
@@ -1098,9 +1117,25 @@ export class KvEngine implements Engine {
     act.seg.size += len;
     st.totalBytes += len;
     st.stagingLen = 0;
+  }
+
+  /**
+   * Applies a namespace's appended ops to its keydir. Their records are in the log, so a
+   * failure here is no I/O error: it is E_POISONED (the index no longer matches the log;
+   * a reopen rebuilds it from the log).
+   */
+  private applyStaged(st: NsState): void {
     const ops = st.stagedOps;
     st.stagedOps = [];
-    for (const op of ops) this.apply(st, op);
+    for (const op of ops) {
+      try {
+        this.apply(st, op);
+      } catch (err) {
+        throw new KvError('E_POISONED', `writes are disabled: updating the in-memory index of ${JSON.stringify(st.name)} ` +
+          `failed after revision ${op.rev} was appended (${(err as Error)?.message ?? String(err)}); reopen the engine`,
+        { cause: err });
+      }
+    }
     st.shrinkStaging();
     this.maybeAutoReclaim(st);
   }
@@ -1191,7 +1226,8 @@ export class KvEngine implements Engine {
   private poison(err: unknown, ops: Op[]): void {
     const code = err instanceof KvError ? err.code : errnoOf(err);
     if (this.poisonErr === null) {
-      this.poisonErr = new KvError('E_POISONED', `writes are disabled after a failed append (${code}); reopen the engine`, { cause: err });
+      this.poisonErr = err instanceof KvError && err.code === 'E_POISONED' ? err
+        : new KvError('E_POISONED', `writes are disabled after a failed append (${code}); reopen the engine`, { cause: err });
     }
     const failure = err instanceof KvError ? err : new KvError('E_IO', `append failed: ${code}`, { cause: err });
     for (const st of this.namespaces.values()) {

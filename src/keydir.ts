@@ -133,6 +133,9 @@ export class Keydir {
   }
 
   private insert(key: Uint8Array): number {
+    if (key.length > 0xffff) throw new RangeError(`keydir: a key of ${key.length} bytes (keyLen is 16 bits)`);
+    // room for the key bytes first: nothing is changed yet if this allocation fails
+    if (this.arenaUsed + key.length > this.arena.length) this.growArena(key.length);
     let e: number;
     if (this.freeHead >= 0) {
       e = this.freeHead;
@@ -143,7 +146,6 @@ export class Keydir {
     }
     // not in the table yet: a rehash below must not place it (it is placed once, after)
     this.flags[e] = F_DEAD;
-    if (this.arenaUsed + key.length > this.arena.length) this.growArena(key.length);
     this.arena.set(key, this.arenaUsed);
     this.keyOff[e] = this.arenaUsed;
     this.keyLen[e] = key.length;
@@ -239,10 +241,11 @@ export class Keydir {
     this.cap = n;
   }
 
+  /** Makes room for `need` more key bytes after arenaUsed: compacts in place of growing when garbage is plenty. */
   private growArena(need: number): void {
     const live = this.arenaUsed - this.arenaGarbage;
     if (this.arenaGarbage > 0 && this.arenaGarbage * 4 > this.arenaUsed && live + need <= this.arena.length) {
-      this.compactArena();
+      this.compactArena(need);
       return;
     }
     const n = Math.max(Math.ceil(this.arena.length * (this.arena.length < 1 << 20 ? 1.5 : 1.25)), this.arenaUsed + need);
@@ -251,8 +254,10 @@ export class Keydir {
     this.arena = b;
   }
 
-  private compactArena(): void {
-    const b = Buffer.allocUnsafe(Math.max(256, Math.ceil((this.arenaUsed - this.arenaGarbage) * 1.25)));
+  /** Copies the live keys into a new arena with room for at least `need` more bytes. */
+  private compactArena(need = 0): void {
+    const live = this.arenaUsed - this.arenaGarbage;
+    const b = Buffer.allocUnsafe(Math.max(256, Math.ceil(live * 1.25), live + need));
     let p = 0;
     for (let e = 0; e < this.top; e++) {
       if ((this.flags[e] & F_DEAD) !== 0) continue;
