@@ -23,6 +23,7 @@ import { constants as fsc } from 'node:fs';
 import { mkdir, open, opendir, readFile, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { fsyncDir } from '../lib/fsync.js';
 import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
 
@@ -232,14 +233,5 @@ export function checkKey(key: string): void {
     if (seg === '.' || seg === '..') throw GlideFsError.BAD_KEY(key, `'${seg}' segment`);
     if (seg.startsWith(TMP_PREFIX)) throw GlideFsError.BAD_KEY(key, `segments may not start with '${TMP_PREFIX}'`);
     if (Buffer.byteLength(seg) > 255) throw GlideFsError.BAD_KEY(key, 'segment longer than 255 bytes');
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

@@ -19,7 +19,7 @@
  */
 import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
-import { mulberry32 } from './prng.js';
+import { mulberry32 } from '../lib/prng.js';
 
 export interface FaultyStoreOptions {
   seed: number;

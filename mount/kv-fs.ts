@@ -23,7 +23,7 @@ import { constants } from 'node:fs';
 import { promisify } from 'node:util';
 import { asFsError, FsError } from './errno.js';
 import { keyInode, namespaceInode, ROOT_INODE } from './inode-number.js';
-import { KeyedMutex } from './keyed-mutex.js';
+import { KeyedLock } from '../lib/keyed-lock.js';
 import { keyToName, nameToKey, resolveLongName } from './key-names.js';
 import { WriteBuffer } from './write-buffer.js';
 
@@ -123,7 +123,7 @@ export function parsePath(path: string): Path {
 export class KvFs {
   private readonly handles = new Map<number, Handle>();
   private readonly byKey = new Map<string, Set<Handle>>();
-  private readonly locks = new KeyedMutex();
+  private readonly locks = new KeyedLock();
   private nextFd = 1;
   private readonly startedAt = new Date();
   private readonly uid = process.getuid?.() ?? 0;

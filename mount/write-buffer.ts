@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeAll } from '../lib/fsync.js';
 
 export const DEFAULT_SPILL_THRESHOLD = 1024 * 1024;
 
@@ -165,14 +166,6 @@ export class WriteBuffer {
     this.file = f;
     this.filePath = p;
     this.mem = null;
-  }
-}
-
-async function writeAll(f: FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await f.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
   }
 }
 

@@ -9,6 +9,7 @@
  */
 import { promises as fsp, constants as C } from 'node:fs';
 import { writeFully, type FileIo } from './file-io.js';
+import { fsyncDir, writeAll } from '../lib/fsync.js';
 
 /** An open file being written. */
 export interface BlobFile {
@@ -42,13 +43,8 @@ export interface BlobIo {
 class NodeBlobFile implements BlobFile {
   constructor(private readonly fh: fsp.FileHandle) {}
 
-  async write(data: Uint8Array, position: number): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.fh.write(data, done, data.length - done, position + done);
-      if (bytesWritten <= 0) throw new Error(`short write at ${position + done}`);
-      done += bytesWritten;
-    }
+  write(data: Uint8Array, position: number): Promise<void> {
+    return writeAll(this.fh, data, position);
   }
 
   sync(): Promise<void> {
@@ -66,14 +62,7 @@ export const nodeBlobIo: BlobIo = {
     return new NodeBlobFile(await fsp.open(path, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o644));
   },
   rename: (from, to) => fsp.rename(from, to),
-  async syncDir(dir) {
-    const fh = await fsp.open(dir, C.O_RDONLY | C.O_DIRECTORY);
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  },
+  syncDir: (dir) => fsyncDir(dir),
   unlink: (path) => fsp.unlink(path),
   async size(path) {
     try {

@@ -27,7 +27,7 @@
  *  I3 A blob is deleted only when (a) its refcount is 0, (b) it is not pinned,
  *     and (c) the dereference that brought it to 0 was recorded before an
  *     fsync of the log that has completed (epochs, below). Creation and
- *     deletion of one hash run under one per-hash lock (HashLock), so a
+ *     deletion of one hash run under one per-hash lock (KeyedLock), so a
  *     `write` that reuses a blob and a `collect` that deletes it never
  *     interleave.
  *  I4 Every read re-hashes the bytes. A mismatch or a missing file is
@@ -72,7 +72,7 @@
 import { join } from 'node:path';
 import blake3 from 'blake3';
 import { nodeBlobIo, type BlobFile, type BlobIo } from './blob-io.js';
-import { HashLock } from './hash-lock.js';
+import { KeyedLock } from '../lib/keyed-lock.js';
 import { KvError } from './errors.js';
 
 export const BLOB_HASH_BYTES = 16;
@@ -131,7 +131,7 @@ export class BlobStore {
   private readonly io: BlobIo;
   private readonly warn: (message: string, cause?: unknown) => void;
   private readonly chunkBytes: number;
-  private readonly locks = new HashLock();
+  private readonly locks = new KeyedLock();
   private readonly refs = new Map<string, number>();
   private readonly pins = new Map<string, number>();
   /** hex -> epoch of the unref (or release) that left it at 0. */

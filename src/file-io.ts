@@ -6,6 +6,7 @@
  * they mean.
  */
 import fs from 'node:fs';
+import { fsyncDir } from '../lib/fsync.js';
 
 export interface FileIo {
   /** open(2); flags as for fs.open ('r', 'r+', 'wx', ...). */
@@ -59,14 +60,7 @@ export const nodeFileIo: FileIo = {
   link: (from, to) => fs.promises.link(from, to),
   rm: (path) => fs.promises.rm(path, { recursive: true, force: true }),
   readFile: (path) => fs.promises.readFile(path),
-  async fsyncDir(dir) {
-    const fd = await cb<number>((d) => fs.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, d));
-    try {
-      await cb<void>((d) => fs.fsync(fd, d));
-    } finally {
-      await cb<void>((d) => fs.close(fd, d));
-    }
-  },
+  fsyncDir,
 };
 
 /** Writes all of buf[offset, offset+length) at position, looping over short writes. */

@@ -31,6 +31,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
+import { mulberry32 } from '../../../lib/prng.js';
 import { locateValues } from './locate-values.js';
 import type { Stack, StackDriver, UpOptions, VolumeCounters } from './stack.js';
 
@@ -116,19 +117,6 @@ export interface RunContext {
 
 /** The bytes a key holds in the model (undefined = deleted). */
 type Model = Map<string, Buffer | undefined>;
-
-/** A small deterministic PRNG (xorshift32) so the rounds' choices repeat. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x100000000;
-  };
-}
 
 export function largeKey(i: number): string {
   return `large-${String(i).padStart(4, '0')}`;
@@ -234,7 +222,7 @@ async function phase(
 
 /** The small-value operations of round `r`: half the small keys, each overwritten or deleted. */
 export function roundOps(model: Model, small: number, smallSize: number, r: number): Array<[string, Buffer | undefined]> {
-  const rnd = prng(0x9e3779b9 ^ (r * 7919));
+  const rnd = mulberry32(0x9e3779b9 ^ (r * 7919)); // seeded: the rounds' choices repeat
   const idx = Array.from({ length: small }, (_, i) => i);
   for (let i = idx.length - 1; i > 0; i--) {
     const j = Math.floor(rnd() * (i + 1));

@@ -1,6 +1,7 @@
 /**
- * mulberry32: a tiny seeded PRNG (32-bit state) for reproducible fault
- * injection and jitter. Not for anything secret.
+ * mulberry32: the project's seeded PRNG (32-bit state), for reproducible fault
+ * injection, jitter, workloads and benchmarks. Not for anything secret.
+ * The same seed always gives the same sequence (a seed replays a run).
  */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
