@@ -7,7 +7,7 @@
  * - `state`: a 16-byte header and one state byte per block:
  *            0 = not cached, 1 = clean (a copy of the catalog's object, or a
  *            hole), 2 = dirty (written here, not yet committed by a flush).
- * - `lock`:  the pid of the process that has the volume open.
+ * - `lock`:  the pid of the process that has the volume open (lib/pid-lock.ts).
  *
  * Durability (the contract Volume documents):
  * - A write first pwrites the bytes into `data`, then, if the block was not
@@ -33,13 +33,12 @@ import {
   readSync,
   renameSync,
   rmSync,
-  unlinkSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { GlideFsError } from './errors.js';
-import { pidAlive } from './pid-alive.js';
+import { lockHolder as pidLockHolder, PidLock } from '../lib/pid-lock.js';
 
 export const STATE_NONE = 0;
 export const STATE_CLEAN = 1;
@@ -220,56 +219,32 @@ export class VolumeCache {
 
 /** The pid holding a volume's lock, or null (no lock, or its holder is dead). */
 export function lockHolder(dir: string): number | null {
-  const path = join(dir, 'lock');
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return null;
-  }
-  const pid = Number(text.trim());
-  return pidAlive(pid) ? pid : null;
+  return pidLockHolder(join(dir, 'lock'));
 }
 
 /**
- * Takes a volume's lock file (`O_EXCL` create holding our pid). A lock whose
- * pid is dead (kill -9) is stale and taken over. Throws E_LOCKED otherwise.
+ * Takes a volume's lock file `<dir>/lock` (lib/pid-lock.ts: the pid appears
+ * atomically with the file; a lock whose pid is dead is taken over, by one
+ * taker only). Throws E_LOCKED when a live process holds it. Returns the
+ * release function.
  */
-export function acquireLock(dir: string, name: string): () => void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const path = join(dir, 'lock');
-  for (let attempt = 0; attempt < 5; attempt++) {
-    try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      let released = false;
-      return () => {
-        if (released) return;
-        released = true;
-        try {
-          if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
-        } catch {
-          // already gone
-        }
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw GlideFsError.IO(`cannot create lock ${path}: ${(err as Error).message}`, err);
-    }
-    let text = '';
-    try {
-      text = readFileSync(path, 'utf8');
-    } catch {
-      continue; // vanished: retry
-    }
-    const pid = Number(text.trim());
-    if (pid === process.pid) throw GlideFsError.LOCKED(`volume '${name}' is already open in this process (pid ${pid})`);
-    if (text.trim() !== '' && pidAlive(pid)) throw GlideFsError.LOCKED(`volume '${name}' is open in another process (pid ${pid})`);
-    try {
-      unlinkSync(path); // stale
-    } catch {
-      // someone else took it over: retry
-    }
+export async function acquireLock(dir: string, name: string): Promise<() => void> {
+  let lock: PidLock;
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    lock = await PidLock.acquire(join(dir, 'lock'), {
+      heldError: (pid) =>
+        GlideFsError.LOCKED(
+          pid === null
+            ? `volume '${name}': cannot take lock ${join(dir, 'lock')}`
+            : pid === process.pid
+              ? `volume '${name}' is already open in this process (pid ${pid})`
+              : `volume '${name}' is open in another process (pid ${pid})`,
+        ),
+    });
+  } catch (err) {
+    if (err instanceof GlideFsError) throw err;
+    throw GlideFsError.IO(`cannot take lock ${join(dir, 'lock')}: ${(err as Error).message}`, err);
   }
-  throw GlideFsError.LOCKED(`volume '${name}': cannot take lock ${path}`);
+  return () => lock.releaseSync();
 }

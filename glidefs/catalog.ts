@@ -24,7 +24,7 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { GlideFsError } from './errors.js';
-import { pidAlive } from './pid-alive.js';
+import { pidAlive } from '../lib/pid-alive.js';
 
 export const SCHEMA_VERSION = 1;
 

@@ -129,12 +129,17 @@ export class GlideFs {
     return this.openInternal(name);
   }
 
-  private openInternal(name: string): OpenVolume {
+  private async openInternal(name: string): Promise<OpenVolume> {
     this.checkOpen();
     const row = this.catalog.volume(name);
     if (this.open.has(name)) throw GlideFsError.LOCKED(`volume '${name}' is already open in this process (pid ${process.pid})`);
     const dir = volumeCacheDir(this.cacheDir, row.uuid);
-    const release = acquireLock(dir, name);
+    const release = await acquireLock(dir, name);
+    if (this.closed || this.open.has(name)) {
+      release();
+      this.checkOpen();
+      throw GlideFsError.LOCKED(`volume '${name}' is already open in this process (pid ${process.pid})`);
+    }
     let cache: VolumeCache;
     try {
       cache = VolumeCache.open(dir, row.size_bytes / BLOCK_SIZE, BLOCK_SIZE);
@@ -170,7 +175,7 @@ export class GlideFs {
     const row = this.catalog.volume(name);
     const dir = volumeCacheDir(this.cacheDir, row.uuid);
     if (row.snapshot === 1 || lockHolder(dir) !== null || VolumeCache.countDirty(dir) === 0) return;
-    const vol = this.openInternal(name);
+    const vol = await this.openInternal(name);
     try {
       await vol.flush();
     } finally {
