@@ -6,13 +6,18 @@
  *
  * A request is counted when it completes: `puts`/`gets`/`deletes`/`lists`
  * count successes (a get that finds nothing is a success and also a
- * `getMisses`), `errors` counts requests that threw.
+ * `getMisses`), `errors` counts requests that threw. A `putIfAbsent` is a
+ * PUT request either way: it counts in `puts`/`putBytes` whether it created the
+ * object or found the key taken (S3 answers 412 to a PUT, and MinIO counts that
+ * request too); `putsRefused` counts the ones that found it taken.
  */
 import type { ObjectStore } from './object-store.js';
 
 export interface CountingStats {
   puts: number;
   putBytes: number;
+  /** putIfAbsent calls that found the key already there (also in `puts`). */
+  putsRefused: number;
   gets: number;
   getBytes: number;
   getMisses: number;
@@ -21,7 +26,7 @@ export interface CountingStats {
   errors: number;
 }
 
-const ZERO: CountingStats = { puts: 0, putBytes: 0, gets: 0, getBytes: 0, getMisses: 0, deletes: 0, lists: 0, errors: 0 };
+const ZERO: CountingStats = { puts: 0, putBytes: 0, putsRefused: 0, gets: 0, getBytes: 0, getMisses: 0, deletes: 0, lists: 0, errors: 0 };
 
 export class CountingStore implements ObjectStore {
   readonly description: string;
@@ -42,6 +47,20 @@ export class CountingStore implements ObjectStore {
     }
     this.counters.puts++;
     this.counters.putBytes += data.byteLength;
+  }
+
+  async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
+    let created: boolean;
+    try {
+      created = await this.inner.putIfAbsent(key, body);
+    } catch (err) {
+      this.counters.errors++;
+      throw err;
+    }
+    this.counters.puts++;
+    this.counters.putBytes += body.byteLength;
+    if (!created) this.counters.putsRefused++;
+    return created;
   }
 
   async get(key: string): Promise<Buffer | null> {

@@ -15,12 +15,17 @@
  * its parent). A crash leaves either the old state or the new object, plus at
  * most a stray temp file that list() never shows.
  *
+ * putIfAbsent is the same temp file, fsynced, then link(2)ed to the target
+ * instead of renamed: link never replaces, so of concurrent creators exactly
+ * one links (true) and the others get EEXIST (false); the existing file is
+ * untouched. The temp name is then unlinked and the directory fsynced.
+ *
  * delete removes the file and then the directories it leaves empty (up to the
  * root); a concurrent put that loses its directory to that cleanup retries.
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, opendir, readFile, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { fsyncDir } from '../lib/fsync.js';
@@ -101,6 +106,57 @@ export class DirStore implements ObjectStore {
         }
       }
     }
+  }
+
+  async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
+    this.checkOpen();
+    const path = this.pathOf(key);
+    const dir = dirname(path);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.createOnce(path, dir, body);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' && attempt < 5) continue; // our directory was removed by a delete: again
+        if (code === 'ENOTDIR' || code === 'EISDIR') {
+          throw GlideFsError.BAD_KEY(key, 'it collides with another key used as a directory (or the reverse)');
+        }
+        throw this.fsError('putIfAbsent', key, err);
+      }
+    }
+  }
+
+  private async createOnce(path: string, dir: string, data: Uint8Array): Promise<boolean> {
+    const created = await mkdir(dir, { recursive: true, mode: this.dirMode });
+    const tmp = join(dir, TMP_PREFIX + randomBytes(8).toString('hex'));
+    const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, this.fileMode);
+    try {
+      try {
+        await fh.writeFile(data);
+        if (this.fsync) await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      try {
+        await link(tmp, path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        // a directory of that name is a key collision, not an existing object
+        if ((await stat(path).catch(() => null))?.isDirectory()) throw Object.assign(new Error('EISDIR'), { code: 'EISDIR' });
+        return false;
+      }
+    } finally {
+      await unlink(tmp).catch(() => {});
+    }
+    if (this.fsync) {
+      await fsyncDir(dir);
+      if (created !== undefined) {
+        for (let d = dir; d !== dirname(created) && d.length >= this.root.length; d = dirname(d)) {
+          await fsyncDir(dirname(d));
+        }
+      }
+    }
+    return true;
   }
 
   async get(key: string): Promise<Buffer | null> {

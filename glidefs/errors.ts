@@ -132,6 +132,21 @@ export class GlideFsError extends Error {
     return new GlideFsError('E_STORE', msg, opts);
   }
 
+  /** A conditional create raced another one the store could not order (S3 409). Retryable. */
+  static CONFLICT(msg: string, status?: number): GlideFsError {
+    return new GlideFsError('E_CONFLICT', msg, { retryable: true, status });
+  }
+
+  /** The store prefix belongs to another catalog (FORMAT.md, "Store marker"). */
+  static STORE_OWNED(msg: string): GlideFsError {
+    return new GlideFsError('E_STORE_OWNED', msg);
+  }
+
+  /** A format (store marker, catalog) newer than this glidekv understands. */
+  static VERSION(msg: string): GlideFsError {
+    return new GlideFsError('E_VERSION', msg);
+  }
+
   /** Generic I/O failure of the local cache or catalog. */
   static IO(msg: string, cause?: unknown): GlideFsError {
     return new GlideFsError('E_IO', msg, { cause });

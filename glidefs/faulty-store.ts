@@ -10,9 +10,9 @@
  *   `injected: true`; its message names the seed and the request number so a
  *   failure can be replayed.
  * - An injected timeout waits timeoutMs, then throws E_STORE_TIMEOUT
- *   (retryable, injected). A timed-out put is carried out on the inner store
- *   half of the time first, as a real timeout may or may not have stored the
- *   object.
+ *   (retryable, injected). A timed-out put or putIfAbsent is carried out on
+ *   the inner store half of the time first, as a real timeout may or may not
+ *   have stored the object. putIfAbsent draws like put (putErrorProbability).
  * - `failAll` (a plain field, switchable at run time) fails every request.
  * Faults happen before the inner call, so a failed put/delete changed nothing
  * (except the timed-out puts above).
@@ -73,6 +73,13 @@ export class FaultyStore implements ObjectStore {
   async put(key: string, data: Uint8Array): Promise<void> {
     await this.fault('put', key, this.opts.putErrorProbability, () => this.inner.put(key, data));
     return this.inner.put(key, data);
+  }
+
+  async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
+    await this.fault('putIfAbsent', key, this.opts.putErrorProbability, async () => {
+      await this.inner.putIfAbsent(key, body);
+    });
+    return this.inner.putIfAbsent(key, body);
   }
 
   async get(key: string): Promise<Buffer | null> {

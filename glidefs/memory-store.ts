@@ -15,6 +15,13 @@ export class MemoryStore implements ObjectStore {
     this.objects.set(key, Buffer.from(data));
   }
 
+  async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
+    this.checkOpen();
+    if (this.objects.has(key)) return false;
+    this.objects.set(key, Buffer.from(body));
+    return true;
+  }
+
   async get(key: string): Promise<Buffer | null> {
     this.checkOpen();
     const v = this.objects.get(key);

@@ -25,6 +25,25 @@ export interface ObjectStore {
    */
   put(key: string, data: Uint8Array): Promise<void>;
 
+  /**
+   * Conditional create: stores `body` under `key` only if no object has that
+   * key, atomically with respect to every other put/putIfAbsent of the store
+   * (S3 `PutObject` with `If-None-Match: *`; a directory store links a
+   * fsynced temp file to the name). Resolves true when this call created the
+   * object (durably, as `put`), false when the key already existed — whatever
+   * its bytes; the existing object is left unchanged. Of any number of
+   * concurrent calls for one key, at most one resolves true.
+   *
+   * Throws on failure, like `put`. A failed call may or may not have created
+   * the object, so a retry after an ambiguous failure (timeout, reset) can
+   * resolve false for an object the first attempt created: a caller that must
+   * tell "mine" from "someone else's" reads the key back and compares bytes.
+   * A concurrent conditional write that the store could not order (S3 409
+   * ConditionalRequestConflict) throws a retryable GlideFsError (E_CONFLICT);
+   * trying again resolves it to true or false.
+   */
+  putIfAbsent(key: string, body: Uint8Array): Promise<boolean>;
+
   /** Returns the object's bytes, or null when no object has that key. */
   get(key: string): Promise<Buffer | null>;
 

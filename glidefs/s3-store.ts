@@ -110,6 +110,30 @@ export class S3Store implements ObjectStore {
     }
   }
 
+  /**
+   * PutObject with `If-None-Match: *`: 412 PreconditionFailed = the key
+   * exists (false); 409 ConditionalRequestConflict = a concurrent conditional
+   * write to the key was in progress, thrown as a retryable E_CONFLICT.
+   */
+  async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
+    this.checkOpen();
+    checkS3Key(key);
+    try {
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key), Body: body, ContentLength: body.byteLength, IfNoneMatch: '*' }),
+      );
+      return true;
+    } catch (err) {
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      const status = e?.$metadata?.httpStatusCode;
+      if (status === 412 || e?.name === 'PreconditionFailed') return false;
+      if (status === 409 || e?.name === 'ConditionalRequestConflict') {
+        throw GlideFsError.CONFLICT(`conditional create of '${key}' on ${this.description} raced another (HTTP 409 ${e?.name ?? ''})`, status);
+      }
+      throw this.mapError(err, 'putIfAbsent', key);
+    }
+  }
+
   async get(key: string): Promise<Buffer | null> {
     this.checkOpen();
     checkS3Key(key);

@@ -22,14 +22,16 @@ import type { FileIo } from './file-io.js';
 import { nodeFileIo, readFully, writeFully } from './file-io.js';
 import { FdCache } from './fd-cache.js';
 import { DirLock } from './lock.js';
-import { readMeta, writeMeta, type Meta } from './meta.js';
+import { MetaWriter, readMeta, removeStaleMetaTemps, zeroCounters, type Meta, type MetaCounters } from './meta.js';
 import { KF_POINTER, type Keydir } from './keydir.js';
 import { NsState, type SegInfo } from './ns-state.js';
 import {
   decodeRecord, encodeRecord, F_BATCH, F_POINTER, HASH_SIZE, recordSize, RecordView, T_COMMIT, T_DEL, T_PUT,
 } from './record.js';
 import { FooterBuilder, parseSegmentName, segmentName } from './segment.js';
-import { addKeydirEntries, dropTombstones, loadSegments, scanRecords, sealRecovered, writeFooter } from './recovery.js';
+import {
+  addKeydirEntries, checkSegmentVersions, dropTombstones, loadSegments, resealDamaged, scanRecords, sealRecovered, writeFooter,
+} from './recovery.js';
 import { WatchHub, type Subscription, type WatchEvent } from './watch.js';
 import { reclaimNamespace } from './reclaim.js';
 import { BlobStore } from './blob-store.js';
@@ -118,10 +120,14 @@ export interface EngineStats {
   deadBytes: number;
   segments: number;
   revision: number;
-  /** Bytes relocated by reclaim, cumulative since open. */
+  /** Bytes relocated by reclaim, over the data directory's life (persisted in meta.json; see FORMAT.md). */
   compactionBytes: number;
+  /** ... by this process (since open). */
+  compactionBytesSinceOpen: number;
   namespaces: number;
+  /** Reclaims (one per namespace reclaimed), over the data directory's life / since open. */
   reclaims: number;
+  reclaimsSinceOpen: number;
   /** Automatic reclaims that failed (the last error: engine.lastReclaimError). */
   reclaimFailures: number;
   keydirBytes: number;
@@ -134,8 +140,9 @@ export interface EngineStats {
   /** Blob files present and their bytes (value separation). */
   blobs: number;
   blobBytes: number;
-  /** Orphan blobs and temp files removed by sweeps (open, gc) since open. */
+  /** Orphan blobs and temp files removed by sweeps (open, gc), over the data directory's life / since open. */
   orphansSwept: number;
+  orphansSweptSinceOpen: number;
   /** Failed fsyncs of `values/` since open (each also raised a warning). */
   dirFsyncFailures: number;
   /** Live pointers whose blob was missing at open (E_CORRUPT on read). */
@@ -268,7 +275,13 @@ export class KvEngine implements Engine {
   private lock: DirLock | null = null;
   readonly namespaces = new Map<string, NsState>();
   private readonly creating = new Set<string>();
+  /** Namespaces being dropped (their directory is still there): a create of one waits for the drop. */
+  private readonly dropping = new Map<string, Promise<void>>();
   meta: Meta = { version: 1, revision: 0, compacted: {} };
+  /** The one writer of meta.json: writes are serialized, each writes metaSnapshot() as of its turn. */
+  readonly metaWriter: MetaWriter;
+  /** Lifetime counters as read from meta.json at open (this process adds its own). */
+  private counterBase: MetaCounters = zeroCounters();
   /** Last revision handed out. */
   revision = 0;
   /** Highest revision applied to a keydir (written to a segment). */
@@ -313,6 +326,7 @@ export class KvEngine implements Engine {
     this.fds = new FdCache(this.io, Math.max(1, opts.maxOpenFiles ?? 256));
     this.hub = new WatchHub(opts.maxWatchers ?? 10000, Math.max(1, opts.watchQueueMax ?? 10000));
     this.separator = opts.valueSeparator ?? null;
+    this.metaWriter = new MetaWriter(this.io, this.dir, () => this.metaSnapshot());
     const onWarning = opts.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'GLIDEKV' }));
     this.warnFn = (m, cause) => {
       this.warnings++;
@@ -331,9 +345,13 @@ export class KvEngine implements Engine {
     await this.io.mkdir(this.dir);
     this.lock = await DirLock.acquire(this.io, this.dir);
     try {
+      // format version gate (meta.json, every segment footer): reads only, before anything changes
+      this.meta = await readMeta(this.io, this.dir);
+      await checkSegmentVersions(this.io, path.join(this.dir, NS_DIR));
+      this.counterBase = { ...zeroCounters(), ...this.meta.counters };
+      await removeStaleMetaTemps(this.io, this.dir);
       await this.io.mkdir(path.join(this.dir, NS_DIR));
       await this.io.rm(path.join(this.dir, TRASH_DIR));
-      this.meta = await readMeta(this.io, this.dir);
       let maxRev = this.meta.revision;
       const names = (await this.io.readdir(path.join(this.dir, NS_DIR))).sort();
       const perNs: Array<{ st: NsState; ids: number[] }> = [];
@@ -379,6 +397,8 @@ export class KvEngine implements Engine {
             await sealRecovered(this.io, st, seg, maxRev);
           }
         }
+        for (const seg of r.resealed) await resealDamaged(this.io, st, seg, maxRev); // a damaged footer, rewritten
+        for (const m of r.damage) this.warn(m);
         if (last !== null) {
           const fb = new FooterBuilder();
           // tombstones of the active segment go to its future footer
@@ -404,7 +424,7 @@ export class KvEngine implements Engine {
         for (const st of this.namespaces.values()) await this.io.fsyncDir(st.dir); // the unlinks above
         delete this.meta.obsolete;
         this.meta.revision = Math.max(this.meta.revision, maxRev);
-        await writeMeta(this.io, this.dir, this.meta);
+        await this.metaWriter.write();
       }
       if (this.separator === null) {
         const blobs = await BlobStore.open(this.dir, { io: blobIoFromFileIo(this.io), onWarning: (m, c) => this.warn(m, c) });
@@ -468,7 +488,7 @@ export class KvEngine implements Engine {
         st.active = null;
       }
       if (this.poisonErr === null) {
-        await writeMeta(this.io, this.dir, { ...this.meta, revision: Math.max(this.meta.revision, this.revision) }).catch(() => {});
+        await this.metaWriter.write().catch(() => {});
       }
       await this.separator?.close?.().catch(() => {});
       await this.fds.closeAll();
@@ -496,6 +516,11 @@ export class KvEngine implements Engine {
   async createNamespace(ns: string): Promise<void> {
     this.checkWritable();
     validateNamespaceName(ns);
+    // a drop of this name still owns its directory: wait until it is gone (then create afresh)
+    for (let d = this.dropping.get(ns); d !== undefined; d = this.dropping.get(ns)) {
+      await d.catch(() => {});
+      this.checkWritable();
+    }
     if (this.namespaces.has(ns) || this.creating.has(ns)) {
       throw new KvError('E_NAMESPACE_EXISTS', `namespace ${JSON.stringify(ns)} exists`);
     }
@@ -539,20 +564,28 @@ export class KvEngine implements Engine {
       this.meta.revision = Math.max(this.meta.revision, this.revision);
       this.meta.compacted[ns] = this.revision;
       if (this.meta.obsolete !== undefined) delete this.meta.obsolete[ns];
-      await writeMeta(this.io, this.dir, this.meta).catch((err) => {
-        throw ioError(`drop ${ns}`, err);
-      });
+      await this.metaWriter.write();
       st.dropped = true;
+      let done!: () => void;
+      const dropped = new Promise<void>((resolve) => (done = resolve));
+      this.dropping.set(ns, dropped); // in the same tick as the delete: a create sees one or the other
       this.namespaces.delete(ns);
-      if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
-      st.active = null;
-      for (const s of st.segments.values()) this.fds.evict(s.path);
-      const trash = path.join(this.dir, TRASH_DIR);
-      await this.io.mkdir(trash);
-      const dest = path.join(trash, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
-      await this.io.rename(st.dir, dest);
-      await this.io.fsyncDir(path.join(this.dir, NS_DIR));
-      await this.io.rm(dest);
+      try {
+        if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
+        st.active = null;
+        for (const s of st.segments.values()) this.fds.evict(s.path);
+        const trash = path.join(this.dir, TRASH_DIR);
+        await this.io.mkdir(trash);
+        const dest = path.join(trash, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
+        await this.io.rename(st.dir, dest);
+        await this.io.fsyncDir(path.join(this.dir, NS_DIR));
+        await this.io.rm(dest);
+      } catch (err) {
+        throw ioError(`drop ${ns}`, err);
+      } finally {
+        this.dropping.delete(ns);
+        done();
+      }
     });
     if (this.separator !== null) {
       const k = st.keydir;
@@ -1362,10 +1395,7 @@ export class KvEngine implements Engine {
       const p = reclaimNamespace(this, st);
       st.reclaiming = p;
       try {
-        const r = await p;
-        this.compactionBytes += r.relocatedBytes;
-        this.reclaims++;
-        return r;
+        return await p; // (reclaimNamespace counts compactionBytes and reclaims)
       } finally {
         st.reclaiming = null;
         // writes during the reclaim may have passed the threshold again
@@ -1391,6 +1421,20 @@ export class KvEngine implements Engine {
     return { relocatedBytes, segmentsRemoved, durationMs: performance.now() - t0 };
   }
 
+  /** What meta.json gets when a write's turn comes: the state now, the revision high-water mark, lifetime counters. */
+  private metaSnapshot(): Meta {
+    const swept = this.separator?.stats?.().orphansSwept ?? 0;
+    return {
+      ...this.meta,
+      revision: Math.max(this.meta.revision, this.revision),
+      counters: {
+        compactionBytes: this.counterBase.compactionBytes + this.compactionBytes,
+        reclaims: this.counterBase.reclaims + this.reclaims,
+        orphansSwept: this.counterBase.orphansSwept + swept,
+      },
+    };
+  }
+
   /** Used by reclaim: marks a fatal failure of the log. */
   poisonFromReclaim(err: unknown): void {
     this.poison(err, []);
@@ -1409,11 +1453,14 @@ export class KvEngine implements Engine {
     }
     const b = this.separator?.stats?.();
     return {
-      keys, liveBytes: live, deadBytes: dead, segments, revision: this.revision, compactionBytes: this.compactionBytes,
-      namespaces: this.namespaces.size, reclaims: this.reclaims, reclaimFailures: this.reclaimFailures, keydirBytes, fsyncs: this.fsyncs, writes: this.writes,
+      keys, liveBytes: live, deadBytes: dead, segments, revision: this.revision,
+      compactionBytes: this.counterBase.compactionBytes + this.compactionBytes, compactionBytesSinceOpen: this.compactionBytes,
+      namespaces: this.namespaces.size, reclaims: this.counterBase.reclaims + this.reclaims, reclaimsSinceOpen: this.reclaims,
+      reclaimFailures: this.reclaimFailures, keydirBytes, fsyncs: this.fsyncs, writes: this.writes,
       watchers: this.hub.size, openFiles: this.fds.size, emfileRetries: this.fds.emfileRetries,
       poisoned: this.poisonErr !== null ? 1 : 0,
-      blobs: b?.blobs ?? 0, blobBytes: b?.blobBytes ?? 0, orphansSwept: b?.orphansSwept ?? 0,
+      blobs: b?.blobs ?? 0, blobBytes: b?.blobBytes ?? 0, orphansSwept: this.counterBase.orphansSwept + (b?.orphansSwept ?? 0),
+      orphansSweptSinceOpen: b?.orphansSwept ?? 0,
       dirFsyncFailures: b?.dirFsyncFailures ?? 0, danglingPointers: b?.danglingPointers ?? 0, warnings: this.warnings,
     };
   }

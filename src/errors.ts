@@ -13,6 +13,8 @@ export type KvErrorCode =
   | 'E_LOCKED'
   | 'E_POISONED'
   | 'E_CORRUPT'
+  /** A file of another format version (meta.json, a segment footer): refused before anything is changed. */
+  | 'E_VERSION'
   | 'E_COMPACTED'
   | 'E_LAGGED'
   | 'E_TOO_MANY_WATCHERS'

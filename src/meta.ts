@@ -1,15 +1,38 @@
 /**
- * `<dir>/meta.json`: the revision high-water mark and, per namespace, the revision through
- * which history was reclaimed (watch replay from at or below it is E_COMPACTED), and the
- * segments a reclaim in progress is deleting (`obsolete`).
- * Written to `meta.json.tmp`, fsynced, renamed over, then the directory is fsynced, so it
- * is never torn. It is written before anything that removes revision evidence from the
- * log (reclaim deleting segments, a namespace drop) and on close.
+ * `<dir>/meta.json`: the format version, the revision high-water mark, per namespace the
+ * revision through which history was reclaimed (watch replay from at or below it is
+ * E_COMPACTED), the segments a reclaim in progress is deleting (`obsolete`), and the
+ * lifetime counters of the data directory (`counters`). See FORMAT.md.
+ *
+ * Writes go through one MetaWriter per engine: one write at a time (a promise chain), each
+ * writing the state as it is when its turn comes, to a temp file of its own
+ * (`meta.json.<pid>.<seq>.tmp`, created O_EXCL), fsynced, renamed over `meta.json`, then the
+ * directory fsynced. So `meta.json` is never torn, never a mix of two writers, and a rename
+ * never finds its temp file gone. It is written before anything that removes revision
+ * evidence from the log (reclaim deleting segments, a namespace drop) and on close.
+ * Every failure is a KvError (E_IO with the errno error as cause; E_CORRUPT, E_VERSION on read).
  */
 import path from 'node:path';
 import type { FileIo } from './file-io.js';
 import { writeFully } from './file-io.js';
 import { KvError } from './errors.js';
+
+/** The meta.json format version this code reads and writes. */
+export const META_VERSION = 1;
+
+/** Cumulative counters of the data directory, across processes (persisted at each meta write). */
+export interface MetaCounters {
+  /** Bytes of records reclaim relocated. */
+  compactionBytes: number;
+  /** Reclaims run (one per namespace reclaimed). */
+  reclaims: number;
+  /** Orphan blob files and blob temp files removed by sweeps (open, gc). */
+  orphansSwept: number;
+}
+
+export function zeroCounters(): MetaCounters {
+  return { compactionBytes: 0, reclaims: 0, orphansSwept: 0 };
+}
 
 export interface Meta {
   version: 1;
@@ -22,18 +45,39 @@ export interface Meta {
    * old record whose tombstone was already deleted (a resurrected key, whose blob may be gone).
    */
   obsolete?: Record<string, number[]>;
+  /** Lifetime counters (absent in a meta.json written before they existed: zeros). */
+  counters?: MetaCounters;
 }
 
+function errnoOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException | null)?.code ?? 'EIO';
+}
+
+/**
+ * Reads `<dir>/meta.json` (absent: a fresh directory). A version other than META_VERSION is
+ * E_VERSION (naming the file and both versions); anything unparsable is E_CORRUPT. Reads only.
+ */
 export async function readMeta(io: FileIo, dir: string): Promise<Meta> {
+  const file = path.join(dir, 'meta.json');
   let raw: Buffer;
   try {
-    raw = await io.readFile(path.join(dir, 'meta.json'));
+    raw = await io.readFile(file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, revision: 0, compacted: {} };
-    throw err;
+    if (errnoOf(err) === 'ENOENT') return { version: 1, revision: 0, compacted: {} };
+    throw new KvError('E_IO', `read ${file}: ${errnoOf(err)}`, { cause: err });
+  }
+  let m: Partial<Meta> & { version?: unknown };
+  try {
+    m = JSON.parse(raw.toString('utf8')) as Partial<Meta>;
+    if (m === null || typeof m !== 'object' || Array.isArray(m)) throw new Error('not an object');
+  } catch (err) {
+    throw new KvError('E_CORRUPT', `${file}: unreadable (${(err as Error).message})`);
+  }
+  // the version first: a newer format may have any shape
+  if (m.version !== META_VERSION) {
+    throw new KvError('E_VERSION', `${file}: format version ${JSON.stringify(m.version ?? null)}, this glidekv reads version ${META_VERSION}; nothing was changed`);
   }
   try {
-    const m = JSON.parse(raw.toString('utf8')) as Meta;
     if (typeof m.revision !== 'number' || typeof m.compacted !== 'object' || m.compacted === null) throw new Error('bad shape');
     const out: Meta = { version: 1, revision: m.revision, compacted: { ...m.compacted } };
     if (m.obsolete !== undefined && typeof m.obsolete === 'object' && m.obsolete !== null) {
@@ -44,22 +88,82 @@ export async function readMeta(io: FileIo, dir: string): Promise<Meta> {
       }
       out.obsolete = ob;
     }
+    if (m.counters !== undefined) {
+      const c = zeroCounters();
+      for (const k of Object.keys(c) as Array<keyof MetaCounters>) {
+        const v = (m.counters as unknown as Record<string, unknown>)[k];
+        if (v === undefined) continue;
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`bad counter ${k}`);
+        c[k] = v;
+      }
+      out.counters = c;
+    }
     return out;
   } catch (err) {
-    throw new KvError('E_CORRUPT', `${path.join(dir, 'meta.json')}: unreadable (${(err as Error).message})`);
+    throw new KvError('E_CORRUPT', `${file}: unreadable (${(err as Error).message})`);
   }
 }
 
-export async function writeMeta(io: FileIo, dir: string, meta: Meta): Promise<void> {
-  const tmp = path.join(dir, 'meta.json.tmp');
-  const b = Buffer.from(JSON.stringify(meta));
-  const fd = await io.open(tmp, 'w');
-  try {
-    await writeFully(io, fd, b, 0, b.length, 0);
-    await io.fsync(fd);
-  } finally {
-    await io.close(fd);
+/** Removes temp files of meta writes that a crash left behind (`meta.json.tmp`, `meta.json.*.tmp`). */
+export async function removeStaleMetaTemps(io: FileIo, dir: string): Promise<void> {
+  for (const f of await io.readdir(dir)) {
+    if (f.startsWith('meta.json.') && f.endsWith('.tmp')) await io.unlink(path.join(dir, f)).catch(() => {});
   }
-  await io.rename(tmp, path.join(dir, 'meta.json'));
-  await io.fsyncDir(dir);
+}
+
+let tmpSeq = 0;
+
+/** Writes meta (as it is when called) atomically: own temp file, fsync, rename, fsync dir. Not serialized: use MetaWriter. */
+async function writeMetaFile(io: FileIo, dir: string, meta: Meta): Promise<void> {
+  const file = path.join(dir, 'meta.json');
+  const tmp = path.join(dir, `meta.json.${process.pid}.${++tmpSeq}.tmp`);
+  const b = Buffer.from(JSON.stringify(meta));
+  let step = 'create';
+  let created = false;
+  try {
+    const fd = await io.open(tmp, 'wx');
+    created = true;
+    try {
+      step = 'write';
+      await writeFully(io, fd, b, 0, b.length, 0);
+      step = 'fsync';
+      await io.fsync(fd);
+    } finally {
+      await io.close(fd);
+    }
+    step = 'rename';
+    await io.rename(tmp, file);
+    created = false;
+    step = 'fsync the directory of';
+  } catch (err) {
+    if (created) await io.unlink(tmp).catch(() => {});
+    throw new KvError('E_IO', `write ${file} (${step}): ${errnoOf(err)}`, { cause: err });
+  }
+  try {
+    await io.fsyncDir(dir);
+  } catch (err) {
+    throw new KvError('E_IO', `write ${file} (${step}): ${errnoOf(err)}`, { cause: err });
+  }
+}
+
+/**
+ * The one writer of a data directory's meta.json: writes are serialized, and each writes
+ * `snapshot()` taken when its turn comes (so the last write to finish holds the newest state).
+ */
+export class MetaWriter {
+  private tail: Promise<void> = Promise.resolve();
+  /** Writes completed (tests). */
+  writes = 0;
+
+  constructor(private readonly io: FileIo, private readonly dir: string, private readonly snapshot: () => Meta) {}
+
+  /** Resolves once a meta.json holding the state of (at least) this moment is durable. Rejects with KvError. */
+  write(): Promise<void> {
+    const run = this.tail.then(async () => {
+      await writeMetaFile(this.io, this.dir, this.snapshot());
+      this.writes++;
+    });
+    this.tail = run.catch(() => {});
+    return run;
+  }
 }

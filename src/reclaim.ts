@@ -6,10 +6,13 @@
  *    active segment (footer, fsync) and start a new one. All other segments are "old".
  * 2. Outside the writer (writers run again, into the new active segment): copy every
  *    live record of the old segments, byte for byte (same revision; a pointer record
- *    stays a 16-byte pointer), into new segments. After each chunk is written, keydir
+ *    stays a 16-byte pointer) except that a batch record loses its BATCH flag (crc
+ *    recomputed): its batch was committed, and a copy has no COMMIT next to it, so a scan
+ *    of the copy (a damaged footer) must count it on its own, into new segments. After each chunk is written, keydir
  *    entries that still point at the copied record are switched to the copy.
  * 3. Footer + fsync each new segment, fsync the directory.
- * 4. Write meta.json: the revision high-water mark, compacted[ns] = the last revision
+ * 4. Write meta.json (through the engine's one MetaWriter): the revision high-water mark, the
+ *    counters (compactionBytes, reclaims), compacted[ns] = the last revision
  *    in the old segments (watch replay from at or below it is now E_COMPACTED), and
  *    obsolete[ns] = the old segment ids (recovery deletes them first if we crash in 5).
  * 5. Only then delete the old segments and fsync the directory.
@@ -19,13 +22,12 @@
  */
 import { KvError } from './errors.js';
 import { readFully, writeFully } from './file-io.js';
-import { decodeRecord, RecordView } from './record.js';
+import { decodeRecord, RecordView, unbatchRecord } from './record.js';
 import { FooterBuilder, segmentName } from './segment.js';
 import { KF_POINTER } from './keydir.js';
 import { T_PUT } from './record.js';
 import type { NsState, SegInfo } from './ns-state.js';
 import type { KvEngine } from './engine.js';
-import { writeMeta } from './meta.js';
 
 const CHUNK = 4 * 1024 * 1024;
 
@@ -35,7 +37,17 @@ interface Out {
   fb: FooterBuilder;
 }
 
+/** Reclaims one namespace; every failure is a KvError (an errno error becomes E_IO naming the namespace). */
 export async function reclaimNamespace(eng: KvEngine, st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
+  try {
+    return await reclaimInner(eng, st);
+  } catch (err) {
+    if (err instanceof KvError) throw err;
+    throw new KvError('E_IO', `reclaim of namespace ${JSON.stringify(st.name)} failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  }
+}
+
+async function reclaimInner(eng: KvEngine, st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
   const io = eng.io;
   const sealed = await eng.barrier(async () => {
     if (st.dropped || st.active === null) return { oldIds: [] as number[], sealRev: 0 };
@@ -44,7 +56,10 @@ export async function reclaimNamespace(eng: KvEngine, st: NsState): Promise<{ re
     return { oldIds: [...st.segments.keys()].filter((id) => id !== activeId).sort((a, b) => a - b), sealRev: eng.writtenRevision };
   });
   const oldIds = sealed.oldIds;
-  if (oldIds.length === 0) return { relocatedBytes: 0, segmentsRemoved: 0 };
+  if (oldIds.length === 0) {
+    eng.reclaims++;
+    return { relocatedBytes: 0, segmentsRemoved: 0 };
+  }
   const old = new Set(oldIds);
   const k = st.keydir;
 
@@ -135,6 +150,8 @@ export async function reclaimNamespace(eng: KvEngine, st: NsState): Promise<{ re
         const o: Out = out!;
         const newOff = o.seg.size + chunkLen;
         buf.copy(chunk, chunkLen, off, off + len);
+        // the copy stands alone, without its batch's COMMIT: it must count on its own when scanned
+        unbatchRecord(chunk, chunkLen, len);
         chunkLen += len;
         moves.push(e, id, off, newOff);
         o.fb.add(T_PUT, k.flags[e] & KF_POINTER, k.keyView(e), newOff, k.vsize[e], k.rev[e], k.mtime[e], k.pointerHash(e));
@@ -155,7 +172,10 @@ export async function reclaimNamespace(eng: KvEngine, st: NsState): Promise<{ re
   // the old segments are doomed as a set: a crash between two unlinks must not leave an old
   // record whose tombstone (in another old segment) is already gone — recovery deletes them all
   eng.meta.obsolete = { ...eng.meta.obsolete, [st.name]: oldIds.filter((id) => st.segments.has(id)) };
-  await writeMeta(io, eng.dir, eng.meta);
+  // the lifetime counters go into this same meta write (kv stats in a later process shows them)
+  eng.compactionBytes += relocated;
+  eng.reclaims++;
+  await eng.metaWriter.write();
   st.compactedThrough = eng.meta.compacted[st.name];
 
   let removed = 0;

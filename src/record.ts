@@ -118,3 +118,14 @@ export function decodeRecord(buf: Buffer, off: number, end: number, out: RecordV
   out.payloadLen = len - (out.payloadOff - off);
   return true;
 }
+
+/**
+ * Clears the BATCH flag of the whole, intact record at buf[off, off+len) and recomputes its crc.
+ * Reclaim copies a live batch record this way: its batch was committed, and the copy (which
+ * has no COMMIT next to it) must count on its own when a scan reads it.
+ */
+export function unbatchRecord(buf: Buffer, off: number, len: number): void {
+  if ((buf[off + 9] & F_BATCH) === 0) return;
+  buf[off + 9] &= ~F_BATCH;
+  buf.writeUInt32LE(crc32(buf.subarray(off + 4, off + len)) >>> 0, off);
+}

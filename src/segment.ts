@@ -24,6 +24,8 @@
 import { crc32, F_POINTER, HASH_SIZE } from './record.js';
 
 export const FOOTER_MAGIC = 0x544b4c47;
+/** The footer format version this code reads and writes. */
+export const FOOTER_VERSION = 1;
 export const TRAILER_SIZE = 40;
 export const FOOTER_ENTRY_HEADER = 28;
 const TWO32 = 0x1_0000_0000;
@@ -76,7 +78,7 @@ export class FooterBuilder {
     this.buf.copy(out, 0, 0, this.len);
     const t = this.len;
     out.writeUInt32LE(FOOTER_MAGIC, t);
-    out.writeUInt32LE(1, t + 8);
+    out.writeUInt32LE(FOOTER_VERSION, t + 8);
     out.writeUInt32LE(this.count, t + 12);
     out.writeUInt32LE(dataEnd, t + 16);
     out.writeUInt32LE(this.len, t + 20);
@@ -112,7 +114,7 @@ export interface ParsedTrailer {
 /** Parses a trailer (the file's last 40 bytes); null when it is not a plausible trailer. */
 export function parseTrailer(t: Buffer, fileSize: number, fileId: number): ParsedTrailer | null {
   if (t.length !== TRAILER_SIZE) return null;
-  if (t.readUInt32LE(0) !== FOOTER_MAGIC || t.readUInt32LE(8) !== 1 || t.readUInt32LE(32) !== fileId) return null;
+  if (t.readUInt32LE(0) !== FOOTER_MAGIC || t.readUInt32LE(8) !== FOOTER_VERSION || t.readUInt32LE(32) !== fileId) return null;
   const dataEnd = t.readUInt32LE(16);
   const bodyLen = t.readUInt32LE(20);
   if (dataEnd + bodyLen + TRAILER_SIZE !== fileSize) return null;
@@ -159,4 +161,41 @@ export function readFooterBody(body: Buffer, trailer: Buffer, expectEntries: num
     o = k + hl;
   }
   return true;
+}
+
+/**
+ * The version of a footer of ANOTHER format version, or null. `t` is the file's last 40 bytes,
+ * `body` the footer entries the trailer claims (null when its lengths do not fit the file).
+ * A trailer with the magic and a version other than FOOTER_VERSION is another version's,
+ * unless it is one of ours whose version field alone is damaged: its crc then verifies with
+ * the version set back to FOOTER_VERSION (a flipped bit is a damaged footer, scanned, not refused).
+ */
+export function otherFooterVersion(t: Buffer, body: Buffer | null): number | null {
+  if (t.length !== TRAILER_SIZE || t.readUInt32LE(0) !== FOOTER_MAGIC) return null;
+  const version = t.readUInt32LE(8);
+  if (version === FOOTER_VERSION) return null;
+  if (body !== null) {
+    const fixed = Buffer.from(t);
+    fixed.writeUInt32LE(FOOTER_VERSION, 8);
+    if ((crc32(fixed.subarray(8), crc32(body)) >>> 0) === t.readUInt32LE(4)) return null;
+  }
+  return version;
+}
+
+/**
+ * Did this file end with a footer (now damaged)? `t` = its last 40 bytes. At least two of
+ * magic, file id, and lengths-fit-the-file hold: one flipped bit leaves two, a torn tail of
+ * records matches them only by a 1 in 2^64 chance. `recordsEnd` = where the scan of its records
+ * stopped: the footer is understood (only the footer is damaged) when the trailer's dataEnd,
+ * or its bodyLen, puts the footer right there.
+ */
+export function damagedFooter(t: Buffer, fileSize: number, fileId: number, recordsEnd: number):
+  { wasSealed: boolean; recordsWhole: boolean } {
+  if (t.length !== TRAILER_SIZE) return { wasSealed: false, recordsWhole: false };
+  const dataEnd = t.readUInt32LE(16);
+  const bodyLen = t.readUInt32LE(20);
+  const votes = (t.readUInt32LE(0) === FOOTER_MAGIC ? 1 : 0) + (t.readUInt32LE(32) === fileId ? 1 : 0) +
+    (dataEnd + bodyLen + TRAILER_SIZE === fileSize ? 1 : 0);
+  const wasSealed = votes >= 2;
+  return { wasSealed, recordsWhole: wasSealed && (dataEnd === recordsEnd || recordsEnd + bodyLen + TRAILER_SIZE === fileSize) };
 }

@@ -405,7 +405,7 @@ ${EXIT_CODES}`,
       // opening DIR already sweeps: report what open and gc removed together
       const r = await withEngine(dir, o, async (e) => {
         await e.gc();
-        return { orphansSwept: e.stats().orphansSwept };
+        return { orphansSwept: e.stats().orphansSweptSinceOpen };
       });
       if (o.json) printJson(r);
       else process.stdout.write(`removed ${r.orphansSwept} orphan blob file(s)\n`);
@@ -416,13 +416,23 @@ function registerStats(kv: Command): void {
   engineFlags(
     kv
       .command('stats')
-      .description("Print the engine's counters (keys, liveBytes, deadBytes, segments, revision, compactionBytes, ...).")
+      .description("Print the data directory's state and counters (keys, liveBytes, deadBytes, segments, revision, compactionBytes, ...).")
       .argument('<dir>', 'data directory')
       .option('--json', 'print one JSON object of numeric fields'),
   )
     .addHelpText(
       'after',
       `
+Lifetime counters (over every process that used DIR, kept in DIR/meta.json):
+  compactionBytes  bytes of records reclaim relocated
+  reclaims         reclaims run (one per namespace)
+  orphansSwept     orphan blob files removed (open, gc)
+A process killed with -9 loses its increments since its last meta.json write
+(reclaim, namespace drop and close write it). The same counters for this
+process alone end in SinceOpen. Every other counter (fsyncs, writes,
+warnings, emfileRetries, dirFsyncFailures, reclaimFailures, danglingPointers,
+poisoned) is this process's, since it opened DIR; the rest is DIR's state now.
+
 Examples:
   glidekv kv stats ./data
   glidekv kv stats ./data --json | jq .deadBytes

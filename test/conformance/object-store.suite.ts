@@ -113,6 +113,57 @@ export function objectStoreSuite(name: string, factory: () => Promise<StoreFixtu
       for (const k of keys) expect((await fx.store.get(k))!.toString()).toBe(k);
     });
 
+    it('putIfAbsent creates a missing key (true) and never replaces an existing one (false)', async () => {
+      const body = randomBytes(4096);
+      expect(await fx.store.putIfAbsent('cond/a', body)).toBe(true);
+      expect((await fx.store.get('cond/a'))!.equals(body)).toBe(true);
+      expect(await fx.store.putIfAbsent('cond/a', Buffer.from('other bytes'))).toBe(false);
+      expect(await fx.store.putIfAbsent('cond/a', body)).toBe(false); // the same bytes too
+      expect((await fx.store.get('cond/a'))!.equals(body)).toBe(true);
+      // a key written by a plain put counts as existing
+      await fx.store.put('cond/b', Buffer.from('plain'));
+      expect(await fx.store.putIfAbsent('cond/b', Buffer.from('cond'))).toBe(false);
+      expect((await fx.store.get('cond/b'))!.toString()).toBe('plain');
+      // an empty body is an object; after a delete the key can be created again
+      expect(await fx.store.putIfAbsent('cond/empty', new Uint8Array(0))).toBe(true);
+      expect((await fx.store.get('cond/empty'))!.length).toBe(0);
+      await fx.store.delete('cond/a');
+      expect(await fx.store.putIfAbsent('cond/a', Buffer.from('again'))).toBe(true);
+      expect((await fx.store.get('cond/a'))!.toString()).toBe('again');
+      expect(await collect(fx.store.list('cond/'))).toEqual(['cond/a', 'cond/b', 'cond/empty']);
+    });
+
+    it('putIfAbsent stores a copy of the caller\'s buffer', async () => {
+      const data = Buffer.from('original');
+      expect(await fx.store.putIfAbsent('cond/copy', data)).toBe(true);
+      data.fill(0x58);
+      expect((await fx.store.get('cond/copy'))!.toString()).toBe('original');
+    });
+
+    it('concurrent putIfAbsent of one key: exactly one creates it, and its bytes are the ones stored', async () => {
+      for (let round = 0; round < 3; round++) {
+        const key = `race/${round}`;
+        const bodies = Array.from({ length: 12 }, (_, i) => Buffer.from(`writer ${i} of round ${round} `.repeat(50 + i)));
+        // E_CONFLICT (S3 409: a concurrent conditional write the store could not order) is retryable
+        const results = await Promise.all(
+          bodies.map(async (b) => {
+            for (;;) {
+              try {
+                return await fx.store.putIfAbsent(key, b);
+              } catch (err) {
+                if ((err as { code?: string }).code !== 'E_CONFLICT') throw err;
+                await new Promise((r) => setTimeout(r, 10));
+              }
+            }
+          }),
+        );
+        expect(results.filter((x) => x).length, `round ${round}`).toBe(1);
+        const winner = bodies[results.indexOf(true)];
+        expect((await fx.store.get(key))!.equals(winner)).toBe(true);
+      }
+      expect(await collect(fx.store.list('race/'))).toEqual(['race/0', 'race/1', 'race/2']);
+    });
+
     if (opts.manyKeys) {
       const n = opts.manyKeys;
       it(`lists all ${n} keys under a prefix (more than one page)`, async () => {
@@ -130,6 +181,7 @@ export function objectStoreSuite(name: string, factory: () => Promise<StoreFixtu
       await fx.store.close();
       closed = true;
       await expect(fx.store.put('c2', Buffer.from('1'))).rejects.toThrow(/E_CLOSED/);
+      await expect(fx.store.putIfAbsent('c3', Buffer.from('1'))).rejects.toThrow(/E_CLOSED/);
       await expect(fx.store.get('c')).rejects.toThrow(/E_CLOSED/);
       await expect(fx.store.delete('c')).rejects.toThrow(/E_CLOSED/);
       await expect(collect(fx.store.list(''))).rejects.toThrow(/E_CLOSED/);

@@ -1,5 +1,5 @@
 /**
- * GateStore: a test layer that holds every PUT (after storing it in the inner
+ * GateStore: a test layer that holds every PUT and putIfAbsent (after storing it in the inner
  * store) until `open()`, so a test can stop a flush in the middle of its
  * uploads and act while it waits. `arrived` counts the PUTs that reached it.
  */
@@ -19,6 +19,12 @@ export class GateStore implements ObjectStore {
     await this.inner.put(key, data);
     this.arrived++;
     if (this.closed) await new Promise<void>((r) => this.waiters.push(r));
+  }
+  async putIfAbsent(key: string, data: Uint8Array): Promise<boolean> {
+    const created = await this.inner.putIfAbsent(key, data);
+    this.arrived++;
+    if (this.closed) await new Promise<void>((r) => this.waiters.push(r));
+    return created;
   }
   get(key: string) {
     return this.inner.get(key);

@@ -194,6 +194,7 @@ describe('RetryStore', () => {
     const flaky: ObjectStore = {
       description: 'flaky',
       put: (k, d) => inner.put(k, d),
+      putIfAbsent: (k, d) => inner.putIfAbsent(k, d),
       get: (k) => inner.get(k),
       delete: (k) => inner.delete(k),
       close: () => inner.close(),
