@@ -228,8 +228,121 @@ describe('CountingStore', () => {
     for await (const _ of c.list('')) break; // a listing stopped early is still one
     faulty.failAll = true;
     await expect(c.put('z', Buffer.alloc(5))).rejects.toThrow();
-    expect(c.stats()).toEqual({ puts: 2, putBytes: 128, gets: 2, getBytes: 100, getMisses: 1, deletes: 1, lists: 2, errors: 1 });
+    expect(c.stats()).toMatchObject({ puts: 2, putBytes: 128, gets: 2, getBytes: 100, getMisses: 1, deletes: 1, lists: 2, errors: 1 });
     c.reset();
-    expect(c.stats()).toEqual({ puts: 0, putBytes: 0, gets: 0, getBytes: 0, getMisses: 0, deletes: 0, lists: 0, errors: 0 });
+    expect(c.stats()).toMatchObject({ puts: 0, putBytes: 0, gets: 0, getBytes: 0, getMisses: 0, deletes: 0, lists: 0, errors: 0 });
+  });
+});
+
+// Issue 9 item 12: a store that is down for a few seconds (a MinIO restart)
+// must not fail the fsync behind an upload; a time bound replaces the ~1 s of
+// 5 quick retries, and the outage can be seen while it lasts.
+describe('RetryStore with a time bound (timeoutMs)', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('rides through a store that fails every request for 400 ms, and outage() says so meanwhile', async () => {
+    const faulty = new FaultyStore(new MemoryStore(), { seed: SEED, failAll: true });
+    const store = new RetryStore(faulty, { timeoutMs: 10_000, baseDelayMs: 10, maxDelayMs: 50, seed: SEED });
+    expect(store.outage()).toBeUndefined();
+    const t0 = Date.now();
+    const put = store.put('blk/1', Buffer.from('acknowledged'));
+    const get = store.get('blk/2');
+    await sleep(150);
+    const o = store.outage();
+    expect(o).toBeDefined();
+    expect(o!.operations).toBe(2);
+    expect(o!.sinceMs).toBeGreaterThanOrEqual(t0);
+    expect(o!.giveUpAtMs).toBe(o!.sinceMs + 10_000);
+    expect(o!.lastError).toMatch(/^E_STORE: injected failure \(failAll\)/);
+    await sleep(250);
+    faulty.failAll = false; // the store is back
+    await put;
+    expect(await get).toBeNull();
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(400);
+    expect((await faulty.inner.get('blk/1'))!.toString()).toBe('acknowledged');
+    expect(store.outage()).toBeUndefined();
+    const st = store.stats();
+    expect(st.failures).toBe(0);
+    expect(st.retries).toBeGreaterThan(10); // far more than the count bound's 5
+  });
+
+  it('gives up once the time bound has passed, not before, saying how long it tried', async () => {
+    const faulty = new FaultyStore(new MemoryStore(), { seed: SEED, failAll: true });
+    const store = new RetryStore(faulty, { timeoutMs: 1200, baseDelayMs: 10, maxDelayMs: 100 });
+    const t0 = Date.now();
+    const err = (await store.put('k', Buffer.from('x')).catch((e: unknown) => e)) as GlideFsError;
+    const took = Date.now() - t0;
+    expect(err).toBeInstanceOf(GlideFsError);
+    expect(err.code).toBe('E_STORE');
+    expect(err.message).toMatch(/\(gave up after \d+ attempts in 1\.\d s\)$/);
+    expect(took).toBeGreaterThanOrEqual(1200);
+    expect(took).toBeLessThan(10_000);
+    expect(store.outage()).toBeUndefined();
+    expect(store.stats().failures).toBe(1);
+    expect(faulty.stats().requests).toBeGreaterThan(6);
+  });
+
+  it('a count bound still applies when both are given; an error that is not retryable ends at once', async () => {
+    const faulty = new FaultyStore(new MemoryStore(), { seed: SEED, failAll: true });
+    const store = new RetryStore(faulty, { timeoutMs: 60_000, retries: 2, baseDelayMs: 1 });
+    await expect(store.get('k')).rejects.toThrow(/gave up after 3 attempts/);
+    const denied = new RetryStore(new FailingStore(() => GlideFsError.ACCESS_DENIED('access denied to bucket b', undefined, 403)), { timeoutMs: 60_000 });
+    const t0 = Date.now();
+    await expect(denied.get('k')).rejects.toMatchObject({ code: 'E_ACCESS_DENIED' });
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(() => new RetryStore(new MemoryStore(), { timeoutMs: -1 })).toThrow(TypeError);
+  });
+
+  it('putIfAbsent: transport errors are retried, false is an answer, and a retried create whose first attempt landed answers false', async () => {
+    const inner = new MemoryStore();
+    // First call: the object is created, then the answer is lost (a reset).
+    let calls = 0;
+    const lossy: ObjectStore = Object.assign(Object.create(inner) as ObjectStore, {
+      description: 'lossy',
+      async putIfAbsent(key: string, body: Uint8Array) {
+        calls++;
+        const created = await inner.putIfAbsent(key, body);
+        if (calls === 1) throw GlideFsError.STORE('connection ECONNRESET', { retryable: true });
+        return created;
+      },
+    });
+    const store = new RetryStore(lossy, { timeoutMs: 5000, baseDelayMs: 1 });
+    expect(await store.putIfAbsent('log/1', Buffer.from('mine'))).toBe(false); // the caller must read back
+    expect(calls).toBe(2);
+    expect((await store.get('log/1'))!.toString()).toBe('mine');
+    // A key that exists: false at once, one call, no retry.
+    const plain = new RetryStore(inner, { timeoutMs: 5000, baseDelayMs: 1 });
+    expect(await plain.putIfAbsent('log/1', Buffer.from('other'))).toBe(false);
+    expect(await plain.putIfAbsent('log/2', Buffer.from('new'))).toBe(true);
+    expect(plain.stats()).toEqual({ retries: 0, failures: 0 });
+    // Through a store that is down for a moment: retried until it is back.
+    const faulty = new FaultyStore(inner, { seed: SEED, failAll: true });
+    const retrying = new RetryStore(faulty, { timeoutMs: 10_000, baseDelayMs: 5, maxDelayMs: 20 });
+    const p = retrying.putIfAbsent('log/3', Buffer.from('later'));
+    await sleep(100);
+    faulty.failAll = false;
+    expect(await p).toBe(true);
+    expect(retrying.stats().retries).toBeGreaterThan(0);
+  });
+
+  it('openStore gives s3:// stores a 60 s bound by default, and a refused connection is retried for the whole bound', async () => {
+    const { freePort } = await import('../../scripts/lib/minio.js');
+    const { openStore } = await import('../../glidefs/store-url.js');
+    const port = await freePort(); // nothing listens there: every request is refused
+    const s3 = { endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', credentials: { accessKeyId: 'test-key', secretAccessKey: 'test-secret' } };
+    const byDefault = (await openStore('s3://glidekv-none/p', { s3 })) as RetryStore;
+    expect(byDefault).toBeInstanceOf(RetryStore);
+    expect(byDefault.timeoutMs).toBe(60_000);
+    await byDefault.close();
+    const store = (await openStore('s3://glidekv-none/p', { s3, retry: { timeoutMs: 3000 } })) as RetryStore;
+    try {
+      const t0 = Date.now();
+      const err = (await store.put('k', Buffer.from('x')).catch((e: unknown) => e)) as GlideFsError;
+      expect(err.code).toBe('E_STORE_UNREACHABLE');
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(3000);
+      expect(store.stats().retries).toBeGreaterThan(5);
+    } finally {
+      await store.close();
+    }
   });
 });

@@ -57,14 +57,30 @@ describe('openStore', () => {
   });
 
   it.each([
-    ['', /not a URL/],
+    ['', /empty/],
+    ['   ', /empty/],
     ['objects', /not a URL/],
     ['/abs/path', /not a URL/],
-    ['http://example.com/x', /use s3:\/\/BUCKET/],
-    ['ftp://host/x', /use s3:\/\/BUCKET/],
+    ['http://example.com/x', /unknown scheme 'http:'/],
+    ['ftp://host/x', /unknown scheme 'ftp:'/],
     ['file://relative/path', /host 'relative'/],
+    // Issue 9 item 14: these parse as /relative/x and /abs/x at the filesystem root.
+    ['file:relative/x', /three slashes/],
+    ['file:/abs/x', /three slashes/],
     ['file:///', /absolute directory/],
-    ['s3://', /not a valid bucket name/],
+    ['file:///tmp/a/../b', /segment/],
+    ['file:///tmp//b', /segment/],
+    ['file:///tmp/a%2Fb', /encoded \//],
+    ['file:///tmp/a%00b', /NUL/],
+    ['file:///tmp/a b', /spaces or control/],
+    ['file:///tmp/x?y=1', /no query/],
+    ['s3:bucket/x', /s3:\/\/BUCKET/],
+    ['s3:///x', /no bucket/],
+    ['s3://', /no bucket/],
+    ['s3://MyBucket/x', /not a valid bucket name/],
+    ['s3://192.168.1.10/x', /not a valid bucket name/],
+    ['s3://b..c/x', /not a valid bucket name/],
+    ['s3://bucket/x#frag', /no query/],
     ['s3://Upper_Case/x', /not a valid bucket name/],
     ['s3://ab/x', /not a valid bucket name/],
     ['s3://bucket:9000/x', /no port/],
@@ -85,6 +101,44 @@ describe('openStore', () => {
     expect(e.message).toMatch(why);
     expect(e.message).toContain('s3://BUCKET[/PREFIX], file:///ABSOLUTE/PATH or memory://');
     expect(e.message).not.toContain('\n');
+  });
+
+  it.each([
+    ['s3://AKIAXYZ:topsecretvalue@bucket/p'],
+    ['s3://topsecretvalue@bucket/p'],
+    ['https://AKIAXYZ:topsecretvalue@127.0.0.1/x'],
+    ['memory://AKIAXYZ:topsecretvalue@'],
+    ['AKIAXYZ:topsecretvalue@host/x'],
+    ['s3://bucket/p?X-Amz-Credential=AKIAXYZ&X-Amz-Signature=topsecretvalue'],
+    ['file:///tmp/x#AKIAXYZtopsecretvalue'],
+    ['weird://AKIAXYZ:topsecretvalue@host'],
+  ])('never repeats user info, a query or a fragment of %j', async (url) => {
+    const err = (await openStore(url).catch((e: unknown) => e)) as GlideFsError;
+    expect(err).toBeInstanceOf(GlideFsError);
+    expect(err.code).toBe('E_BAD_URL');
+    expect(err.message).not.toContain('topsecretvalue');
+    expect(err.message).not.toContain('AKIAXYZ');
+  });
+
+  it('checks the S3 endpoint: an http(s) URL of a host, without credentials; any host is allowed', async () => {
+    const bad = [
+      ['ftp://127.0.0.1:9000', /scheme 'ftp:'/],
+      ['http://AKIAXYZ:topsecretvalue@127.0.0.1:9000', /credentials/],
+      ['127.0.0.1:9000', /not a URL|scheme/],
+      ['http://127.0.0.1:9000/?x=topsecretvalue', /no query/],
+    ] as const;
+    for (const [endpoint, why] of bad) {
+      const err = (await openStore('s3://my-bucket/p', { s3: { endpoint } }).catch((e: unknown) => e)) as GlideFsError;
+      expect(err, endpoint).toBeInstanceOf(GlideFsError);
+      expect(err.code).toBe('E_BAD_URL');
+      expect(err.message).toMatch(why);
+      expect(err.message).toMatch(/invalid S3 endpoint .* in the endpoint/);
+      expect(err.message).not.toContain('topsecretvalue');
+    }
+    // A remote endpoint is a user's choice (nothing is sent: opening makes no request).
+    const remote = await openStore('s3://my-bucket/p', { s3: { endpoint: 'https://s3.example.com' } });
+    expect(((remote as RetryStore).inner as S3Store).endpoint).toBe('https://s3.example.com');
+    await remote.close();
   });
 
   it('refuses credentials in the URL without repeating them', async () => {
