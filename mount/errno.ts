@@ -1,10 +1,12 @@
 /**
- * The one table from errors to errno for the FUSE mounts.
+ * The one table from errors to errno for both FUSE mounts (KV and device).
  *
  * FUSE handlers answer with a negative errno. Engine errors (KvError codes),
- * Node's own system errors (`err.code` such as 'ENOSPC' from a spill file)
- * and the mount's own `FsError` all go through `toErrno`; anything else is EIO,
- * so an unexpected failure never looks like success.
+ * block-layer errors (GlideFsError codes), Node's own system errors
+ * (`err.code` such as 'ENOSPC' from a spill file) and the mount's own
+ * `FsError` all go through `toErrno` (mount/fuse.ts calls it for every
+ * failed operation); anything else is EIO, so an unexpected failure never
+ * looks like success.
  */
 import { constants } from 'node:os';
 
@@ -25,8 +27,13 @@ export class FsError extends Error {
   }
 }
 
-/** KvError code -> errno name. Codes not listed map to EIO. */
-export const KV_ERRNO: Readonly<Record<string, ErrnoName>> = {
+/** KvError / GlideFsError code -> errno name. Codes not listed map to EIO. */
+export const CODE_ERRNO: Readonly<Record<string, ErrnoName>> = {
+  // The block layer (glidefs): a write to a snapshot, an access past the volume's end.
+  E_READ_ONLY: 'EROFS',
+  E_OUT_OF_RANGE: 'ENOSPC',
+  // The engine (src/errors.ts); E_LOCKED, E_CORRUPT, E_IO and E_CLOSED are codes of both layers.
+
   E_NO_NAMESPACE: 'ENOENT',
   E_NAMESPACE_EXISTS: 'EEXIST',
   E_NAMESPACE_NOT_EMPTY: 'ENOTEMPTY',
@@ -57,7 +64,7 @@ export function toErrno(err: unknown): number {
       const cause = (err as { cause?: { code?: unknown } }).cause?.code;
       if (typeof cause === 'string' && cause in constants.errno) return errno(cause as ErrnoName);
     }
-    const mapped = KV_ERRNO[code];
+    const mapped = CODE_ERRNO[code];
     if (mapped) return errno(mapped);
     if (code in constants.errno) return errno(code as ErrnoName);
   }

@@ -1,6 +1,6 @@
 /**
- * The KV mount's file system, as async operations on an engine (no FUSE here;
- * mount/kv.ts binds these to fuse-native).
+ * The KV mount's file system, as async operations on an engine (no FUSE here:
+ * KvFs implements fuse.ts's FsOps; mount/kv.ts mounts it).
  *
  *   /                 directory: one entry per namespace (mkdir creates,
  *                     rmdir drops an empty one)
@@ -16,12 +16,18 @@
  * uncommitted writes reports the buffered size.
  *
  * Errors are thrown (FsError or engine KvError) and turned into errno by the
- * caller with errno.ts.
+ * binding (fuse.ts) with errno.ts's table.
+ *
+ * Times, modes and owners are not stored: utimens/chmod/chown succeed on an
+ * existing path (so cp and touch work) and change nothing. Links, symlinks
+ * and device nodes are EPERM; extended attributes are read-only (one,
+ * user.glidekv.revision).
  */
 import { statfs as statfsCb } from 'node:fs';
 import { constants } from 'node:fs';
 import { promisify } from 'node:util';
 import { asFsError, FsError } from './errno.js';
+import type { FsOps, FuseStat, FuseStatfs } from './fuse.js';
 import { keyInode, namespaceInode, ROOT_INODE } from './inode-number.js';
 import { KeyedLock } from '../lib/keyed-lock.js';
 import { keyToName, nameToKey, resolveLongName } from './key-names.js';
@@ -120,7 +126,7 @@ export function parsePath(path: string): Path {
   throw new FsError('ENOENT', path);
 }
 
-export class KvFs {
+export class KvFs implements FsOps {
   private readonly handles = new Map<number, Handle>();
   private readonly byKey = new Map<string, Set<Handle>>();
   private readonly locks = new KeyedLock();
@@ -158,7 +164,7 @@ export class KvFs {
   }
 
   /** Names in a directory, with attributes cheap enough for 100,000 keys. */
-  async readdir(path: string): Promise<{ names: string[]; stats: Array<Partial<Attr>> }> {
+  async readdir(path: string): Promise<{ names: string[]; stats: FuseStat[] }> {
     const p = parsePath(path);
     if (p.kind === 'key') {
       this.requireNamespace(p.ns);
@@ -166,7 +172,7 @@ export class KvFs {
     }
     const names = ['.', '..'];
     const self = p.kind === 'root' ? ROOT_INODE : namespaceInode(p.ns);
-    const stats: Array<Partial<Attr>> = [
+    const stats: FuseStat[] = [
       { mode: S_IFDIR | 0o755, ino: self },
       { mode: S_IFDIR | 0o755, ino: ROOT_INODE },
     ];
@@ -247,7 +253,7 @@ export class KvFs {
     return h.id;
   }
 
-  async read(fd: number, target: Buffer, length: number, position: number): Promise<number> {
+  async read(_path: string, fd: number, target: Buffer, length: number, position: number): Promise<number> {
     const h = this.handle(fd);
     if (h.buffer) return h.buffer.readInto(target, position, length);
     if (!h.cached) {
@@ -265,8 +271,9 @@ export class KvFs {
     return n;
   }
 
-  async write(fd: number, data: Buffer, position: number): Promise<number> {
+  async write(_path: string, fd: number, buf: Buffer, length: number, position: number): Promise<number> {
     const h = this.handle(fd);
+    const data = buf.subarray(0, length);
     await this.guardWrite(h, async () => {
       if (position + data.length > this.maxValueBytes) throw new FsError('EFBIG', `value over ${this.maxValueBytes} bytes`);
       const buf = await this.bufferFor(h);
@@ -279,7 +286,7 @@ export class KvFs {
     return data.length;
   }
 
-  async ftruncate(fd: number, size: number): Promise<void> {
+  async ftruncate(_path: string, fd: number, size: number): Promise<void> {
     const h = this.handle(fd);
     await this.guardWrite(h, async () => {
       if (size > this.maxValueBytes) throw new FsError('EFBIG', `value over ${this.maxValueBytes} bytes`);
@@ -321,18 +328,18 @@ export class KvFs {
    * before writing: committing then would publish an empty value between the
    * old and the new one); release commits it.
    */
-  async flush(fd: number): Promise<void> {
+  async flush(_path: string, fd: number): Promise<void> {
     const h = this.handle(fd);
-    if (!h.written && this.engine.stat(h.ns, h.key)) return;
+    if (!h.written && !h.writeError && this.engine.stat(h.ns, h.key)) return;
     await this.commit(h);
   }
 
-  async fsync(fd: number): Promise<void> {
+  async fsync(_path: string, _datasync: boolean, fd: number): Promise<void> {
     await this.commit(this.handle(fd));
     await this.engine.sync();
   }
 
-  async release(fd: number): Promise<void> {
+  async release(_path: string, fd: number): Promise<void> {
     const h = this.handles.get(fd);
     if (!h) return;
     try {
@@ -430,7 +437,37 @@ export class KvFs {
     throw new FsError('ENOTSUP', `${name} is read-only`);
   }
 
-  async statfs(): Promise<Record<string, number>> {
+  removexattr(path: string, name: string): Promise<void> {
+    return this.setxattr(path, name);
+  }
+
+  // ---- accepted and ignored, or refused ----
+
+  async utimens(path: string): Promise<void> {
+    await this.getattr(path);
+  }
+
+  async chmod(path: string): Promise<void> {
+    await this.getattr(path);
+  }
+
+  async chown(path: string): Promise<void> {
+    await this.getattr(path);
+  }
+
+  async link(): Promise<void> {
+    throw new FsError('EPERM', 'no hard links');
+  }
+
+  async symlink(): Promise<void> {
+    throw new FsError('EPERM', 'no symbolic links');
+  }
+
+  async mknod(): Promise<void> {
+    throw new FsError('EPERM', 'keys are regular files');
+  }
+
+  async statfs(): Promise<FuseStatfs> {
     const s = await statfsAsync(this.opts.dataDir);
     const clamp = (n: number) => Math.min(Math.max(0, Math.floor(n)), 0xffffffff);
     const keys = this.engine.stats().keys;

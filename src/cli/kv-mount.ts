@@ -24,9 +24,11 @@ import { mkdir, stat } from 'node:fs/promises';
 import { join, relative, resolve, isAbsolute } from 'node:path';
 import { Command, Option } from 'commander';
 import { open, type Engine, type EngineOptions } from '../index.js';
-import { isMounted, mountKv, type KvMountHandle } from '../../mount/kv.js';
+import { runDaemon } from '../../mount/fuse-daemon.js';
+import { mountKv } from '../../mount/kv.js';
+import { mountAt } from '../../mount/mountinfo.js';
 import { clearSpillDir, DEFAULT_SPILL_THRESHOLD } from '../../mount/write-buffer.js';
-import { CliError, parseSize, printError } from './util.js';
+import { CliError, parseSize, printError, redact } from './util.js';
 
 /** Where write buffers spill, inside DATA_DIR. */
 export const SPILL_DIR_NAME = '.glidekv-mount-spill';
@@ -49,142 +51,98 @@ function inside(child: string, parent: string): boolean {
   return r === '' || (!r.startsWith('..') && !isAbsolute(r));
 }
 
-async function runMount(dataDirArg: string, mountpointArg: string, flags: MountFlags): Promise<void> {
-  // Whoever started the daemon may stop reading its stdout; that must not take the mount down.
-  process.stdout.on('error', () => {});
+/** Runs one maintenance step on a signal and announces its outcome on stdout. */
+async function maintenance(name: string, fn: () => Promise<string>): Promise<void> {
+  try {
+    out(`kv ${name} done${await fn()}`);
+  } catch (err) {
+    out(`kv ${name} failed: ${(err as Error).message.split('\n')[0]}`);
+  }
+}
+
+async function runMount(dataDirArg: string, mountpointArg: string, flags: MountFlags): Promise<never> {
   const dataDir = resolve(dataDirArg);
   const mountpoint = resolve(mountpointArg);
   if (!existsSync('/dev/fuse')) throw new CliError('/dev/fuse is missing: load the fuse module (modprobe fuse) or run where FUSE is available');
   const mst = await stat(mountpoint).catch(() => undefined);
   if (!mst?.isDirectory()) throw new CliError(`${mountpoint}: no such directory (create the mount point first)`);
   if (inside(dataDir, mountpoint)) throw new CliError(`DATA_DIR ${dataDir} is inside MOUNTPOINT ${mountpoint}: the daemon would deadlock on its own mount`);
-  if (await isMounted(mountpoint)) throw new CliError(`${mountpoint} is already a mount point (unmount it first: fusermount -u ${mountpoint})`);
+  if (mountAt(mountpoint)) throw new CliError(`${mountpoint} is already a mount point (unmount it first: fusermount -u ${mountpoint})`);
   await mkdir(dataDir, { recursive: true });
-
-  // Signals are handled from here on: a SIGUSR1/2 before the mount is up must not kill the
-  // daemon (their default action) and waits for it; a SIGTERM during startup stops it cleanly.
-  let stopRequested = false;
-  let onStop: (() => void) | undefined;
-  const stop = () => {
-    stopRequested = true;
-    onStop?.();
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
-  let resolveReady!: (e: Engine | undefined) => void;
-  const ready = new Promise<Engine | undefined>((r) => (resolveReady = r));
-  let shuttingDown: Promise<void> | undefined;
-  // Maintenance on signals, one at a time, never during shutdown.
-  let busy: Promise<unknown> = ready;
-  const maintenance = (name: string, fn: (e: Engine) => Promise<string>) => {
-    busy = busy.then(async () => {
-      const e = await ready;
-      if (!e || shuttingDown || stopRequested) {
-        out(`kv ${name} failed: the daemon is stopping`);
-        return;
-      }
-      try {
-        out(`kv ${name} done${await fn(e)}`);
-      } catch (err) {
-        out(`kv ${name} failed: ${(err as Error).message.split('\n')[0]}`);
-      }
-    });
-  };
-  process.on('SIGUSR2', () =>
-    maintenance('sync', async (e) => {
-      const t = Date.now();
-      await e.sync();
-      return ` in ${Date.now() - t} ms`;
-    }),
-  );
-  process.on('SIGUSR1', () =>
-    maintenance('reclaim', async (e) => {
-      const r = await e.reclaim();
-      return `: relocated ${r.relocatedBytes} bytes, removed ${r.segmentsRemoved} segments in ${Math.round(r.durationMs)} ms`;
-    }),
-  );
 
   const maxValueBytes = flags.maxValueSize ?? DEFAULT_MAX_VALUE;
   const engineOpts: EngineOptions = { maxValueBytes };
   if (flags.sync !== undefined) engineOpts.sync = flags.sync;
   if (flags.valueThreshold !== undefined) engineOpts.valueThreshold = flags.valueThreshold;
-  let engine: Engine;
-  try {
-    engine = await open(dataDir, engineOpts);
-  } catch (err) {
-    resolveReady(undefined);
-    throw err;
-  }
-  if (stopRequested) {
-    resolveReady(undefined);
-    await engine.close();
-    out(`kv stopped before mounting ${mountpoint}`);
-    return;
-  }
 
-  const spillDir = join(dataDir, SPILL_DIR_NAME);
-  let mount: KvMountHandle;
-  try {
-    await clearSpillDir(spillDir);
-    mount = await mountKv(engine, mountpoint, {
-      dataDir,
-      spillDir,
-      spillThreshold: flags.spillThreshold,
-      maxValueBytes,
-      onError: (msg) => process.stderr.write(`glidekv: kv mount: ${msg}\n`),
-    });
-  } catch (err) {
-    resolveReady(undefined);
-    await engine.close().catch(() => {});
-    throw new CliError(`cannot mount ${mountpoint}: ${(err as Error).message}`);
-  }
-
-  const keepAlive = setInterval(() => {}, 1 << 30);
-  const done = new Promise<void>((resolveDone) => {
-    const shutdown = (why: string) => {
-      shuttingDown ??= (async () => {
-        let failed = false;
-        try {
-          const failures = await mount.unmount();
-          for (const f of failures) {
-            failed = true;
-            process.stderr.write(`glidekv: kv mount: uncommitted at shutdown, lost: ${f}\n`);
+  // The lifecycle (signals, ready line, the mount going away, exit codes) is
+  // the one of mount/fuse-daemon.ts, shared with the device daemon.
+  return runDaemon(
+    async (ctx) => {
+      const engine: Engine = await open(dataDir, engineOpts);
+      if (ctx.stopRequested) {
+        await engine.close();
+        out(`kv stopped before mounting ${mountpoint}`);
+        return undefined;
+      }
+      const spillDir = join(dataDir, SPILL_DIR_NAME);
+      let mount;
+      try {
+        await clearSpillDir(spillDir);
+        mount = await mountKv(engine, mountpoint, {
+          dataDir,
+          spillDir,
+          spillThreshold: flags.spillThreshold,
+          maxValueBytes,
+          onError: (msg) => process.stderr.write(`glidekv: kv mount: ${msg}\n`),
+        });
+      } catch (err) {
+        await engine.close().catch(() => {});
+        throw new CliError(`cannot mount ${mountpoint}: ${(err as Error).message}`);
+      }
+      const m = mount;
+      return {
+        readyLine: `glidekv: kv mounted ${dataDir} at ${mountpoint} (pid ${process.pid})`,
+        mountpoint,
+        signals: {
+          SIGUSR2: () =>
+            maintenance('sync', async () => {
+              const t = Date.now();
+              await engine.sync();
+              return ` in ${Date.now() - t} ms`;
+            }),
+          SIGUSR1: () =>
+            maintenance('reclaim', async () => {
+              const r = await engine.reclaim();
+              return `: relocated ${r.relocatedBytes} bytes, removed ${r.segmentsRemoved} segments in ${Math.round(r.durationMs)} ms`;
+            }),
+        },
+        onSignalRefused: (sig) => out(`kv ${sig === 'SIGUSR2' ? 'sync' : 'reclaim'} failed: the daemon is stopping`),
+        async stop(why, running) {
+          let ok = true;
+          try {
+            for (const f of await m.unmount()) {
+              ok = false;
+              process.stderr.write(`glidekv: kv mount: uncommitted at shutdown, lost: ${f}\n`);
+            }
+          } catch (err) {
+            ok = false;
+            printError(err);
           }
-        } catch (err) {
-          failed = true;
-          printError(err);
-        }
-        await busy.catch(() => {});
-        try {
-          await engine.close();
-        } catch (err) {
-          failed = true;
-          printError(err);
-        }
-        clearInterval(watcher);
-        clearInterval(keepAlive);
-        out(`kv unmounted ${mountpoint}${why ? ` (${why})` : ''}`);
-        if (failed) process.exitCode = 1;
-        resolveDone();
-      })();
-    };
-    onStop = () => shutdown('');
-    // Gone from under us (fusermount -u): close the engine and leave.
-    const watcher = setInterval(() => {
-      if (shuttingDown) return;
-      isMounted(mountpoint).then(
-        (m) => (m ? undefined : shutdown('the mount went away')),
-        () => {},
-      );
-    }, 1000);
-    if (stopRequested) shutdown('');
-  });
-
-  resolveReady(engine);
-  if (!stopRequested) out(`kv mounted ${dataDir} at ${mountpoint} (pid ${process.pid})`);
-  await done;
-  // fuse-native's thread may hold the event loop: do not linger once closed.
-  setTimeout(() => process.exit(), 2000).unref();
+          await running;
+          try {
+            await engine.close();
+          } catch (err) {
+            ok = false;
+            printError(err);
+          }
+          out(`kv unmounted ${mountpoint}${why ? ` (${why})` : ''}`);
+          return ok;
+        },
+      };
+    },
+    { name: 'glidekv', redact, stopping: 'unmounting' },
+  );
 }
 
 export function register(program: Command): void {

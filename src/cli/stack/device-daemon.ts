@@ -57,13 +57,11 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
       }
       log(`device ${volumeName}: mount options ${mount.optionString}, fsync ${mount.fsyncMode}`);
       const m = mount;
-      const onUsr1 = () => {
+      const onUsr1 = () =>
         m.flushNow().then(
           () => log(`device ${volumeName} upload done (${m.flushes} flushes)`),
           (err) => log(`device ${volumeName} upload failed: ${(err as Error)?.message ?? String(err)}`.split('\n')[0]),
         );
-      };
-      process.on('SIGUSR1', onUsr1);
       const timer =
         flags.flushInterval > 0
           ? setInterval(() => {
@@ -72,6 +70,7 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
           : setInterval(() => {}, 1 << 30);
       return {
         readyLine: `glidekv: device ${volumeName} mounted at ${mount.file} (${volume.sizeBytes} bytes, pid ${process.pid})`,
+        signals: { SIGUSR1: onUsr1 },
         async stop() {
           clearInterval(timer);
           try {
@@ -83,6 +82,6 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
         },
       };
     },
-    { name: 'glidekv', redact },
+    { name: 'glidekv', redact, stopping: 'flushing and unmounting' },
   );
 }

@@ -13,7 +13,7 @@
  * Each step re-reads the system (pids, /proc/self/mountinfo, /sys/block) so a
  * second `down` after a partial one finishes the job.
  */
-import { unmountPath } from '../../../mount/fuse-native.js';
+import { unmountPath } from '../../../mount/mountinfo.js';
 import { alive, isOurs, loopBackingFile, loopDetach, loopsFor, mountAt, run, stopProcess, waitFor } from './system.js';
 import { dropState, saveState, type StackState } from './state.js';
 
