@@ -24,9 +24,11 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { GlideFsError } from './errors.js';
+import { BLOCK_SIZE, blockKey } from './block-key.js';
+import { KIND_CHECKPOINT, KIND_FLUSH, type LogRecord } from './log-record.js';
 import { pidAlive } from '../lib/pid-alive.js';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -89,6 +91,41 @@ CREATE TABLE IF NOT EXISTS deleting (
 ) WITHOUT ROWID;
 `;
 
+/** Schema version 2: the volume log (FORMAT.md, "The volume log"). Applied on top of version 1. */
+const SCHEMA_V2 = `
+ALTER TABLE volumes ADD COLUMN log_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN checkpoint_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN log_pending_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN log_since INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN parent_uuid TEXT;
+ALTER TABLE volumes ADD COLUMN parent_seq INTEGER;
+ALTER TABLE volumes ADD COLUMN family_uuid TEXT;
+ALTER TABLE volumes ADD COLUMN log_puts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN checkpoints INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN checkpoint_uploads INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN log_deletes INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS logged (
+  volume_id   INTEGER NOT NULL,
+  block_index INTEGER NOT NULL,
+  hash        TEXT NOT NULL,
+  PRIMARY KEY (volume_id, block_index)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_blocks (
+  volume_id   INTEGER NOT NULL,
+  block_index INTEGER NOT NULL,
+  seq         INTEGER NOT NULL,
+  PRIMARY KEY (volume_id, block_index, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS writers (
+  volume_id  INTEGER PRIMARY KEY,
+  owner      TEXT NOT NULL,
+  owner_host TEXT NOT NULL,
+  owner_pid  INTEGER NOT NULL,
+  since      INTEGER NOT NULL
+);
+`;
+
 export interface VolumeRow {
   id: number;
   name: string;
@@ -104,6 +141,18 @@ export interface VolumeRow {
   skipped_unchanged: number;
   gets: number;
   deletes: number;
+  log_seq: number;
+  checkpoint_seq: number;
+  log_pending_bytes: number;
+  log_since: number;
+  parent_uuid: string | null;
+  parent_seq: number | null;
+  family_uuid: string | null;
+  log_puts: number;
+  log_bytes: number;
+  checkpoints: number;
+  checkpoint_uploads: number;
+  log_deletes: number;
 }
 
 /** One block's change in a flush commit. `newKey` null = the block became a hole. */
@@ -128,12 +177,13 @@ export interface CommitResult {
   toDelete: string[];
 }
 
-/** Thrown inside a commit when keys planned for reuse vanished meanwhile. */
-export class ReuseLost extends Error {
-  constructor(readonly keys: string[]) {
-    super('keys planned for reuse were deleted meanwhile');
-  }
+/** A block whose newest bytes are sectors in the log: hash of its current bytes, records holding its sectors. */
+export interface LoggedBlock {
+  hash: string;
+  seqs: number[];
 }
+
+const BLOCK_BYTES = BLOCK_SIZE;
 
 const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
@@ -206,9 +256,15 @@ export class Catalog {
     this.immediate(() => {
       const v = this.db.pragma('user_version', { simple: true }) as number;
       if (v === SCHEMA_VERSION) return;
-      this.db.exec(SCHEMA);
-      this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('catalog_id', randomBytes(8).toString('hex'));
-      this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('deletes', '0');
+      if (v < 1) {
+        this.db.exec(SCHEMA);
+        this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('catalog_id', randomBytes(8).toString('hex'));
+        this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('deletes', '0');
+      }
+      if (v < 2) {
+        this.db.exec(SCHEMA_V2);
+        this.db.exec('UPDATE volumes SET family_uuid = (SELECT r.uuid FROM volumes r WHERE r.id = volumes.family) WHERE family_uuid IS NULL');
+      }
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     }, true);
   }
@@ -266,12 +322,19 @@ export class Catalog {
     return this.db.prepare('SELECT * FROM volumes ORDER BY name').all() as VolumeRow[];
   }
 
-  createVolume(name: string, sizeBytes: number): VolumeRow {
+  /**
+   * Inserts a volume whose first record (a checkpoint, seq 1) is already in
+   * the store: `uuid` is its id there.
+   */
+  createVolume(name: string, sizeBytes: number, uuid: string, createdAt: number, recordBytes: number): VolumeRow {
     return this.immediate(() => {
       if (this.findVolume(name)) throw GlideFsError.VOLUME_EXISTS(name);
       const info = this.db
-        .prepare('INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at) VALUES (?, ?, ?, NULL, 0, 0, ?)')
-        .run(name, randomBytes(16).toString('hex'), sizeBytes, Date.now());
+        .prepare(
+          'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, family_uuid, log_puts, log_bytes) ' +
+            'VALUES (?, ?, ?, NULL, 0, 0, ?, 1, 1, ?, 1, ?)',
+        )
+        .run(name, uuid, sizeBytes, createdAt, uuid, recordBytes);
       const id = Number(info.lastInsertRowid);
       this.db.prepare('UPDATE volumes SET family = ? WHERE id = ?').run(id, id);
       return this.volumeById(id)!;
@@ -279,23 +342,64 @@ export class Catalog {
   }
 
   /**
-   * Copies `src`'s block map into a new volume `dst` and raises the refcount
-   * of every object it names, in one transaction. No object is copied.
+   * The catalog side of a fork: inserts volume `dst` with exactly the block
+   * map `blocks` (index -> key; its seq-1 checkpoint is already in the
+   * store), raises the refcount of every object it names and drops this
+   * owner's pending rows for them. Every key is either in `objects` or was
+   * uploaded under a pending row of `owner` (planFork): none can vanish.
    */
-  fork(src: string, dst: string, snapshot: boolean): VolumeRow {
+  insertFork(
+    src: VolumeRow,
+    dst: string,
+    uuid: string,
+    snapshot: boolean,
+    createdAt: number,
+    blocks: Map<number, string>,
+    uploads: Array<{ blockIndex: number; key: string }>,
+    recordBytes: number,
+    owner: Owner,
+  ): VolumeRow {
     return this.immediate(() => {
-      const s = this.volume(src);
       if (this.findVolume(dst)) throw GlideFsError.VOLUME_EXISTS(dst);
       const info = this.db
-        .prepare('INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
-        .run(dst, randomBytes(16).toString('hex'), s.size_bytes, s.name, s.family, snapshot ? 1 : 0, Date.now());
+        .prepare(
+          'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, parent_uuid, parent_seq, family_uuid, log_puts, log_bytes) ' +
+            'VALUES (?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, 1, ?)',
+        )
+        .run(dst, uuid, src.size_bytes, src.name, src.family, snapshot ? 1 : 0, createdAt, src.uuid, src.log_seq, src.family_uuid ?? src.uuid, recordBytes);
       const id = Number(info.lastInsertRowid);
-      this.db.prepare('INSERT INTO blocks (volume_id, block_index, key) SELECT ?, block_index, key FROM blocks WHERE volume_id = ?').run(id, s.id);
-      this.db
-        .prepare('UPDATE objects SET refcount = refcount + 1 WHERE key IN (SELECT key FROM blocks WHERE volume_id = ?)')
-        .run(id);
+      const addObj = this.db.prepare(
+        'INSERT INTO objects (key, refcount, size, created_at) VALUES (?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET refcount = refcount + 1',
+      );
+      const setBlock = this.db.prepare('INSERT INTO blocks (volume_id, block_index, key) VALUES (?, ?, ?)');
+      const now = Date.now();
+      for (const [i, key] of blocks) {
+        setBlock.run(id, i, key);
+        addObj.run(key, BLOCK_BYTES, now);
+      }
+      this.countUploads(id, src.family, uploads.map((u) => u.blockIndex), true);
+      const delPending = this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?');
+      for (const key of new Set(blocks.values())) delPending.run(key, owner.token);
       return this.volumeById(id)!;
     }, true);
+  }
+
+  /**
+   * A fork's plan, in one transaction: the source's block map and logged
+   * blocks as committed now, with a `pending` row of `owner` on every base key
+   * (so no flush or gc deletes them while the fork runs).
+   */
+  planFork(srcId: number, owner: Owner): { blocks: Map<number, string>; logged: Map<number, LoggedBlock> } {
+    return this.immediate(() => {
+      const blocks = this.blockMap(srcId);
+      const logged = this.loggedBlocks(srcId);
+      const addPending = this.db.prepare(
+        'INSERT OR REPLACE INTO pending (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)',
+      );
+      const now = Date.now();
+      for (const key of new Set(blocks.values())) addPending.run(key, owner.token, owner.host, owner.pid, now);
+      return { blocks, logged };
+    });
   }
 
   /**
@@ -311,6 +415,9 @@ export class Catalog {
       for (const key of keys) if (this.release(key, owner)) toDelete.push(key);
       this.db.prepare('DELETE FROM blocks WHERE volume_id = ?').run(v.id);
       this.db.prepare('DELETE FROM upload_counts WHERE volume_id = ?').run(v.id);
+      this.db.prepare('DELETE FROM logged WHERE volume_id = ?').run(v.id);
+      this.db.prepare('DELETE FROM log_blocks WHERE volume_id = ?').run(v.id);
+      this.db.prepare('DELETE FROM writers WHERE volume_id = ?').run(v.id);
       this.db.prepare('DELETE FROM volumes WHERE id = ?').run(v.id);
       return { volume: v, toDelete };
     }, true);
@@ -329,8 +436,10 @@ export class Catalog {
 
   /**
    * Plans the PUTs of a flush: keys already in `objects` are reused; the rest
-   * get a `pending` row (so gc leaves them alone) and must be uploaded. Keys
-   * in `wait` have a `deleting` row: upload them only after it is gone.
+   * must be uploaded. Every key gets a `pending` row of `owner` (gc leaves it
+   * alone, and a release to refcount zero elsewhere does not delete it), so a
+   * reused key cannot vanish before the commit. Keys in `wait` have a
+   * `deleting` row: upload them only after it is gone.
    */
   planUploads(keys: string[], owner: Owner): { upload: string[]; reuse: string[]; wait: string[] } {
     return this.immediate(() => {
@@ -344,11 +453,11 @@ export class Catalog {
       const wait: string[] = [];
       const now = Date.now();
       for (const key of keys) {
+        addPending.run(key, owner.token, owner.host, owner.pid, now);
         if (hasObj.get(key)) {
           reuse.push(key);
           continue;
         }
-        addPending.run(key, owner.token, owner.host, owner.pid, now);
         upload.push(key);
         if (hasDel.get(key)) wait.push(key);
       }
@@ -386,67 +495,224 @@ export class Catalog {
   }
 
   /**
-   * The flush commit: one transaction that moves every changed block to its
-   * new key, raises and releases refcounts, drops the flush's pending rows,
-   * and adds the flush's counters to the volume's stats. Throws ReuseLost
-   * (changing nothing) if a key planned for reuse has been deleted meanwhile.
+   * The flush commit, after its log record `seq` is in the store: one
+   * transaction that applies the whole-block changes (block map, refcounts,
+   * upload counters), the logged blocks (`logged`, `log_blocks`), advances
+   * the volume's `log_seq`, drops the flush's pending rows and adds its
+   * counters. Keys whose refcount fell to zero come back in `toDelete` with
+   * `deleting` rows of `owner`.
    */
-  commitFlush(
+  commitLog(
     volumeId: number,
-    changes: BlockChange[],
-    uploadedKeys: string[],
-    blockSize: number,
+    seq: number,
+    recordBytes: number,
+    whole: BlockChange[],
+    sectors: Array<{ blockIndex: number; hash: string }>,
+    pendingKeys: string[],
     counters: CommitCounters,
     owner: Owner,
   ): CommitResult {
     return this.immediate(() => {
       const v = this.volumeById(volumeId);
       if (!v) throw GlideFsError.NO_VOLUME(`#${volumeId}`);
-      const uploaded = new Set(uploadedKeys);
-      const hasObj = this.db.prepare('SELECT 1 FROM objects WHERE key = ?').pluck();
-      const lost: string[] = [];
-      for (const c of changes) {
-        if (c.newKey !== null && !uploaded.has(c.newKey) && !hasObj.get(c.newKey)) lost.push(c.newKey);
-      }
-      if (lost.length > 0) throw new ReuseLost(lost);
-
-      const addObj = this.db.prepare(
-        'INSERT INTO objects (key, refcount, size, created_at) VALUES (?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET refcount = refcount + 1',
+      if (v.log_seq !== seq - 1) throw GlideFsError.CORRUPT(`volume '${v.name}': log record ${seq} follows ${v.log_seq} in the catalog`);
+      const toDelete = this.applyWhole(volumeId, whole, owner);
+      const { uploads, reuploads } = this.countUploads(
+        volumeId,
+        v.family,
+        whole.filter((c) => c.uploaded).map((c) => c.blockIndex),
+        false,
       );
-      const setBlock = this.db.prepare('INSERT OR REPLACE INTO blocks (volume_id, block_index, key) VALUES (?, ?, ?)');
-      const delBlock = this.db.prepare('DELETE FROM blocks WHERE volume_id = ? AND block_index = ?');
-      const bumpUpload = this.db.prepare(
-        'INSERT INTO upload_counts (volume_id, block_index, uploads) VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET uploads = uploads + 1',
-      );
-      const seenOffset = this.db.prepare('INSERT OR IGNORE INTO family_offsets (family, block_index) VALUES (?, ?)');
+      this.applySectors(volumeId, seq, sectors);
       const delPending = this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?');
-      const now = Date.now();
-      let uploads = 0;
-      let reuploads = 0;
-      const toDelete: string[] = [];
-      for (const c of changes) {
-        if (c.newKey !== null) {
-          addObj.run(c.newKey, blockSize, now);
-          setBlock.run(volumeId, c.blockIndex, c.newKey);
-        } else {
-          delBlock.run(volumeId, c.blockIndex);
-        }
-        if (c.uploaded) {
-          uploads++;
-          bumpUpload.run(volumeId, c.blockIndex);
-          if (seenOffset.run(v.family, c.blockIndex).changes === 0) reuploads++;
-        }
-        if (c.oldKey !== null && this.release(c.oldKey, owner)) toDelete.push(c.oldKey);
-      }
-      for (const k of uploadedKeys) delPending.run(k, owner.token);
+      for (const k of pendingKeys) delPending.run(k, owner.token);
       this.db
         .prepare(
-          'UPDATE volumes SET uploads = uploads + ?, uploaded_bytes = uploaded_bytes + ?, reuploads = reuploads + ?, ' +
-            'skipped_unchanged = skipped_unchanged + ?, gets = gets + ? WHERE id = ?',
+          'UPDATE volumes SET log_seq = ?, log_puts = log_puts + 1, log_bytes = log_bytes + ?, log_pending_bytes = log_pending_bytes + ?, ' +
+            'log_since = CASE WHEN log_since = 0 THEN ? ELSE log_since END, skipped_unchanged = skipped_unchanged + ?, gets = gets + ? WHERE id = ?',
         )
-        .run(uploads, uploads * blockSize, reuploads, counters.skippedUnchanged, counters.gets, volumeId);
-      return { uploads, uploadedBytes: uploads * blockSize, reuploads, toDelete };
+        .run(seq, recordBytes, recordBytes, Date.now(), counters.skippedUnchanged, counters.gets, volumeId);
+      return { uploads, uploadedBytes: uploads * BLOCK_BYTES, reuploads, toDelete };
     }, true);
+  }
+
+  /**
+   * The checkpoint commit, after its record `seq` is in the store: logged
+   * blocks move to their folded objects (`folds`), `logged` and `log_blocks`
+   * are emptied, `log_seq = checkpoint_seq = seq`.
+   */
+  commitCheckpoint(volumeId: number, seq: number, recordBytes: number, folds: BlockChange[], pendingKeys: string[], owner: Owner): CommitResult {
+    return this.immediate(() => {
+      const v = this.volumeById(volumeId);
+      if (!v) throw GlideFsError.NO_VOLUME(`#${volumeId}`);
+      if (v.log_seq !== seq - 1) throw GlideFsError.CORRUPT(`volume '${v.name}': checkpoint ${seq} follows ${v.log_seq} in the catalog`);
+      const toDelete = this.applyWhole(volumeId, folds, owner);
+      const up = folds.filter((c) => c.uploaded).map((c) => c.blockIndex);
+      const { uploads, reuploads } = this.countUploads(volumeId, v.family, up, false);
+      this.db.prepare('DELETE FROM logged WHERE volume_id = ?').run(volumeId);
+      this.db.prepare('DELETE FROM log_blocks WHERE volume_id = ?').run(volumeId);
+      const delPending = this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?');
+      for (const k of pendingKeys) delPending.run(k, owner.token);
+      this.db
+        .prepare(
+          'UPDATE volumes SET log_seq = ?, checkpoint_seq = ?, log_pending_bytes = 0, log_since = 0, log_puts = log_puts + 1, log_bytes = log_bytes + ?, ' +
+            'checkpoints = checkpoints + 1, checkpoint_uploads = checkpoint_uploads + ? WHERE id = ?',
+        )
+        .run(seq, seq, recordBytes, uploads, volumeId);
+      return { uploads, uploadedBytes: uploads * BLOCK_BYTES, reuploads, toDelete };
+    }, true);
+  }
+
+  /** Sets blocks to new keys (or holes), drops their logged sectors, moves refcounts. Returns keys to delete. In a transaction. */
+  private applyWhole(volumeId: number, changes: BlockChange[], owner: Owner): string[] {
+    const addObj = this.db.prepare(
+      'INSERT INTO objects (key, refcount, size, created_at) VALUES (?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET refcount = refcount + 1',
+    );
+    const setBlock = this.db.prepare('INSERT OR REPLACE INTO blocks (volume_id, block_index, key) VALUES (?, ?, ?)');
+    const delBlock = this.db.prepare('DELETE FROM blocks WHERE volume_id = ? AND block_index = ?');
+    const delLogged = this.db.prepare('DELETE FROM logged WHERE volume_id = ? AND block_index = ?');
+    const delLogBlocks = this.db.prepare('DELETE FROM log_blocks WHERE volume_id = ? AND block_index = ?');
+    const now = Date.now();
+    const toDelete: string[] = [];
+    for (const c of changes) {
+      if (c.newKey !== null) {
+        addObj.run(c.newKey, BLOCK_BYTES, now);
+        setBlock.run(volumeId, c.blockIndex, c.newKey);
+      } else {
+        delBlock.run(volumeId, c.blockIndex);
+      }
+      delLogged.run(volumeId, c.blockIndex);
+      delLogBlocks.run(volumeId, c.blockIndex);
+      if (c.oldKey !== null && c.oldKey !== c.newKey && this.release(c.oldKey, owner)) toDelete.push(c.oldKey);
+      else if (c.oldKey !== null && c.oldKey === c.newKey) this.release(c.oldKey, owner); // refcount was raised twice
+    }
+    return toDelete;
+  }
+
+  private applySectors(volumeId: number, seq: number, sectors: Array<{ blockIndex: number; hash: string }>): void {
+    const setLogged = this.db.prepare('INSERT OR REPLACE INTO logged (volume_id, block_index, hash) VALUES (?, ?, ?)');
+    const addLogBlock = this.db.prepare('INSERT OR IGNORE INTO log_blocks (volume_id, block_index, seq) VALUES (?, ?, ?)');
+    for (const s of sectors) {
+      setLogged.run(volumeId, s.blockIndex, s.hash);
+      addLogBlock.run(volumeId, s.blockIndex, seq);
+    }
+  }
+
+  /** Per-offset upload counters and re-uploads. In a transaction. */
+  private countUploads(volumeId: number, family: number, blockIndices: number[], addToVolume: boolean): { uploads: number; reuploads: number } {
+    const bumpUpload = this.db.prepare(
+      'INSERT INTO upload_counts (volume_id, block_index, uploads) VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET uploads = uploads + 1',
+    );
+    const seenOffset = this.db.prepare('INSERT OR IGNORE INTO family_offsets (family, block_index) VALUES (?, ?)');
+    let reuploads = 0;
+    for (const i of blockIndices) {
+      bumpUpload.run(volumeId, i);
+      if (seenOffset.run(family, i).changes === 0) reuploads++;
+    }
+    const uploads = blockIndices.length;
+    this.db
+      .prepare('UPDATE volumes SET uploads = uploads + ?, uploaded_bytes = uploaded_bytes + ?, reuploads = reuploads + ? WHERE id = ?')
+      .run(uploads, uploads * BLOCK_BYTES, reuploads, volumeId);
+    if (addToVolume) this.db.prepare('UPDATE volumes SET checkpoint_uploads = checkpoint_uploads + ? WHERE id = ?').run(uploads, volumeId);
+    return { uploads, reuploads };
+  }
+
+  /** Blocks with sectors in the log: index -> current hash and the records holding its sectors (ascending). */
+  loggedBlocks(volumeId: number): Map<number, LoggedBlock> {
+    this.checkOpen();
+    const out = new Map<number, LoggedBlock>();
+    for (const [i, h] of this.db.prepare('SELECT block_index, hash FROM logged WHERE volume_id = ?').raw().all(volumeId) as [number, string][]) {
+      out.set(i, { hash: h, seqs: [] });
+    }
+    for (const [i, seq] of this.db
+      .prepare('SELECT block_index, seq FROM log_blocks WHERE volume_id = ? ORDER BY block_index, seq')
+      .raw()
+      .all(volumeId) as [number, number][]) {
+      out.get(i)?.seqs.push(seq);
+    }
+    return out;
+  }
+
+  /**
+   * Applies a record found in the store past the catalog's `log_seq` (a
+   * flush whose commit a crash cut off, or a record of another writer):
+   * catch-up. Block objects it names are added to `objects`. Returns keys
+   * whose refcount fell to zero (with `deleting` rows of `owner`).
+   */
+  replayRecord(volumeId: number, rec: LogRecord, prefix: string, recordBytes: number, owner: Owner): string[] {
+    return this.immediate(() => {
+      const v = this.volumeById(volumeId);
+      if (!v) throw GlideFsError.NO_VOLUME(`#${volumeId}`);
+      if (rec.seq !== v.log_seq + 1) throw GlideFsError.CORRUPT(`volume '${v.name}': replaying record ${rec.seq} after ${v.log_seq}`);
+      const map = this.blockMap(volumeId);
+      let toDelete: string[] = [];
+      if (rec.kind === KIND_FLUSH) {
+        toDelete = this.applyWhole(
+          volumeId,
+          rec.blocks.map(([i, h]) => ({ blockIndex: i, oldKey: map.get(i) ?? null, newKey: h === null ? null : blockKey(prefix, i, h), uploaded: false })),
+          owner,
+        );
+        this.applySectors(volumeId, rec.seq, rec.sectors.map((e) => ({ blockIndex: e.index, hash: e.hash })));
+        this.db
+          .prepare('UPDATE volumes SET log_seq = ?, log_pending_bytes = log_pending_bytes + ?, log_since = CASE WHEN log_since = 0 THEN ? ELSE log_since END WHERE id = ?')
+          .run(rec.seq, recordBytes, Date.now(), volumeId);
+      } else if (rec.kind === KIND_CHECKPOINT) {
+        const want = new Map(rec.blocks.map(([i, h]) => [i, blockKey(prefix, i, h)] as [number, string]));
+        const changes: BlockChange[] = [];
+        for (const i of new Set([...map.keys(), ...want.keys()])) {
+          const oldKey = map.get(i) ?? null;
+          const newKey = want.get(i) ?? null;
+          if (oldKey !== newKey) changes.push({ blockIndex: i, oldKey, newKey, uploaded: false });
+        }
+        toDelete = this.applyWhole(volumeId, changes, owner);
+        this.db.prepare('DELETE FROM logged WHERE volume_id = ?').run(volumeId);
+        this.db.prepare('DELETE FROM log_blocks WHERE volume_id = ?').run(volumeId);
+        this.db.prepare('UPDATE volumes SET log_seq = ?, checkpoint_seq = ?, log_pending_bytes = 0, log_since = 0 WHERE id = ?').run(rec.seq, rec.seq, volumeId);
+      } else {
+        throw GlideFsError.CORRUPT(`volume '${v.name}' was deleted in the store (record ${rec.seq})`);
+      }
+      return toDelete;
+    }, true);
+  }
+
+  // --- one writer per volume ---------------------------------------------------
+
+  /**
+   * Takes the writer row of a volume for `owner`. A row of a live other
+   * process is refused with E_LOCKED naming it; a row of a dead process on
+   * this host is stale and taken over.
+   */
+  takeWriter(volumeId: number, name: string, owner: Owner): void {
+    this.immediate(() => {
+      const row = this.db.prepare('SELECT owner, owner_host, owner_pid, since FROM writers WHERE volume_id = ?').get(volumeId) as
+        | { owner: string; owner_host: string; owner_pid: number; since: number }
+        | undefined;
+      if (row && row.owner !== owner.token && ownerAlive(row.owner_host, row.owner_pid)) {
+        throw GlideFsError.LOCKED(
+          `volume '${name}' is open for writing by pid ${row.owner_pid} on host ${row.owner_host} since ${new Date(row.since).toISOString()}`,
+        );
+      }
+      this.db
+        .prepare('INSERT OR REPLACE INTO writers (volume_id, owner, owner_host, owner_pid, since) VALUES (?, ?, ?, ?, ?)')
+        .run(volumeId, owner.token, owner.host, owner.pid, Date.now());
+    }, true);
+  }
+
+  dropWriter(volumeId: number, owner: Owner): void {
+    if (this.closed) return;
+    this.immediate(() => {
+      this.db.prepare('DELETE FROM writers WHERE volume_id = ? AND owner = ?').run(volumeId, owner.token);
+    });
+  }
+
+  /** The live writer of a volume (host, pid), or null. */
+  writerOf(volumeId: number): { host: string; pid: number } | null {
+    this.checkOpen();
+    const row = this.db.prepare('SELECT owner_host, owner_pid FROM writers WHERE volume_id = ?').get(volumeId) as
+      | { owner_host: string; owner_pid: number }
+      | undefined;
+    if (!row || !ownerAlive(row.owner_host, row.owner_pid)) return null;
+    return { host: row.owner_host, pid: row.owner_pid };
   }
 
   /**
@@ -480,6 +746,14 @@ export class Catalog {
       } else {
         this.db.prepare("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'deletes'").run(keys.length);
       }
+    });
+  }
+
+  /** Counts dirty blocks a flush found unchanged when it had nothing to commit. */
+  addSkipped(volumeId: number, n: number): void {
+    if (n === 0) return;
+    this.immediate(() => {
+      this.db.prepare('UPDATE volumes SET skipped_unchanged = skipped_unchanged + ? WHERE id = ?').run(n, volumeId);
     });
   }
 
@@ -562,7 +836,7 @@ export class Catalog {
 
   // --- stats -----------------------------------------------------------------
 
-  volumeCounts(volumeId: number): { blocks: number; sharedBlocks: number; objects: number } {
+  volumeCounts(volumeId: number): { blocks: number; sharedBlocks: number; objects: number; loggedBlocks: number } {
     this.checkOpen();
     const blocks = this.db.prepare('SELECT count(*) FROM blocks WHERE volume_id = ?').pluck().get(volumeId) as number;
     const sharedBlocks = this.db
@@ -570,7 +844,8 @@ export class Catalog {
       .pluck()
       .get(volumeId) as number;
     const objects = this.db.prepare('SELECT count(*) FROM objects').pluck().get() as number;
-    return { blocks, sharedBlocks, objects };
+    const loggedBlocks = this.db.prepare('SELECT count(*) FROM logged WHERE volume_id = ?').pluck().get(volumeId) as number;
+    return { blocks, sharedBlocks, objects, loggedBlocks };
   }
 
   uploadsPerOffset(volumeId: number): Array<{ blockIndex: number; uploads: number }> {

@@ -1,36 +1,48 @@
 /**
- * Flush: moves a volume's dirty blocks into the object store and the catalog.
+ * Flush: makes a volume's dirty blocks durable in the store with ONE log
+ * record (FORMAT.md, "Flush — one log object per flush").
  *
- *  1. sync the cache (the dirty set is durable before anything is uploaded);
- *  2. read + hash each dirty block (BLAKE3, 16-byte digest). A zero block
- *     becomes a hole (no object); a block whose key equals the catalog's is
- *     skipped as unchanged;
- *  3. plan: keys already in the catalog are reused, the others get `pending`
- *     rows (gc will not touch them) and are uploaded with bounded
- *     concurrency (p-limit); retries with backoff come from RetryStore. Each
- *     block is re-read and re-hashed just before its PUT: one rewritten
- *     meanwhile is left dirty for the next flush;
- *  4. commit the block map, refcounts and counters in ONE transaction;
- *  5. only then delete objects whose refcount fell to zero.
- * A crash before 4 leaves only orphans (gc removes them); the catalog never
- * names an object that is not in the store.
+ *  1. sync the cache; take the dirty set synchronously (no write can land in
+ *     between): per block the 4 KiB sectors written since the last flush.
+ *     A block rewritten whole (or whose sectors are unknown after a restart)
+ *     is hashed (zeros = hole; same key as committed = unchanged); for any
+ *     other block its dirty sectors are copied and the whole block hashed;
+ *  2. whole blocks: plan (`pending` rows for every key, so reused keys cannot
+ *     vanish and gc leaves new ones alone) and PUT with bounded concurrency,
+ *     each re-read just before its PUT (the bytes PUT are the ones recorded);
+ *  3. the log record (whole-block changes + sectors, compressed) is created
+ *     with putIfAbsent at the volume's next seq — the durability point; a
+ *     record of another writer there = E_FENCED, the volume stops;
+ *  4. commit the block map, logged blocks, refcounts, counters in ONE
+ *     transaction;
+ *  5. blocks not rewritten since 1 become clean; zero-ref objects are deleted.
+ * A failure before 3 leaves every dirty block dirty with its sectors marked
+ * (and orphans for gc); a crash between 3 and 4 is caught up at the next open.
  */
 import pLimit from 'p-limit';
 import { GlideFsError } from './errors.js';
 import { BLOCK_SIZE, blockHash, blockKey, keyHash } from './block-key.js';
-import { ReuseLost, type BlockChange } from './catalog.js';
+import type { BlockChange } from './catalog.js';
+import { encodeRecord, extractSectors, FULL_MASK, KIND_FLUSH, type FlushRecord, type SectorEntry } from './log-record.js';
+import { createRecord, fencedError } from './volume-log.js';
+import { applyReplayed } from './checkpoint.js';
 import type { OpenVolume } from './volume.js';
 
 export interface FlushResult {
-  /** Objects PUT by this flush. */
+  /** Block objects PUT by this flush (blocks rewritten whole). */
   uploads: number;
   uploadedBytes: number;
   /** Uploads at an offset of the volume's family that had been uploaded before. */
   reuploads: number;
-  /** Dirty blocks whose bytes hashed to the key the catalog already had. */
+  /** Dirty blocks whose bytes hashed to what was already committed. */
   skippedUnchanged: number;
-  /** Blocks whose catalog entry this flush changed (new key or hole). */
+  /** Blocks this flush moved to a new object or a hole. */
   committedBlocks: number;
+  /** Blocks whose dirty sectors went into the log record. */
+  loggedBlocks: number;
+  /** Log records PUT (0 or 1). */
+  logPuts: number;
+  logBytes: number;
   /** Objects deleted after the commit (refcount fell to zero). */
   deletes: number;
   durationMs: number;
@@ -51,112 +63,211 @@ export interface FlushOptions {
 
 interface Change extends BlockChange {
   gen: number;
+  hash: string | null;
 }
 
-const tick = () => new Promise<void>((r) => setImmediate(r));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Crash points for the kill -9 tests: GLIDEFS_CRASH_AT=<point> kills the process there. */
+export function crashPoint(point: string): void {
+  if (process.env.GLIDEFS_CRASH_AT === point) {
+    process.stdout.write(`CRASH ${point}\n`);
+    process.kill(process.pid, 'SIGKILL');
+  }
+}
 
 export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promise<FlushResult> {
   const progress = opts.onProgress ?? (() => undefined);
   const t0 = performance.now();
   const { catalog, store, prefix, owner } = vol.deps;
+  if (vol.fenced) throw vol.fenced;
   vol.cache.sync();
+  const empty = (): FlushResult => ({
+    uploads: 0,
+    uploadedBytes: 0,
+    reuploads: 0,
+    skippedUnchanged: 0,
+    committedBlocks: 0,
+    loggedBlocks: 0,
+    logPuts: 0,
+    logBytes: 0,
+    deletes: 0,
+    durationMs: performance.now() - t0,
+  });
 
-  // 2. hash
+  // 1. the dirty set, taken synchronously
   const dirty = vol.cache.dirtyIndices();
-  if (dirty.length === 0) {
-    return { uploads: 0, uploadedBytes: 0, reuploads: 0, skippedUnchanged: 0, committedBlocks: 0, deletes: 0, durationMs: performance.now() - t0 };
-  }
-  const changes: Change[] = [];
+  if (dirty.length === 0) return empty();
+  const whole: Change[] = [];
+  const sectors: Array<SectorEntry & { gen: number }> = [];
   const unchanged: Array<{ i: number; gen: number }> = [];
+  const taken = new Map<number, number>();
   const scratch = Buffer.allocUnsafe(BLOCK_SIZE);
   for (let n = 0; n < dirty.length; n++) {
-    if (n % 64 === 63) {
-      progress({ phase: 'hash', done: n, total: dirty.length });
-      await tick();
-    }
     const i = dirty[n];
     const gen = vol.gens[i];
+    const mask = vol.masks[i] === 0 ? FULL_MASK : vol.masks[i];
+    taken.set(i, vol.masks[i]);
+    vol.masks[i] = 0;
     vol.cache.readBlock(i, scratch);
-    const newKey = scratch.equals(ZERO_BLOCK) ? null : blockKey(prefix, i, blockHash(scratch));
-    const oldKey = vol.map.get(i) ?? null;
-    if (newKey === oldKey) unchanged.push({ i, gen });
-    else changes.push({ blockIndex: i, oldKey, newKey, uploaded: false, gen });
+    const h = blockHash(scratch);
+    if (h === vol.committedHash(i)) {
+      unchanged.push({ i, gen });
+      continue;
+    }
+    if (mask === FULL_MASK) {
+      const oldKey = vol.map.get(i) ?? null;
+      const newKey = scratch.equals(ZERO_BLOCK) ? null : blockKey(prefix, i, h);
+      whole.push({ blockIndex: i, oldKey, newKey, uploaded: false, gen, hash: h });
+    } else {
+      sectors.push({ index: i, mask, hash: h, data: extractSectors(scratch, mask), gen });
+    }
+  }
+  progress({ phase: 'hash', done: dirty.length, total: dirty.length });
+  const restoreMasks = () => {
+    for (const [i, m] of taken) vol.masks[i] = (vol.masks[i] | (m === 0 ? FULL_MASK : m)) >>> 0;
+  };
+  if (whole.length === 0 && sectors.length === 0) {
+    for (const u of unchanged) vol.markClean(u.i, u.gen);
+    catalog.addSkipped(vol.volumeId, unchanged.length);
+    const r = empty();
+    r.skippedUnchanged = unchanged.length;
+    return r;
   }
 
-  // 3. plan + upload (+ again for keys that vanished before the commit)
-  let toPlan = changes.filter((c) => c.newKey !== null);
-  let dropped = new Set<Change>();
-  const uploadedKeys: string[] = [];
-  let commit;
+  // 2. whole blocks: plan + upload
   const gets = vol.takeGets();
-  for (let round = 0; ; round++) {
+  let pendingKeys: string[] = [];
+  let planned = 0;
+  try {
+    const keyed = whole.filter((c) => c.newKey !== null);
     const plan = catalog.planUploads(
-      toPlan.map((c) => c.newKey!),
+      keyed.map((c) => c.newKey!),
       owner,
     );
+    pendingKeys = keyed.map((c) => c.newKey!);
     const uploadSet = new Set(plan.upload);
-    const ups = toPlan.filter((c) => uploadSet.has(c.newKey!));
-    try {
-      await waitForDeletes(vol, plan.wait);
-      dropped = new Set([...dropped, ...(await uploadAll(vol, ups, (done) => progress({ phase: 'upload', done, total: ups.length })))]);
-    } catch (err) {
+    const ups = keyed.filter((c) => uploadSet.has(c.newKey!));
+    planned = ups.length;
+    await waitForDeletes(vol, plan.wait);
+    const up = await uploadAll(vol, ups, (done) => progress({ phase: 'upload', done, total: ups.length }));
+    for (const c of up.ok) c.uploaded = true;
+    // a block rewritten between step 1 and its PUT is not in this record: it stays dirty, whole
+    const dropped = new Set(up.dropped);
+    for (const c of up.dropped) vol.masks[c.blockIndex] = FULL_MASK;
+    const kept = whole.filter((c) => !dropped.has(c));
+    whole.length = 0;
+    whole.push(...kept);
+    if (whole.length === 0 && sectors.length === 0) {
+      catalog.dropPending(pendingKeys, owner);
       vol.unsavedGets += gets;
-      catalog.dropPending([...plan.upload, ...uploadedKeys], owner);
-      throw flushError(vol.name, err, ups.length);
+      for (const u of unchanged) vol.markClean(u.i, u.gen);
+      catalog.addSkipped(vol.volumeId, unchanged.length);
+      const r = empty();
+      r.skippedUnchanged = unchanged.length;
+      return r;
     }
-    for (const c of ups) if (!dropped.has(c)) (c.uploaded = true), uploadedKeys.push(c.newKey!);
-    const droppedKeys = [...dropped].map((c) => c.newKey!);
-    catalog.dropPending(droppedKeys, owner);
-    const committing = changes.filter((c) => !dropped.has(c));
+
+    // 3. the log record: the durability point
+    const rec: FlushRecord = {
+      kind: KIND_FLUSH,
+      volume: vol.uuid,
+      seq: 0,
+      time: Date.now(),
+      writer: owner.token,
+      blocks: whole.map((c) => [c.blockIndex, c.newKey === null ? null : c.hash]),
+      sectors: sectors.map(({ index, mask, hash, data }) => ({ index, mask, hash, data })),
+    };
+    const { seq, bytes } = await appendRecord(vol, rec);
+
+    // 4. commit
+    crashPoint('flush-after-log-put');
+    const commit = catalog.commitLog(
+      vol.volumeId,
+      seq,
+      bytes,
+      whole,
+      sectors.map((e) => ({ blockIndex: e.index, hash: e.hash })),
+      pendingKeys,
+      { skippedUnchanged: unchanged.length, gets },
+      owner,
+    );
+    crashPoint('flush-after-commit');
+
+    // 5. memory follows the catalog; clean; deletes
+    for (const c of whole) {
+      if (c.newKey === null) vol.map.delete(c.blockIndex);
+      else vol.map.set(c.blockIndex, c.newKey);
+      vol.logged.delete(c.blockIndex);
+      vol.markClean(c.blockIndex, c.gen);
+    }
+    for (const e of sectors) {
+      const l = vol.logged.get(e.index);
+      vol.logged.set(e.index, { hash: e.hash, seqs: [...(l?.seqs ?? []), seq] });
+      vol.markClean(e.index, e.gen);
+    }
+    for (const u of unchanged) vol.markClean(u.i, u.gen);
+    const deletes = await deleteObjects(vol, commit.toDelete, vol.volumeId);
+    return {
+      uploads: commit.uploads,
+      uploadedBytes: commit.uploadedBytes,
+      reuploads: commit.reuploads,
+      skippedUnchanged: unchanged.length,
+      committedBlocks: whole.length,
+      loggedBlocks: sectors.length,
+      logPuts: 1,
+      logBytes: bytes,
+      deletes,
+      durationMs: performance.now() - t0,
+    };
+  } catch (err) {
+    vol.unsavedGets += gets;
+    restoreMasks();
     try {
-      commit = catalog.commitFlush(
-        vol.volumeId,
-        committing,
-        uploadedKeys,
-        BLOCK_SIZE,
-        { skippedUnchanged: unchanged.length, gets },
-        owner,
-      );
-      break;
-    } catch (err) {
-      if (!(err instanceof ReuseLost) || round >= 4) {
-        vol.unsavedGets += gets;
-        catalog.dropPending(uploadedKeys, owner);
-        throw flushError(vol.name, err, 0);
-      }
-      const lost = new Set(err.keys);
-      toPlan = committing.filter((c) => c.newKey !== null && lost.has(c.newKey));
+      catalog.dropPending(pendingKeys, owner);
+    } catch {
+      // the catalog is closed or busy: the rows are stale once this process ends (gc drops them)
     }
+    if (err instanceof GlideFsError && err.code === 'E_FENCED') throw err;
+    throw flushError(vol.name, err, planned);
   }
-
-  // after the commit: the in-memory map and the cache states follow it
-  const committed = changes.filter((c) => !dropped.has(c));
-  for (const c of committed) {
-    if (c.newKey === null) vol.map.delete(c.blockIndex);
-    else vol.map.set(c.blockIndex, c.newKey);
-    vol.markClean(c.blockIndex, c.gen);
-  }
-  for (const u of unchanged) vol.markClean(u.i, u.gen);
-
-  // 5. deletes, only after the commit
-  const deletes = await deleteObjects(vol, commit.toDelete, vol.volumeId);
-
-  return {
-    uploads: commit.uploads,
-    uploadedBytes: commit.uploadedBytes,
-    reuploads: commit.reuploads,
-    skippedUnchanged: unchanged.length,
-    committedBlocks: committed.length,
-    deletes,
-    durationMs: performance.now() - t0,
-  };
 }
 
-/** PUTs each change's block; returns the changes whose block was rewritten meanwhile. */
-async function uploadAll(vol: OpenVolume, ups: Change[], onDone: (n: number) => void): Promise<Change[]> {
+/**
+ * Creates `rec` at the volume's next seq (putIfAbsent). A record of our own
+ * at that seq (a flush whose answer was lost) is caught up first; another
+ * writer's record fences the volume. Returns the seq and the bytes PUT.
+ */
+export async function appendRecord(vol: OpenVolume, rec: FlushRecord | import('./log-record.js').CheckpointRecord): Promise<{ seq: number; bytes: number }> {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const row = vol.deps.catalog.volumeById(vol.volumeId);
+    if (!row) throw GlideFsError.NO_VOLUME(vol.name);
+    const seq = row.log_seq + 1;
+    rec.seq = seq;
+    rec.time = Date.now();
+    const body = await encodeRecord(rec);
+    crashPoint(rec.kind === KIND_FLUSH ? 'flush-before-log-put' : 'checkpoint-before-record-put');
+    const out = await createRecord(vol.deps.store, vol.deps.prefix, vol.uuid, seq, body);
+    if (out.created) return { seq, bytes: body.length };
+    if (out.existing.writer !== vol.deps.owner.token) {
+      vol.fenced = fencedError(vol.name, vol.uuid, seq, out.existing);
+      throw vol.fenced;
+    }
+    // an earlier flush of ours landed though we saw it fail: apply it, then take the next seq
+    await applyReplayed(vol, out.existing, out.bytes);
+  }
+  throw GlideFsError.STORE(`volume '${vol.name}': could not append to the log after 8 attempts`, { retryable: true });
+}
+
+/**
+ * PUTs each change's block, re-read right before its PUT: a block rewritten
+ * since step 1 (its bytes no longer hash to the planned key) is dropped from
+ * this flush and stays dirty.
+ */
+async function uploadAll(vol: OpenVolume, ups: Change[], onDone: (n: number) => void): Promise<{ ok: Change[]; dropped: Change[] }> {
   let done = 0;
   const limit = pLimit(vol.deps.uploadConcurrency);
+  const ok: Change[] = [];
   const dropped: Change[] = [];
   let firstError: unknown;
   await Promise.all(
@@ -165,12 +276,14 @@ async function uploadAll(vol: OpenVolume, ups: Change[], onDone: (n: number) => 
         if (firstError !== undefined) return;
         const buf = vol.cache.readBlock(c.blockIndex);
         if (blockHash(buf) !== keyHash(c.newKey!)) {
-          dropped.push(c); // rewritten since it was hashed: stays dirty
+          dropped.push(c);
           return;
         }
         try {
           await vol.deps.store.put(c.newKey!, buf);
+          ok.push(c);
           onDone(++done);
+          if (done === 1) crashPoint('flush-between-block-uploads');
         } catch (err) {
           firstError ??= err;
         }
@@ -178,7 +291,7 @@ async function uploadAll(vol: OpenVolume, ups: Change[], onDone: (n: number) => 
     ),
   );
   if (firstError !== undefined) throw firstError;
-  return dropped;
+  return { ok, dropped };
 }
 
 async function waitForDeletes(vol: OpenVolume, keys: string[]): Promise<void> {

@@ -11,8 +11,11 @@ import type { ObjectStore } from './object-store.js';
 import { BLOCK_SIZE, blocksPrefix, normalizePrefix, parseBlockKey } from './block-key.js';
 import { Catalog, checkVolumeName, newOwner, type Owner, type VolumeRow } from './catalog.js';
 import { acquireLock, lockHolder, VolumeCache, volumeCacheDir } from './cache.js';
-import { OpenVolume, type Volume } from './volume.js';
+import { DEFAULT_CHECKPOINT_POLICY, OpenVolume, type CheckpointPolicy, type Volume } from './volume.js';
 import { deleteObjects } from './flush.js';
+import type { CheckpointResult } from './checkpoint.js';
+import { createVolumeInStore, deleteVolumeLog, forkInStore, writeDeleteRecord } from './volume-ops.js';
+import { gcLogs } from './restore.js';
 
 export interface GlideFsOptions {
   store: ObjectStore;
@@ -22,6 +25,8 @@ export interface GlideFsOptions {
   prefix?: string;
   /** Parallel PUTs/DELETEs per flush (default 16). */
   uploadConcurrency?: number;
+  /** When open volumes checkpoint (FORMAT.md, "Checkpoint"); defaults in DEFAULT_CHECKPOINT_POLICY. */
+  checkpoint?: Partial<CheckpointPolicy>;
 }
 
 export interface VolumeInfo {
@@ -52,6 +57,19 @@ export interface VolumeStats {
   objects: number;
   /** Blocks written locally and not yet flushed (in this cache dir). */
   dirtyBlocks: number;
+  /** Log records PUT for this volume (flushes, checkpoints, its create/fork record) and their bytes. */
+  logPuts: number;
+  logBytes: number;
+  /** Checkpoints, and the block objects their folds PUT (part of `uploads`). */
+  checkpoints: number;
+  checkpointUploads: number;
+  /** Newest record in the log, and the newest checkpoint. */
+  logSeq: number;
+  checkpointSeq: number;
+  /** Blocks whose newest bytes are sectors in the log. */
+  loggedBlocks: number;
+  /** Log records deleted (covered by a checkpoint). */
+  logDeletes: number;
 }
 
 export interface GcResult {
@@ -59,6 +77,8 @@ export interface GcResult {
   deletedObjects: number;
   /** Objects in the store that the catalog does not name. */
   orphansDeleted: number;
+  /** Log records below a volume's checkpoint, or of a deleted volume (FORMAT.md, "Checkpoint"). */
+  logRecordsDeleted: number;
 }
 
 export function volumeInfo(row: VolumeRow): VolumeInfo {
@@ -71,6 +91,7 @@ export class GlideFs {
   readonly cacheDir: string;
   readonly prefix: string;
   readonly uploadConcurrency: number;
+  readonly checkpointPolicy: CheckpointPolicy;
   private readonly owner: Owner = newOwner();
   private readonly open = new Map<string, OpenVolume>();
   private closed = false;
@@ -81,6 +102,7 @@ export class GlideFs {
     this.cacheDir = opts.cacheDir;
     this.prefix = prefix;
     this.uploadConcurrency = opts.uploadConcurrency ?? 16;
+    this.checkpointPolicy = { ...DEFAULT_CHECKPOINT_POLICY, ...(opts.checkpoint ?? {}) };
   }
 
   static async open(opts: GlideFsOptions): Promise<GlideFs> {
@@ -111,7 +133,7 @@ export class GlideFs {
       throw GlideFsError.BAD_SIZE(`volume size ${sizeBytes} is not a multiple of the block size (${BLOCK_SIZE} bytes = 128K)`);
     }
     if (sizeBytes / BLOCK_SIZE > 0xffffffff) throw GlideFsError.BAD_SIZE(`volume size ${sizeBytes} is too large`);
-    return volumeInfo(this.catalog.createVolume(name, sizeBytes));
+    return volumeInfo(await createVolumeInStore(this.opsDeps, name, sizeBytes));
   }
 
   listVolumes(): VolumeInfo[] {
@@ -141,9 +163,12 @@ export class GlideFs {
       throw GlideFsError.LOCKED(`volume '${name}' is already open in this process (pid ${process.pid})`);
     }
     let cache: VolumeCache;
+    const writable = row.snapshot !== 1;
     try {
+      if (writable) this.catalog.takeWriter(row.id, name, this.owner); // one writer per volume (E_LOCKED)
       cache = VolumeCache.open(dir, row.size_bytes / BLOCK_SIZE, BLOCK_SIZE);
     } catch (err) {
+      if (writable) this.catalog.dropWriter(row.id, this.owner);
       release();
       throw err;
     }
@@ -153,10 +178,19 @@ export class GlideFs {
       prefix: this.prefix,
       owner: this.owner,
       uploadConcurrency: this.uploadConcurrency,
+      checkpoint: this.checkpointPolicy,
       releaseLock: release,
       onClose: () => this.open.delete(name),
     });
     this.open.set(name, vol);
+    if (writable) {
+      try {
+        await vol.recover(); // records past the catalog's log_seq (FORMAT.md, "Flush")
+      } catch (err) {
+        await vol.close().catch(() => undefined);
+        throw err;
+      }
+    }
     return vol;
   }
 
@@ -199,7 +233,7 @@ export class GlideFs {
     this.catalog.volume(src);
     if (this.catalog.findVolume(dst)) throw GlideFsError.VOLUME_EXISTS(dst);
     await this.settle(src);
-    return volumeInfo(this.catalog.fork(src, dst, snapshot));
+    return volumeInfo(await forkInStore(this.opsDeps, src, dst, snapshot));
   }
 
   /** Deletes a volume: releases its refcounts, deletes objects no one references, drops its cache. */
@@ -210,13 +244,34 @@ export class GlideFs {
     const dir = volumeCacheDir(this.cacheDir, row.uuid);
     const holder = lockHolder(dir);
     if (holder !== null) throw GlideFsError.BUSY(`volume '${name}' is open in another process (pid ${holder})`);
+    const writer = this.catalog.writerOf(row.id);
+    if (writer !== null) throw GlideFsError.BUSY(`volume '${name}' is open for writing by pid ${writer.pid} on host ${writer.host}`);
+    await writeDeleteRecord(this.opsDeps, row);
     const { toDelete } = this.catalog.deleteVolume(name, this.owner);
     VolumeCache.remove(dir);
     await deleteObjects(this, toDelete, null);
+    await deleteVolumeLog(this.opsDeps, row.uuid);
+  }
+
+  /** Folds a volume's log into block objects and writes a checkpoint (opens it unless it is open here). */
+  async checkpoint(name: string): Promise<CheckpointResult> {
+    this.checkOpen();
+    const open = this.open.get(name);
+    if (open) return open.checkpoint();
+    const vol = await this.openInternal(name);
+    try {
+      return await vol.checkpoint();
+    } finally {
+      await vol.close();
+    }
   }
 
   get deps() {
     return { store: this.store, catalog: this.catalog, uploadConcurrency: this.uploadConcurrency };
+  }
+
+  private get opsDeps() {
+    return { store: this.store, catalog: this.catalog, prefix: this.prefix, owner: this.owner, uploadConcurrency: this.uploadConcurrency };
   }
 
   /**
@@ -235,7 +290,8 @@ export class GlideFs {
     }
     const orphans = this.catalog.claimOrphans(listed, this.owner);
     const orphansDeleted = await deleteObjects(this, orphans, null);
-    return { deletedObjects, orphansDeleted };
+    const logRecordsDeleted = await gcLogs(this.opsDeps);
+    return { deletedObjects, orphansDeleted, logRecordsDeleted };
   }
 
   stats(name: string): VolumeStats {
@@ -255,6 +311,14 @@ export class GlideFs {
       blocks: counts.blocks,
       objects: counts.objects,
       dirtyBlocks,
+      logPuts: row.log_puts,
+      logBytes: row.log_bytes,
+      checkpoints: row.checkpoints,
+      checkpointUploads: row.checkpoint_uploads,
+      logSeq: row.log_seq,
+      checkpointSeq: row.checkpoint_seq,
+      loggedBlocks: counts.loggedBlocks,
+      logDeletes: row.log_deletes,
     };
   }
 

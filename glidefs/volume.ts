@@ -24,8 +24,11 @@ import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
 import { BLOCK_SIZE, blockHash, keyHash } from './block-key.js';
 import { STATE_CLEAN, STATE_DIRTY, STATE_NONE, type VolumeCache } from './cache.js';
-import type { Catalog, Owner, VolumeRow } from './catalog.js';
+import type { Catalog, LoggedBlock, Owner, VolumeRow } from './catalog.js';
 import { runFlush, type FlushOptions, type FlushResult } from './flush.js';
+import { runCheckpoint, catchUp, type CheckpointResult } from './checkpoint.js';
+import { FULL_MASK, sectorMask } from './log-record.js';
+import { materialize, RecordCache, RecordGone, ZERO_HASH } from './volume-log.js';
 
 export type { FlushOptions, FlushProgress, FlushResult } from './flush.js';
 
@@ -38,6 +41,9 @@ export interface Volume {
   /** Makes every resolved write durable on the local disk (not uploaded). */
   sync(): Promise<void>;
   flush(opts?: FlushOptions): Promise<FlushResult>;
+  /** Folds the log into whole block objects and writes a checkpoint record (FORMAT.md, "Checkpoint"). */
+  checkpoint(): Promise<CheckpointResult>;
+  /** Checkpoints when the log is not empty (unless checkpoint.onClose is false), then releases the volume. */
   close(): Promise<void>;
   /** Blocks written here and not yet committed by a flush. */
   readonly dirtyBlocks: number;
@@ -45,12 +51,27 @@ export interface Volume {
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
+/** When a volume checkpoints in the background (FORMAT.md, "Checkpoint"). */
+export interface CheckpointPolicy {
+  /** Bytes of log records since the last checkpoint (default 64 MiB). */
+  maxLogBytes: number;
+  /** Records since the last checkpoint (default 1000). */
+  maxLogRecords: number;
+  /** Age of the oldest record since the last checkpoint, ms (default 300 000). */
+  maxAgeMs: number;
+  /** Checkpoint on close when the log is not empty (default true). */
+  onClose: boolean;
+}
+
+export const DEFAULT_CHECKPOINT_POLICY: CheckpointPolicy = { maxLogBytes: 64 << 20, maxLogRecords: 1000, maxAgeMs: 300_000, onClose: true };
+
 export interface VolumeDeps {
   catalog: Catalog;
   store: ObjectStore;
   prefix: string;
   owner: Owner;
   uploadConcurrency: number;
+  checkpoint: CheckpointPolicy;
   onClose: () => void;
   releaseLock: () => void;
 }
@@ -61,8 +82,20 @@ export class OpenVolume implements Volume {
   readonly readOnly: boolean;
   readonly volumeId: number;
   readonly blockCount: number;
+  /** The volume's id in the store (`volumes/<uuid>/log/`). */
+  readonly uuid: string;
   /** Block index -> object key, as committed in the catalog. */
   readonly map: Map<number, string>;
+  /** Blocks whose newest committed bytes include sectors in the log (catalog `logged` + `log_blocks`). */
+  logged: Map<number, LoggedBlock>;
+  /** Per block, the 4 KiB sectors written since the last flush (FULL_MASK: rewritten whole, or unknown after a restart). */
+  readonly masks: Uint32Array;
+  /** Decoded log records, for rebuilding blocks after the cache is lost. */
+  readonly records: RecordCache;
+  /** Set when another writer took the volume over: every later write/flush/checkpoint fails with it. */
+  fenced: Error | null = null;
+  /** The last background checkpoint's error, if it failed (it is retried). */
+  lastCheckpointError: unknown = null;
   /** Write generation per block: flush only marks a block clean if it did not change. */
   readonly gens: Uint32Array;
   /** Clean cached blocks re-hashed in this process. */
@@ -85,10 +118,18 @@ export class OpenVolume implements Volume {
     this.readOnly = row.snapshot === 1;
     this.volumeId = row.id;
     this.blockCount = row.size_bytes / BLOCK_SIZE;
+    this.uuid = row.uuid;
     this.map = deps.catalog.blockMap(row.id);
+    this.logged = deps.catalog.loggedBlocks(row.id);
+    this.masks = new Uint32Array(this.blockCount);
+    for (const i of cache.dirtyIndices()) this.masks[i] = FULL_MASK; // sectors unknown after a restart
+    this.records = new RecordCache(deps.store, deps.prefix, row.uuid);
     this.gens = new Uint32Array(this.blockCount);
     this.verified = new Uint8Array(this.blockCount);
-    this.statsTimer = setInterval(() => this.saveGets(), 2000);
+    this.statsTimer = setInterval(() => {
+      this.saveGets();
+      this.maybeCheckpoint();
+    }, 2000);
     this.statsTimer.unref();
   }
 
@@ -98,6 +139,18 @@ export class OpenVolume implements Volume {
 
   private checkOpen(): void {
     if (this.closed) throw GlideFsError.CLOSED(`volume '${this.name}'`);
+  }
+
+  private checkFenced(): void {
+    if (this.fenced) throw this.fenced;
+  }
+
+  /** Hash of block i's committed bytes. */
+  committedHash(i: number): string {
+    const l = this.logged.get(i);
+    if (l) return l.hash;
+    const k = this.map.get(i);
+    return k === undefined ? ZERO_HASH : keyHash(k);
   }
 
   private checkRange(offset: number, length: number): void {
@@ -134,16 +187,15 @@ export class OpenVolume implements Volume {
   private readCached(i: number, from: number, len: number, out: Buffer, outOff: number): boolean {
     const st = this.cache.state(i);
     if (st === STATE_NONE) {
-      if (this.map.has(i)) return false;
+      if (this.map.has(i) || this.logged.has(i)) return false;
       return true; // a hole: `out` is already zeros
     }
     if (st === STATE_CLEAN && !this.verified[i]) {
       const buf = this.cache.readBlock(i);
-      const key = this.map.get(i);
-      const ok = key === undefined ? buf.equals(ZERO_BLOCK) : blockHash(buf) === keyHash(key);
+      const ok = blockHash(buf) === this.committedHash(i);
       if (!ok) {
         this.cache.setState(i, STATE_NONE); // stale or damaged copy: fetch again
-        return key === undefined; // a hole reads as zeros
+        return !this.map.has(i) && !this.logged.has(i); // a hole reads as zeros
       }
       this.verified[i] = 1;
       buf.copy(out, outOff, from, from + len);
@@ -170,6 +222,31 @@ export class OpenVolume implements Volume {
     if (p) return p;
     p = (async () => {
       const key = this.map.get(i);
+      const logged = this.logged.get(i);
+      if (logged) {
+        for (let attempt = 0; ; attempt++) {
+          const l = this.logged.get(i);
+          const base = this.map.get(i);
+          if (!l) return; // folded meanwhile: the caller retries from the block map
+          try {
+            const data = await materialize(this.deps.store, this.records, `volume '${this.name}'`, i, base, l, () => this.unsavedGets++);
+            if (this.closed) return;
+            if (this.cache.state(i) === STATE_NONE && this.logged.get(i) === l && this.map.get(i) === base) {
+              this.cache.write(i, 0, data);
+              this.cache.setState(i, STATE_CLEAN);
+              this.verified[i] = 1;
+            }
+            return;
+          } catch (err) {
+            if (!(err instanceof RecordGone) || attempt >= 3) {
+              if (err instanceof RecordGone) throw GlideFsError.CORRUPT(`block ${i} of volume '${this.name}': log record ${err.seq} is missing from the store`);
+              throw err;
+            }
+            this.records.forget(err.seq);
+            await this.flushChain; // a checkpoint folded it: its commit changes this.logged
+          }
+        }
+      }
       if (key === undefined) {
         if (this.cache.state(i) === STATE_NONE) {
           this.cache.write(i, 0, ZERO_BLOCK);
@@ -200,6 +277,7 @@ export class OpenVolume implements Volume {
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.checkOpen();
     if (this.readOnly) throw GlideFsError.READ_ONLY(this.name);
+    this.checkFenced();
     this.checkRange(offset, data.length);
     if (data.length === 0) return;
     const first = Math.floor(offset / BLOCK_SIZE);
@@ -224,6 +302,7 @@ export class OpenVolume implements Volume {
       const from = Math.max(offset, start);
       const to = Math.min(offset + data.length, start + BLOCK_SIZE);
       this.cache.write(i, from - start, data.subarray(from - offset, to - offset));
+      this.masks[i] = (this.masks[i] | sectorMask(from - start, to - start)) >>> 0;
       this.gens[i]++;
       this.cache.setState(i, STATE_DIRTY);
     }
@@ -242,13 +321,107 @@ export class OpenVolume implements Volume {
   flush(opts: FlushOptions = {}): Promise<FlushResult> {
     this.checkOpen();
     if (this.readOnly) {
-      return Promise.resolve({ uploads: 0, uploadedBytes: 0, reuploads: 0, skippedUnchanged: 0, committedBlocks: 0, deletes: 0, durationMs: 0 });
+      return Promise.resolve({
+        uploads: 0,
+        uploadedBytes: 0,
+        reuploads: 0,
+        skippedUnchanged: 0,
+        committedBlocks: 0,
+        loggedBlocks: 0,
+        logPuts: 0,
+        logBytes: 0,
+        deletes: 0,
+        durationMs: 0,
+      });
     }
+    if (this.fenced) return Promise.reject(this.fenced);
     this.flushing++;
-    const run = () => runFlush(this, opts).finally(() => this.flushing--);
-    const p = this.flushChain.then(run, run);
+    const p = this.chain(async () => {
+      try {
+        await this.caughtUp();
+        return await runFlush(this, opts);
+      } finally {
+        this.flushing--;
+      }
+    });
+    p.then(() => this.maybeCheckpoint(), () => undefined);
+    return p;
+  }
+
+  /** Runs `fn` after every flush/checkpoint queued before it. */
+  private chain<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.flushChain.then(fn, fn);
     this.flushChain = p.catch(() => undefined);
     return p;
+  }
+
+  checkpoint(): Promise<CheckpointResult> {
+    this.checkOpen();
+    if (this.readOnly) return Promise.resolve({ seq: 0, foldedBlocks: 0, uploads: 0, reuploads: 0, recordBytes: 0, deletedRecords: 0, deletes: 0, durationMs: 0 });
+    if (this.fenced) return Promise.reject(this.fenced);
+    return this.chain(async () => {
+      await this.caughtUp();
+      return runCheckpoint(this);
+    });
+  }
+
+  /** True when the catch-up of the open could not reach the store: the next flush or checkpoint runs it first. */
+  private catchUpDeferred = false;
+
+  private async caughtUp(): Promise<void> {
+    if (!this.catchUpDeferred) return;
+    await catchUp(this);
+    this.catchUpDeferred = false;
+  }
+
+  /** Replays records past the catalog's log_seq (a commit a crash cut off, or another writer's); writes the first checkpoint of a volume from before the log. */
+  recover(): Promise<void> {
+    return this.chain(async () => {
+      try {
+        await catchUp(this);
+      } catch (err) {
+        // the store is unreachable now: open anyway (the cache serves reads), catch up before the first append
+        if (!(err instanceof GlideFsError && err.retryable)) throw err;
+        this.catchUpDeferred = true;
+      }
+    });
+  }
+
+  private checkpointQueued = false;
+
+  /** Starts a background checkpoint when the log since the last one passes a threshold of the policy. */
+  maybeCheckpoint(): void {
+    if (this.closed || this.readOnly || this.fenced || this.checkpointQueued) return;
+    let row: VolumeRow | undefined;
+    try {
+      row = this.deps.catalog.volumeById(this.volumeId);
+    } catch {
+      return;
+    }
+    if (!row || row.log_seq <= row.checkpoint_seq) return;
+    const pol = this.deps.checkpoint;
+    const due =
+      row.log_pending_bytes >= pol.maxLogBytes ||
+      row.log_seq - row.checkpoint_seq >= pol.maxLogRecords ||
+      (row.log_since > 0 && Date.now() - row.log_since >= pol.maxAgeMs);
+    if (!due) return;
+    this.checkpointQueued = true;
+    this.chain(async () => {
+      if (this.closed || this.fenced) return undefined;
+      await this.caughtUp();
+      return runCheckpoint(this);
+    })
+      .then(
+        () => (this.lastCheckpointError = null),
+        (err) => (this.lastCheckpointError = err),
+      )
+      .finally(() => (this.checkpointQueued = false));
+  }
+
+  /** Drops a clean cached copy of block i whose committed bytes changed under it (catch-up); dirty blocks stay. */
+  invalidate(i: number): void {
+    if (this.cache.state(i) === STATE_CLEAN) this.cache.setState(i, STATE_NONE);
+    this.verified[i] = 0;
   }
 
   /** Marks block i clean after a commit, unless it was written since `gen`. */
@@ -277,6 +450,14 @@ export class OpenVolume implements Volume {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.flushChain;
+    let checkpointError: unknown;
+    if (!this.readOnly && !this.fenced && this.deps.checkpoint.onClose) {
+      const row = this.deps.catalog.volumeById(this.volumeId);
+      if (row && row.log_seq > row.checkpoint_seq) {
+        await this.checkpoint().catch((err) => (checkpointError = err));
+      }
+    }
+    await this.flushChain;
     await Promise.allSettled([...this.fetches.values()]);
     this.closed = true;
     clearInterval(this.statsTimer);
@@ -287,10 +468,16 @@ export class OpenVolume implements Volume {
       try {
         this.cache.close();
       } finally {
-        this.deps.releaseLock();
-        this.deps.onClose();
+        try {
+          if (!this.readOnly) this.deps.catalog.dropWriter(this.volumeId, this.deps.owner);
+        } finally {
+          this.deps.releaseLock();
+          this.deps.onClose();
+        }
       }
     }
+    // A failed checkpoint on close loses nothing (the log holds every flushed byte): the next opener checkpoints.
+    if (checkpointError !== undefined) this.lastCheckpointError = checkpointError;
   }
 
   get isClosed(): boolean {

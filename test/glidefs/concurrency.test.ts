@@ -35,19 +35,19 @@ it('gc beside an in-flight flush leaves its uploaded, uncommitted objects alone'
   gates.push(gate);
   const a = await open(gate, 'cache-a');
   const b = await open(raw, 'cache-b');
-  await a.createVolume('v', 8 * BLOCK_SIZE);
+  await b.createVolume('v', 8 * BLOCK_SIZE); // its create record: not through the gate
   const v = await a.openVolume('v');
   await v.write(0, blockOf(1, 4 * BLOCK_SIZE));
   const flushing = v.flush();
   await until(() => gate.arrived === 4); // all four objects are in the store, not committed
-  expect(raw.size).toBe(4);
-  expect(await b.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 0 });
-  expect(raw.size).toBe(4);
+  expect(raw.size).toBe(4 + 1); // + the create record
+  expect(await b.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 0, logRecordsDeleted: 0 });
+  expect(raw.size).toBe(4 + 1);
   gate.open();
   expect((await flushing).uploads).toBe(4);
+  await v.close();
   const c = await open(raw, 'cache-c');
   const cv = await c.openVolume('v');
-  await v.close();
   expect((await cv.read(0, 4 * BLOCK_SIZE)).equals(blockOf(1, 4 * BLOCK_SIZE))).toBe(true);
 });
 
@@ -73,7 +73,7 @@ it('a flush that needs a key being deleted waits for the delete to finish, then 
   expect(await raw.get(key)).not.toBeNull();
 });
 
-it('a key planned for reuse that is deleted before the commit is uploaded again', async () => {
+it('a key planned for reuse is protected by its pending row: a release to zero elsewhere does not delete it before the commit', async () => {
   root = mkdtempSync(join(tmpdir(), 'glidefs-conc-'));
   const raw = new MemoryStore();
   const gate = new GateStore(raw);
@@ -82,6 +82,7 @@ it('a key planned for reuse that is deleted before the commit is uploaded again'
   const y = await open(gate, 'cache-y');
   await x.createVolume('x', 8 * BLOCK_SIZE);
   await x.createVolume('y', 8 * BLOCK_SIZE);
+  const key = `blocks/0/${blockHash(blockOf(1))}`;
   const xv = await x.openVolume('x');
   await xv.write(0, blockOf(1));
   await xv.flush(); // object K = blocks/0/<hash of blockOf(1)>, refcount 1
@@ -91,12 +92,14 @@ it('a key planned for reuse that is deleted before the commit is uploaded again'
   const flushing = yv.flush();
   await until(() => gate.arrived === 1);
   await xv.write(0, blockOf(3));
-  expect((await xv.flush()).deletes).toBe(1); // K's refcount fell to zero: deleted
+  expect((await xv.flush()).deletes).toBe(0); // K's refcount fell to zero, but y's plan holds it
+  expect(await raw.get(key)).not.toBeNull();
   gate.open();
   const r = await flushing;
-  expect(r.uploads).toBe(2); // block 1, and K again
+  expect(r.uploads).toBe(1); // block 1 only: K was reused
+  expect(x.catalog.db.prepare('SELECT refcount FROM objects WHERE key = ?').pluck().get(key)).toBe(1);
+  await yv.close();
   const c = await open(raw, 'cache-c');
   const cy = await c.openVolume('y');
-  await yv.close();
   expect((await cy.read(0, 2 * BLOCK_SIZE)).equals(Buffer.concat([blockOf(1), blockOf(2)]))).toBe(true);
 });

@@ -60,7 +60,9 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     await v.write(2 * BLOCK_SIZE, Buffer.alloc(BLOCK_SIZE)); // zeros
     r = await v.flush();
     expect(r.uploads).toBe(0);
-    expect(env.store.stats().puts).toBe(2);
+    // two block objects; every other PUT is a log record (the create, one per flush that changed something)
+    expect(env.fs.stats('v').logPuts).toBe(3);
+    expect(env.store.stats().puts).toBe(2 + 3);
     const keys = await listKeys(env.raw);
     expect(keys).toEqual([`blocks/0/${blockHash(b)}`, `blocks/1/${blockHash(b)}`]);
     const s = env.fs.stats('v');
@@ -91,7 +93,8 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     const putsBefore = env.store.stats().puts;
     const info = await env.fs.fork('p', 'f');
     expect(info).toMatchObject({ name: 'f', parent: 'p', snapshot: false, sizeBytes: 2 * MiB });
-    expect(env.store.stats().puts).toBe(putsBefore);
+    expect(env.store.stats().puts).toBe(putsBefore + 1); // the fork's first log record; no block object
+    expect(await listKeys(env.raw)).toHaveLength(4);
     expect(env.fs.stats('f')).toMatchObject({ blocks: 4, sharedBlocks: 4, uploads: 0 });
     const f = await env.fs.openVolume('f');
     expect((await f.read(0, 4 * BLOCK_SIZE)).equals(data)).toBe(true);
@@ -99,7 +102,8 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     const r = await f.flush();
     expect(r.uploads).toBe(1);
     expect(r.deletes).toBe(0); // the parent still references the old object
-    expect(env.store.stats().puts).toBe(putsBefore + 1);
+    expect(env.store.stats().puts).toBe(putsBefore + 3); // fork record, one block object, one log record
+    expect(await listKeys(env.raw)).toHaveLength(5);
     expect((await p.read(0, 4 * BLOCK_SIZE)).equals(data)).toBe(true);
     expect((await f.read(BLOCK_SIZE, BLOCK_SIZE)).equals(blockOf(99))).toBe(true);
     expect(env.fs.stats('f')).toMatchObject({ sharedBlocks: 3, reuploads: 1 });
@@ -144,14 +148,17 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     // orphans: an object the catalog does not name (a crashed flush's upload)
     const orphan = `blocks/7/${blockHash(blockOf(42))}`;
     await env.raw.put(orphan, blockOf(42));
-    expect(await env.fs.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 1 });
+    expect(await env.fs.gc()).toMatchObject({ deletedObjects: 0, orphansDeleted: 1 });
     expect((await listKeys(env.raw)).length).toBe(3);
     const g2 = await env.reopen({ fresh: true });
     expect((await (await g2.openVolume('b')).read(0, 2 * BLOCK_SIZE)).equals(blockOf(1, 2 * BLOCK_SIZE))).toBe(true);
     await g2.close();
     await env.fs.deleteVolume('b');
     expect(await listKeys(env.raw)).toEqual([]);
-    expect(await env.fs.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 0 });
+    const logs: string[] = [];
+    for await (const k of env.raw.list('volumes/')) logs.push(k);
+    expect(logs).toEqual([]); // a deleted volume's log goes too
+    expect(await env.fs.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 0, logRecordsDeleted: 0 });
     expect(env.fs.listVolumes()).toEqual([]);
     await expect(env.fs.deleteVolume('b')).rejects.toMatchObject({ code: 'E_NO_VOLUME' });
   });
@@ -198,7 +205,7 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     expect(statSync(env.cacheDir).mode & 0o777).toBe(0o700);
     await v.close();
     expect(env.fs.stats('v').dirtyBlocks).toBe(2);
-    expect(env.store.stats().puts).toBe(0);
+    expect(env.store.stats().puts).toBe(1); // the volume's create record only
     const v2 = await env.fs.openVolume('v');
     expect(v2.dirtyBlocks).toBe(2);
     const r = await v2.flush();
@@ -225,10 +232,13 @@ describe('key prefix', () => {
       await store.put('team/a/notes.txt', Buffer.from('keep'));
       await store.put('blocks/0/' + blockHash(blockOf(2)), blockOf(2)); // another prefix's block
       await store.put(`team/a/blocks/5/${blockHash(blockOf(3))}`, blockOf(3)); // an orphan under ours
-      expect(await fs.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 1 });
+      expect(await fs.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 1, logRecordsDeleted: 0 });
       const keys: string[] = [];
-      for await (const k of store.list('')) keys.push(k);
+      for await (const k of store.list('')) if (!k.startsWith('team/a/volumes/')) keys.push(k);
       expect(keys.sort()).toEqual(['blocks/0/' + blockHash(blockOf(2)), `team/a/blocks/0/${blockHash(blockOf(1))}`, 'team/a/notes.txt'].sort());
+      const logs: string[] = [];
+      for await (const k of store.list('team/a/volumes/')) logs.push(k);
+      expect(logs).toHaveLength(2); // the volume's log lives under the prefix too (create + one flush)
       await fs.close();
     } finally {
       rmSync(root, { recursive: true, force: true });

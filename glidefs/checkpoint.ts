@@ -1,0 +1,213 @@
+/**
+ * Checkpoints and catch-up (FORMAT.md, "Checkpoint").
+ *
+ * A checkpoint folds every logged block of a volume into a whole block
+ * object (`blockKey(i, hash)`, uploaded unless the catalog has it — these are
+ * the uploads the per-offset counters and the heatmap count), writes the
+ * volume's whole block map as a checkpoint record at the next seq (fenced like
+ * a flush), commits, and then deletes zero-ref objects and every record with
+ * a smaller seq. Recovery reads the newest checkpoint and the records after
+ * it only.
+ *
+ * Crash story: before the record PUT, only orphan block objects (gc); after
+ * it and before the commit, the next open catches the checkpoint up; after
+ * the commit, stale records below the checkpoint, which the next checkpoint
+ * (it lists the log) or gc deletes.
+ *
+ * Catch-up: on a writable open the volume's log is listed; records past the
+ * catalog's `log_seq` are applied in order (a commit a crash cut off, or a
+ * record of another writer).
+ */
+import pLimit from 'p-limit';
+import { GlideFsError } from './errors.js';
+import { blockHash, blockKey, keyHash } from './block-key.js';
+import type { BlockChange } from './catalog.js';
+import { FULL_MASK, KIND_CHECKPOINT, KIND_DELETE, logKey, type CheckpointRecord, type LogRecord } from './log-record.js';
+import { fencedError, listLog, materialize, readRecord, RecordGone, ZERO_HASH } from './volume-log.js';
+import { appendRecord, crashPoint, deleteObjects } from './flush.js';
+import { STATE_CLEAN } from './cache.js';
+import type { OpenVolume } from './volume.js';
+
+export interface CheckpointResult {
+  /** Seq of the checkpoint record (0: nothing to do). */
+  seq: number;
+  /** Logged blocks folded into whole block objects. */
+  foldedBlocks: number;
+  /** Block objects PUT by the fold. */
+  uploads: number;
+  reuploads: number;
+  recordBytes: number;
+  /** Log records deleted after the commit. */
+  deletedRecords: number;
+  /** Objects deleted (refcount fell to zero). */
+  deletes: number;
+  durationMs: number;
+}
+
+export async function runCheckpoint(vol: OpenVolume): Promise<CheckpointResult> {
+  const t0 = performance.now();
+  const { catalog, store, prefix, owner } = vol.deps;
+  if (vol.fenced) throw vol.fenced;
+  const row = catalog.volumeById(vol.volumeId);
+  if (!row) throw GlideFsError.NO_VOLUME(vol.name);
+  if (row.log_seq > 0 && row.log_seq === row.checkpoint_seq && vol.logged.size === 0) {
+    return { seq: 0, foldedBlocks: 0, uploads: 0, reuploads: 0, recordBytes: 0, deletedRecords: 0, deletes: 0, durationMs: performance.now() - t0 };
+  }
+  const logged = new Map(vol.logged);
+  const folds: Array<BlockChange & { hash: string }> = [];
+  for (const [i, l] of logged) {
+    folds.push({ blockIndex: i, oldKey: vol.map.get(i) ?? null, newKey: l.hash === ZERO_HASH ? null : blockKey(prefix, i, l.hash), uploaded: false, hash: l.hash });
+  }
+  const keyed = folds.filter((c) => c.newKey !== null);
+  const pendingKeys = keyed.map((c) => c.newKey!);
+  try {
+    const plan = catalog.planUploads(pendingKeys, owner);
+    const uploadSet = new Set(plan.upload);
+    const limit = pLimit(vol.deps.uploadConcurrency);
+    let n = 0;
+    await Promise.all(
+      keyed
+        .filter((c) => uploadSet.has(c.newKey!))
+        .map((c) =>
+          limit(async () => {
+            const bytes = await committedBytes(vol, c.blockIndex, logged.get(c.blockIndex)!, c.oldKey ?? undefined);
+            await store.put(c.newKey!, bytes);
+            c.uploaded = true;
+            if (++n === 1) crashPoint('checkpoint-between-block-uploads');
+          }),
+        ),
+    );
+    const final = new Map(vol.map);
+    for (const c of folds) {
+      if (c.newKey === null) final.delete(c.blockIndex);
+      else final.set(c.blockIndex, c.newKey);
+    }
+    const rec: CheckpointRecord = {
+      kind: KIND_CHECKPOINT,
+      volume: vol.uuid,
+      seq: 0,
+      time: Date.now(),
+      writer: owner.token,
+      meta: {
+        name: row.name,
+        sizeBytes: row.size_bytes,
+        parent: row.parent,
+        parentUuid: row.parent_uuid,
+        parentSeq: row.parent_seq,
+        family: row.family_uuid ?? row.uuid,
+        snapshot: row.snapshot === 1,
+        createdAt: row.created_at,
+      },
+      blocks: [...final].sort((a, b) => a[0] - b[0]).map(([i, k]) => [i, keyHash(k)]),
+    };
+    const { seq, bytes } = await appendRecord(vol, rec);
+    crashPoint('checkpoint-after-record-put');
+    const commit = catalog.commitCheckpoint(vol.volumeId, seq, bytes, folds, pendingKeys, owner);
+    vol.map.clear();
+    for (const [i, k] of final) vol.map.set(i, k);
+    vol.logged = new Map();
+    crashPoint('checkpoint-before-log-deletes');
+    const deletes = await deleteObjects(vol, commit.toDelete, vol.volumeId);
+    const deletedRecords = await deleteRecordsBelow(vol, seq);
+    crashPoint('checkpoint-after-log-deletes');
+    return {
+      seq,
+      foldedBlocks: folds.length,
+      uploads: commit.uploads,
+      reuploads: commit.reuploads,
+      recordBytes: bytes,
+      deletedRecords,
+      deletes,
+      durationMs: performance.now() - t0,
+    };
+  } catch (err) {
+    try {
+      catalog.dropPending(pendingKeys, owner);
+    } catch {
+      // stale once this process ends
+    }
+    throw err;
+  }
+}
+
+/** The committed bytes of a logged block: the cache's clean copy when it hashes right, else base + records from the store. */
+async function committedBytes(vol: OpenVolume, i: number, l: { hash: string; seqs: number[] }, base: string | undefined): Promise<Buffer> {
+  if (vol.cache.state(i) === STATE_CLEAN) {
+    const buf = vol.cache.readBlock(i);
+    if (blockHash(buf) === l.hash) return buf;
+  }
+  try {
+    return await materialize(vol.deps.store, vol.records, `volume '${vol.name}'`, i, base, l, () => vol.unsavedGets++);
+  } catch (err) {
+    if (err instanceof RecordGone) throw GlideFsError.CORRUPT(`block ${i} of volume '${vol.name}': log record ${err.seq} is missing from the store`);
+    throw err;
+  }
+}
+
+/** Deletes every record of the volume below `seq` (listed: leftovers of a crash go too). Failures are left for the next checkpoint or gc. */
+export async function deleteRecordsBelow(vol: OpenVolume, seq: number): Promise<number> {
+  const { store, prefix } = vol.deps;
+  const seqs = (await listLog(store, prefix, vol.uuid)).filter((s) => s < seq);
+  const limit = pLimit(vol.deps.uploadConcurrency);
+  let n = 0;
+  await Promise.all(
+    seqs.map((s) =>
+      limit(async () => {
+        try {
+          await store.delete(logKey(prefix, vol.uuid, s));
+          vol.records.forget(s);
+          n++;
+        } catch {
+          // left behind: deleted by the next checkpoint or gc
+        }
+      }),
+    ),
+  );
+  if (n > 0) vol.deps.catalog.immediate(() => vol.deps.catalog.db.prepare('UPDATE volumes SET log_deletes = log_deletes + ? WHERE id = ?').run(n, vol.volumeId));
+  return n;
+}
+
+/**
+ * Catch-up on a writable open: applies the records past the catalog's
+ * `log_seq`. A volume from before the log (log_seq 0) gets its first
+ * checkpoint.
+ */
+export async function catchUp(vol: OpenVolume): Promise<void> {
+  const row = vol.deps.catalog.volumeById(vol.volumeId);
+  if (!row) throw GlideFsError.NO_VOLUME(vol.name);
+  if (row.log_seq === 0) {
+    await runCheckpoint(vol);
+    return;
+  }
+  const seqs = await listLog(vol.deps.store, vol.deps.prefix, vol.uuid);
+  const max = seqs.length > 0 ? seqs[seqs.length - 1] : 0;
+  if (max < row.log_seq) {
+    throw GlideFsError.CORRUPT(`volume '${vol.name}': the catalog is at log record ${row.log_seq} but the store's log ends at ${max}`);
+  }
+  for (let seq = row.log_seq + 1; seq <= max; seq++) {
+    const r = await readRecord(vol.deps.store, vol.deps.prefix, vol.uuid, seq);
+    if (r === null) throw GlideFsError.CORRUPT(`volume '${vol.name}': log record ${seq} is missing from the store (the log ends at ${max})`);
+    await applyReplayed(vol, r.rec, r.bytes);
+  }
+}
+
+/** Applies one record found in the store to the catalog and the open volume's memory. */
+export async function applyReplayed(vol: OpenVolume, rec: LogRecord, bytes: number): Promise<void> {
+  if (rec.kind === KIND_DELETE) {
+    vol.fenced = fencedError(vol.name, vol.uuid, rec.seq, rec);
+    throw vol.fenced;
+  }
+  const toDelete = vol.deps.catalog.replayRecord(vol.volumeId, rec, vol.deps.prefix, bytes, vol.deps.owner);
+  const map = vol.deps.catalog.blockMap(vol.volumeId);
+  const touched = new Set<number>([...vol.map.keys(), ...map.keys(), ...vol.logged.keys()]);
+  vol.map.clear();
+  for (const [i, k] of map) vol.map.set(i, k);
+  vol.logged = vol.deps.catalog.loggedBlocks(vol.volumeId);
+  for (const i of vol.logged.keys()) touched.add(i);
+  for (const i of touched) {
+    vol.invalidate(i);
+    // another writer's record changed the committed bytes under our dirty copy: send it whole
+    if (rec.writer !== vol.deps.owner.token && vol.masks[i] !== 0) vol.masks[i] = FULL_MASK;
+  }
+  await deleteObjects(vol, toDelete, vol.volumeId);
+}

@@ -1,0 +1,163 @@
+/**
+ * Restore: rebuilds a SQLite catalog from the store alone (FORMAT.md,
+ * "Restore"), and gc of the log (records below a checkpoint, volumes whose
+ * newest record is a delete).
+ *
+ * Restore lists `<prefix>/volumes/`, and per volume GETs records from the
+ * newest down to the newest checkpoint, then applies them upward with the
+ * same code the catch-up uses (Catalog.replayRecord). Refcounts come from the
+ * block maps. Nothing in the store is written or deleted.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { GlideFsError } from './errors.js';
+import type { ObjectStore } from './object-store.js';
+import { Catalog, newOwner, type Owner } from './catalog.js';
+import { KIND_CHECKPOINT, KIND_DELETE, logKey, parseLogKey, volumesPrefix, type CheckpointRecord, type LogRecord } from './log-record.js';
+import { readRecord } from './volume-log.js';
+import pLimit from 'p-limit';
+
+export interface RestoreResult {
+  volumes: Array<{ name: string; uuid: string; logSeq: number; checkpointSeq: number; blocks: number }>;
+  /** Volumes whose newest record is a delete (skipped). */
+  deletedVolumes: number;
+  recordsRead: number;
+  bytesRead: number;
+  listed: number;
+  durationMs: number;
+}
+
+/** Every volume's record seqs in the store, ascending. */
+async function listVolumes(store: ObjectStore, prefix: string): Promise<Map<string, number[]>> {
+  const out = new Map<string, number[]>();
+  for await (const k of store.list(volumesPrefix(prefix))) {
+    const p = parseLogKey(prefix, k);
+    if (!p) continue;
+    let l = out.get(p.uuid);
+    if (!l) out.set(p.uuid, (l = []));
+    l.push(p.seq);
+  }
+  for (const l of out.values()) l.sort((a, b) => a - b);
+  return out;
+}
+
+/**
+ * Rebuilds the catalog at `catalogPath` (which must not exist, or hold no
+ * volume) from the store. Refuses with E_INVALID otherwise, changing nothing.
+ */
+export async function restoreCatalog(store: ObjectStore, prefix: string, catalogPath: string): Promise<RestoreResult> {
+  const t0 = performance.now();
+  if (existsSync(catalogPath) && statSync(catalogPath).size > 0) {
+    const c = Catalog.open(catalogPath);
+    const n = c.listVolumes().length;
+    c.close();
+    if (n > 0) throw GlideFsError.INVALID(`catalog ${catalogPath} already holds ${n} volumes: restore needs a new catalog path`);
+  }
+  const vols = await listVolumes(store, prefix);
+  let recordsRead = 0;
+  let bytesRead = 0;
+  let deletedVolumes = 0;
+  // read each volume's records, newest down to its newest checkpoint
+  const plans: Array<{ uuid: string; recs: Array<{ rec: LogRecord; bytes: number }> }> = [];
+  const limit = pLimit(8);
+  await Promise.all(
+    [...vols].map(([uuid, seqs]) =>
+      limit(async () => {
+        const recs: Array<{ rec: LogRecord; bytes: number }> = [];
+        for (let k = seqs.length - 1; k >= 0; k--) {
+          const r = await readRecord(store, prefix, uuid, seqs[k]);
+          if (r === null) throw GlideFsError.CORRUPT(`volume ${uuid}: log record ${seqs[k]} vanished during restore`);
+          recordsRead++;
+          bytesRead += r.bytes;
+          if (r.rec.kind === KIND_DELETE) {
+            if (k === seqs.length - 1) {
+              deletedVolumes++;
+              return;
+            }
+            throw GlideFsError.CORRUPT(`volume ${uuid}: delete record ${seqs[k]} is not its newest record`);
+          }
+          recs.unshift(r);
+          if (r.rec.kind === KIND_CHECKPOINT) break;
+        }
+        if (recs.length === 0 || recs[0].rec.kind !== KIND_CHECKPOINT) throw GlideFsError.CORRUPT(`volume ${uuid}: no checkpoint record in the store`);
+        for (let j = 1; j < recs.length; j++) {
+          if (recs[j].rec.seq !== recs[j - 1].rec.seq + 1) {
+            throw GlideFsError.CORRUPT(`volume ${uuid}: log record ${recs[j - 1].rec.seq + 1} is missing (next is ${recs[j].rec.seq})`);
+          }
+        }
+        plans.push({ uuid, recs });
+      }),
+    ),
+  );
+  const catalog = Catalog.open(catalogPath);
+  const owner: Owner = newOwner();
+  const out: RestoreResult['volumes'] = [];
+  try {
+    const names = new Map<string, string>();
+    for (const p of plans) {
+      const cp = p.recs[0].rec as CheckpointRecord;
+      const other = names.get(cp.meta.name);
+      if (other) throw GlideFsError.CORRUPT(`two volumes named '${cp.meta.name}' in the store: ${other} and ${p.uuid}`);
+      names.set(cp.meta.name, p.uuid);
+    }
+    plans.sort((a, b) => (a.recs[0].rec as CheckpointRecord).meta.createdAt - (b.recs[0].rec as CheckpointRecord).meta.createdAt);
+    for (const p of plans) {
+      const cp = p.recs[0].rec as CheckpointRecord;
+      const m = cp.meta;
+      const id = catalog.immediate(() => {
+        const info = catalog.db
+          .prepare(
+            'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, parent_uuid, parent_seq, family_uuid) ' +
+              'VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)',
+          )
+          .run(m.name, p.uuid, m.sizeBytes, m.parent, m.snapshot ? 1 : 0, m.createdAt, cp.seq - 1, cp.seq - 1, m.parentUuid, m.parentSeq, m.family);
+        return Number(info.lastInsertRowid);
+      }, true);
+      for (const r of p.recs) catalog.replayRecord(id, r.rec, prefix, r.bytes, owner);
+      const row = catalog.volumeById(id)!;
+      out.push({ name: m.name, uuid: p.uuid, logSeq: row.log_seq, checkpointSeq: row.checkpoint_seq, blocks: catalog.blockMap(id).size });
+    }
+    catalog.immediate(() => {
+      // families: the root's id when it is restored, else the first member's
+      catalog.db.exec(`UPDATE volumes SET family = COALESCE(
+          (SELECT r.id FROM volumes r WHERE r.uuid = volumes.family_uuid),
+          (SELECT min(r.id) FROM volumes r WHERE r.family_uuid = volumes.family_uuid))`);
+      catalog.db.exec('INSERT OR IGNORE INTO family_offsets (family, block_index) SELECT v.family, b.block_index FROM blocks b JOIN volumes v ON v.id = b.volume_id');
+      // nothing is deleted by a restore: keys a replay released are orphans for gc
+      catalog.db.exec('DELETE FROM deleting');
+    }, true);
+  } finally {
+    catalog.close();
+  }
+  return { volumes: out, deletedVolumes, recordsRead, bytesRead, listed: [...vols.values()].reduce((a, l) => a + l.length, 0), durationMs: performance.now() - t0 };
+}
+
+/**
+ * gc of the log: records below each catalog volume's checkpoint, and every
+ * record of a volume the catalog does not know whose newest record is a
+ * delete (tombstone last). Volumes the catalog does not know and that are not
+ * deleted are left alone (a create in progress, or not attributable).
+ */
+export async function gcLogs(d: { catalog: Catalog; store: ObjectStore; prefix: string; uploadConcurrency: number }): Promise<number> {
+  const vols = await listVolumes(d.store, d.prefix);
+  const known = new Map(d.catalog.listVolumes().map((v) => [v.uuid, v]));
+  const limit = pLimit(d.uploadConcurrency);
+  let n = 0;
+  const del = (uuid: string, seq: number) =>
+    limit(async () => {
+      await d.store.delete(logKey(d.prefix, uuid, seq));
+      n++;
+    });
+  for (const [uuid, seqs] of vols) {
+    const v = known.get(uuid);
+    if (v) {
+      await Promise.all(seqs.filter((s) => s < v.checkpoint_seq).map((s) => del(uuid, s)));
+      continue;
+    }
+    const top = seqs[seqs.length - 1];
+    const r = await readRecord(d.store, d.prefix, uuid, top).catch(() => null);
+    if (r === null || r.rec.kind !== KIND_DELETE) continue;
+    await Promise.all(seqs.slice(0, -1).map((s) => del(uuid, s)));
+    await del(uuid, top);
+  }
+  return n;
+}
