@@ -213,6 +213,31 @@ describe('glidekv kv: ls, ns, stats, reclaim', () => {
     expect(ok(kv(['ns', 'list', dir])).out).toBe('');
   });
 
+  it('stats in a later process shows lifetime counters: the bytes kv reclaim relocated, and reclaims', async () => {
+    const dir = await freshDir();
+    for (let i = 0; i < 4; i++) ok(kv(['put', dir, 'cfg', 'k', '--value', `value ${i}`]));
+    ok(kv(['put', dir, 'cfg', 'other', '--value', 'x']));
+    const r1 = JSON.parse(ok(kv(['reclaim', dir, '--json'])).out);
+    expect(r1.relocatedBytes).toBeGreaterThan(0);
+    expect(ok(kv(['reclaim', dir])).out).toMatch(/^relocated (\d+) bytes/);
+    const s = JSON.parse(ok(kv(['stats', dir, '--json'])).out);
+    const r2 = Number(/relocated (\d+)/.exec(ok(kv(['reclaim', dir])).out)![1]);
+    const s2 = JSON.parse(ok(kv(['stats', dir, '--json'])).out);
+    expect(s.compactionBytes).toBeGreaterThanOrEqual(r1.relocatedBytes); // + the second reclaim's (nothing dead: 0 or a copy)
+    expect(s2.compactionBytes).toBe(s.compactionBytes + r2);
+    expect(s.reclaims).toBe(2); // one namespace, two kv reclaim processes
+    expect(s2.reclaims).toBe(3);
+    // this process alone (a stats process relocates nothing)
+    expect(s2.compactionBytesSinceOpen).toBe(0);
+    expect(s2.reclaimsSinceOpen).toBe(0);
+    const text = ok(kv(['stats', dir])).out;
+    expect(text).toMatch(new RegExp(`^compactionBytes\\s+${s2.compactionBytes}$`, 'm'));
+    expect(ok(kv(['stats', dir, '--help'])).out).toMatch(/Lifetime counters/);
+    expect(JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')).counters).toMatchObject({
+      compactionBytes: s2.compactionBytes, reclaims: 3,
+    });
+  });
+
   it('stats --json holds every counter as a number; reclaim --json reports its work', async () => {
     const dir = await freshDir();
     for (let i = 0; i < 3; i++) ok(kv(['put', dir, 'cfg', 'k', '--value', `v${i}`]));

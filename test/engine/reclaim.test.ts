@@ -1,7 +1,8 @@
 // Reclaim: on demand and automatic, under concurrent writers, crash-safe, footers consistent.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, expect, it } from 'vitest';
+import zlib from 'node:zlib';
+import { afterAll, describe, expect, it } from 'vitest';
 import { open, nodeFileIo, type FileIo } from '../../src/index.js';
 import { rmDir, segFiles, tmpDir } from './helpers.js';
 
@@ -151,4 +152,92 @@ it('a crash in the middle of reclaim (old and new segments both on disk) loses a
     else expect(g?.value.toString()).toBe(`v${75 + i}`);
   }
   await r.close();
+});
+
+describe('a damaged footer on a segment written by reclaim (issue 9 item 4)', () => {
+  const BIG = (k: string) => `${k}:` + 'separated '.repeat(60); // above the 256-byte threshold: a pointer record
+
+  /** A namespace with batched and unbatched keys (inline and separated), reclaimed; returns what it holds. */
+  async function build(dir: string): Promise<Map<string, string>> {
+    const want = new Map<string, string>();
+    const e = await open(dir, { sync: 'always', valueThreshold: 256, reclaimMinBytes: 1e12 });
+    await e.createNamespace('n');
+    const put = async (k: string, v: string) => {
+      await e.put('n', k, v);
+      want.set(k, v);
+    };
+    for (let i = 0; i < 12; i++) await put(`u${i}`, `plain ${i}`);
+    await put('ubig', BIG('ubig'));
+    await e.batch('n', [
+      { type: 'put', key: 'b1', value: 'batched one' },
+      { type: 'put', key: 'b2', value: BIG('b2') },
+      { type: 'put', key: 'b3', value: 'batched three' },
+    ]);
+    want.set('b1', 'batched one').set('b2', BIG('b2')).set('b3', 'batched three');
+    for (let i = 0; i < 12; i += 4) await put(`u${i}`, `plain ${i} again`); // garbage, so the copy differs
+    await e.batch('n', [{ type: 'put', key: 'b4', value: 'four' }, { type: 'delete', key: 'u1' }]);
+    want.set('b4', 'four').delete('u1');
+    await put('last', 'unbatched, after the batches');
+    await e.reclaim();
+    await e.close();
+    return want;
+  }
+
+  /** The segments reclaim wrote: sealed (valid footer) ones; the active one after the reclaim is empty. */
+  function copies(dir: string): string[] {
+    return segFiles(dir, 'n').map((s) => path.join(dir, 'ns', 'n', s)).filter(footerValid);
+  }
+
+  async function expectAll(dir: string, want: Map<string, string>): Promise<void> {
+    const e = await open(dir, { valueThreshold: 256 });
+    try {
+      for (const [k, v] of want) expect((await e.get('n', k))?.value.toString(), k).toBe(v);
+      expect(e.list('n').map((x) => x.key.toString()).sort()).toEqual([...want.keys()].sort());
+    } finally {
+      await e.close();
+    }
+  }
+
+  it('reclaim copies batch records as records of their own: no BATCH flag, a valid crc', async () => {
+    const dir = tmpDir('reclaim-unbatch');
+    dirs.push(dir);
+    await build(dir);
+    const [copy] = copies(dir);
+    const b = fs.readFileSync(copy);
+    const dataEnd = b.readUInt32LE(b.length - 40 + 16);
+    let records = 0;
+    for (let off = 0; off < dataEnd; records++) {
+      const len = b.readUInt32LE(off + 4);
+      expect(b[off + 9] & 2, `record at ${off} keeps the BATCH flag`).toBe(0);
+      expect(zlib.crc32(b.subarray(off + 4, off + len)) >>> 0).toBe(b.readUInt32LE(off));
+      off += len;
+    }
+    expect(records).toBe(17); // u0..u11 but u1, ubig, b1..b4, last
+  });
+
+  it('one flipped bit anywhere in the footer (entries or trailer) loses no key; the footer is written again', async () => {
+    const src = tmpDir('reclaim-flip-src');
+    dirs.push(src);
+    const want = await build(src);
+    const cs = copies(src);
+    expect(cs).toHaveLength(1);
+    const size = fs.statSync(cs[0]).size;
+    const dataEnd = fs.readFileSync(cs[0]).readUInt32LE(size - 40 + 16);
+    // [byte offset, bit]: an entry, then trailer fields magic, crc, version (-> 3), entries, dataEnd, bodyLen, hwm, fileId
+    const spots: Array<[number, number]> = [[dataEnd + 5, 0], [dataEnd + 30, 7], ...[0, 4, 8, 12, 16, 20, 24, 32].map(
+      (o): [number, number] => [size - 40 + o, o === 8 ? 1 : 3])];
+    for (const [at, bit] of spots) {
+      const dir = tmpDir('reclaim-flip');
+      dirs.push(dir);
+      fs.cpSync(src, dir, { recursive: true });
+      const f = path.join(dir, 'ns', 'n', path.basename(cs[0]));
+      const b = fs.readFileSync(f);
+      b[at] ^= 1 << bit;
+      fs.writeFileSync(f, b);
+      await expectAll(dir, want);
+      expect(footerValid(f), `footer rewritten after a flip at ${at}`).toBe(true);
+      expect(fs.readFileSync(f).subarray(0, dataEnd).equals(fs.readFileSync(cs[0]).subarray(0, dataEnd))).toBe(true);
+      await expectAll(dir, want); // and again, through the new footer
+    }
+  });
 });
