@@ -11,7 +11,7 @@
  * object or found the key taken (S3 answers 412 to a PUT, and MinIO counts that
  * request too); `putsRefused` counts the ones that found it taken.
  */
-import type { ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore } from './object-store.js';
 
 export interface CountingStats {
   puts: number;
@@ -22,11 +22,13 @@ export interface CountingStats {
   getBytes: number;
   getMisses: number;
   deletes: number;
+  /** HEAD requests (gc's age and size checks). */
+  heads: number;
   lists: number;
   errors: number;
 }
 
-const ZERO: CountingStats = { puts: 0, putBytes: 0, putsRefused: 0, gets: 0, getBytes: 0, getMisses: 0, deletes: 0, lists: 0, errors: 0 };
+const ZERO: CountingStats = { puts: 0, putBytes: 0, putsRefused: 0, gets: 0, getBytes: 0, getMisses: 0, deletes: 0, heads: 0, lists: 0, errors: 0 };
 
 export class CountingStore implements ObjectStore {
   readonly description: string;
@@ -61,6 +63,18 @@ export class CountingStore implements ObjectStore {
     this.counters.putBytes += body.byteLength;
     if (!created) this.counters.putsRefused++;
     return created;
+  }
+
+  async head(key: string): Promise<ObjectHead | null> {
+    let h: ObjectHead | null;
+    try {
+      h = await this.inner.head(key);
+    } catch (err) {
+      this.counters.errors++;
+      throw err;
+    }
+    this.counters.heads++;
+    return h;
   }
 
   async get(key: string): Promise<Buffer | null> {

@@ -30,7 +30,7 @@ import { dirname, join, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { fsyncDir } from '../lib/fsync.js';
 import { GlideFsError } from './errors.js';
-import type { ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore } from './object-store.js';
 
 const TMP_PREFIX = '.tmp-';
 
@@ -157,6 +157,19 @@ export class DirStore implements ObjectStore {
       }
     }
     return true;
+  }
+
+  async head(key: string): Promise<ObjectHead | null> {
+    this.checkOpen();
+    const path = this.pathOf(key);
+    try {
+      const st = await stat(path);
+      return st.isFile() ? { size: st.size, modifiedAt: st.mtimeMs } : null;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+      throw this.fsError('head', key, err);
+    }
   }
 
   async get(key: string): Promise<Buffer | null> {

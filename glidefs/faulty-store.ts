@@ -12,13 +12,14 @@
  * - An injected timeout waits timeoutMs, then throws E_STORE_TIMEOUT
  *   (retryable, injected). A timed-out put or putIfAbsent is carried out on
  *   the inner store half of the time first, as a real timeout may or may not
- *   have stored the object. putIfAbsent draws like put (putErrorProbability).
+ *   have stored the object. putIfAbsent draws like put (putErrorProbability),
+ *   head like get (getErrorProbability).
  * - `failAll` (a plain field, switchable at run time) fails every request.
  * Faults happen before the inner call, so a failed put/delete changed nothing
  * (except the timed-out puts above).
  */
 import { GlideFsError } from './errors.js';
-import type { ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore } from './object-store.js';
 import { mulberry32 } from '../lib/prng.js';
 
 export interface FaultyStoreOptions {
@@ -80,6 +81,11 @@ export class FaultyStore implements ObjectStore {
       await this.inner.putIfAbsent(key, body);
     });
     return this.inner.putIfAbsent(key, body);
+  }
+
+  async head(key: string): Promise<ObjectHead | null> {
+    await this.fault('head', key, this.opts.getErrorProbability);
+    return this.inner.head(key);
   }
 
   async get(key: string): Promise<Buffer | null> {

@@ -3,23 +3,37 @@
  * process, and there is no size limit.
  */
 import { GlideFsError } from './errors.js';
-import type { ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore } from './object-store.js';
 
 export class MemoryStore implements ObjectStore {
   readonly description = 'memory://';
   private readonly objects = new Map<string, Buffer>();
+  private readonly mtimes = new Map<string, number>();
   private closed = false;
 
   async put(key: string, data: Uint8Array): Promise<void> {
     this.checkOpen();
     this.objects.set(key, Buffer.from(data));
+    this.mtimes.set(key, Date.now());
   }
 
   async putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
     this.checkOpen();
     if (this.objects.has(key)) return false;
     this.objects.set(key, Buffer.from(body));
+    this.mtimes.set(key, Date.now());
     return true;
+  }
+
+  async head(key: string): Promise<ObjectHead | null> {
+    this.checkOpen();
+    const v = this.objects.get(key);
+    return v ? { size: v.length, modifiedAt: this.mtimes.get(key)! } : null;
+  }
+
+  /** Sets an object's modification time (tests: make an object look old). */
+  setModifiedAt(key: string, ms: number): void {
+    if (this.objects.has(key)) this.mtimes.set(key, ms);
   }
 
   async get(key: string): Promise<Buffer | null> {
@@ -31,6 +45,7 @@ export class MemoryStore implements ObjectStore {
   async delete(key: string): Promise<void> {
     this.checkOpen();
     this.objects.delete(key);
+    this.mtimes.delete(key);
   }
 
   async *list(prefix: string): AsyncIterable<string> {

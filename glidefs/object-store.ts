@@ -11,6 +11,13 @@
  * see it. Objects are immutable in practice: the block layer never overwrites
  * a key with different bytes, so `put` of an existing key may simply replace it.
  */
+/** What `head` tells about an object. */
+export interface ObjectHead {
+  size: number;
+  /** Last write, ms since the epoch (the store's clock). */
+  modifiedAt: number;
+}
+
 export interface ObjectStore {
   /**
    * A human-readable name of the store, e.g. `s3://bucket/prefix` or
@@ -43,6 +50,14 @@ export interface ObjectStore {
    * trying again resolves it to true or false.
    */
   putIfAbsent(key: string, body: Uint8Array): Promise<boolean>;
+
+  /**
+   * The object's size in bytes and when it was last written (ms since the
+   * epoch, by the store's clock: S3 LastModified, the file's mtime), or null
+   * when no object has that key. gc uses it to leave young objects alone and
+   * to report sizes; it never reads the bytes.
+   */
+  head(key: string): Promise<ObjectHead | null>;
 
   /** Returns the object's bytes, or null when no object has that key. */
   get(key: string): Promise<Buffer | null>;

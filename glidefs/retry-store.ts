@@ -31,7 +31,7 @@
  * with the same code and ` (gave up after N attempts)` appended.
  */
 import { GlideFsError } from './errors.js';
-import type { ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore } from './object-store.js';
 import { mulberry32 } from '../lib/prng.js';
 
 /** How long openStore's s3:// stores retry a failing request by default (ms). */
@@ -139,6 +139,10 @@ export class RetryStore implements ObjectStore {
    */
   putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
     return this.run('putIfAbsent', key, () => this.inner.putIfAbsent(key, body));
+  }
+
+  head(key: string): Promise<ObjectHead | null> {
+    return this.run('head', key, () => this.inner.head(key));
   }
 
   get(key: string): Promise<Buffer | null> {

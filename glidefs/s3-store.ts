@@ -18,13 +18,14 @@
 import {
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
 import { GlideFsError } from './errors.js';
-import type { ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore } from './object-store.js';
 
 export interface S3StoreOptions {
   bucket: string;
@@ -131,6 +132,20 @@ export class S3Store implements ObjectStore {
         throw GlideFsError.CONFLICT(`conditional create of '${key}' on ${this.description} raced another (HTTP 409 ${e?.name ?? ''})`, status);
       }
       throw this.mapError(err, 'putIfAbsent', key);
+    }
+  }
+
+  async head(key: string): Promise<ObjectHead | null> {
+    this.checkOpen();
+    checkS3Key(key);
+    try {
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+      return { size: res.ContentLength ?? 0, modifiedAt: res.LastModified?.getTime() ?? 0 };
+    } catch (err) {
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      // HEAD has no body: a missing key is a bare 404 ('NotFound')
+      if (e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404) return null;
+      throw this.mapError(err, 'head', key);
     }
   }
 

@@ -113,6 +113,21 @@ export function objectStoreSuite(name: string, factory: () => Promise<StoreFixtu
       for (const k of keys) expect((await fx.store.get(k))!.toString()).toBe(k);
     });
 
+    it('head tells size and last write time of an object, null for a missing key', async () => {
+      const before = Date.now();
+      await fx.store.put('h/a', Buffer.alloc(1234, 7));
+      await fx.store.putIfAbsent('h/b', new Uint8Array(0));
+      const a = await fx.store.head('h/a');
+      expect(a?.size).toBe(1234);
+      // the store's clock (S3 LastModified has 1 s resolution): within a minute of ours
+      expect(Math.abs(a!.modifiedAt - before)).toBeLessThan(60_000);
+      expect((await fx.store.head('h/b'))?.size).toBe(0);
+      expect(await fx.store.head('h/none')).toBeNull();
+      expect(await fx.store.head('h')).toBeNull(); // a "directory" of keys is no object
+      await fx.store.delete('h/a');
+      expect(await fx.store.head('h/a')).toBeNull();
+    });
+
     it('putIfAbsent creates a missing key (true) and never replaces an existing one (false)', async () => {
       const body = randomBytes(4096);
       expect(await fx.store.putIfAbsent('cond/a', body)).toBe(true);
@@ -183,6 +198,7 @@ export function objectStoreSuite(name: string, factory: () => Promise<StoreFixtu
       await expect(fx.store.put('c2', Buffer.from('1'))).rejects.toThrow(/E_CLOSED/);
       await expect(fx.store.putIfAbsent('c3', Buffer.from('1'))).rejects.toThrow(/E_CLOSED/);
       await expect(fx.store.get('c')).rejects.toThrow(/E_CLOSED/);
+      await expect(fx.store.head('c')).rejects.toThrow(/E_CLOSED/);
       await expect(fx.store.delete('c')).rejects.toThrow(/E_CLOSED/);
       await expect(collect(fx.store.list(''))).rejects.toThrow(/E_CLOSED/);
     });

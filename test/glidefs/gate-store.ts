@@ -26,6 +26,9 @@ export class GateStore implements ObjectStore {
     if (this.closed) await new Promise<void>((r) => this.waiters.push(r));
     return created;
   }
+  head(key: string) {
+    return this.inner.head(key);
+  }
   get(key: string) {
     return this.inner.get(key);
   }

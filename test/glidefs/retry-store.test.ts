@@ -195,6 +195,7 @@ describe('RetryStore', () => {
       description: 'flaky',
       put: (k, d) => inner.put(k, d),
       putIfAbsent: (k, d) => inner.putIfAbsent(k, d),
+      head: (k) => inner.head(k),
       get: (k) => inner.get(k),
       delete: (k) => inner.delete(k),
       close: () => inner.close(),
