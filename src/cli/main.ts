@@ -7,8 +7,17 @@
  *
  * Every failure is one line on stderr (`glidekv: ...`, credentials redacted)
  * and a non-zero exit: 2 for usage errors, 1 for everything else.
+ *
+ * Every option given on the command line takes effect or is refused:
+ * - no subcommand defines an option one of its ancestors defines (commander
+ *   would hand the value to the ancestor and the subcommand would silently
+ *   use its default, as `bench reupload --store` once did): checked when the
+ *   program is built, a failure is a bug of glidekv (exit 1);
+ * - the block layer's global options (--store, --catalog, --cache; written
+ *   before or after the subcommand) are refused, exit 2, by the commands that
+ *   do not use them (GLOBALS_UNUSED).
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, type Option } from 'commander';
 import { CliError, printError } from './util.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -34,11 +43,59 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** Command (path prefix) -> the global options it does not use. */
+const GLOBALS_UNUSED: Record<string, string[]> = {
+  // The engine runs on a directory: no store, catalog or cache.
+  kv: ['store', 'catalog', 'cache'],
+  // down and status work from the stack's state directory.
+  down: ['store', 'catalog', 'cache'],
+  status: ['store', 'catalog', 'cache'],
+  // Each stack of the bench keeps its catalog and cache in its state directory.
+  'bench reupload': ['catalog', 'cache'],
+};
+
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** Throws if a subcommand defines an option (long or short flag) that an ancestor defines. */
+export function checkNoShadowing(cmd: Command, inherited: Map<string, string> = new Map()): void {
+  const flags = (o: Option) => [o.long, o.short].filter((f): f is string => typeof f === 'string');
+  for (const o of cmd.options as readonly Option[]) {
+    for (const f of flags(o)) {
+      const owner = inherited.get(f);
+      if (owner !== undefined) {
+        throw new Error(`internal: '${commandPath(cmd) || cmd.name()}' defines ${f}, which '${owner || 'glidekv'}' already defines: one of them would be ignored`);
+      }
+    }
+  }
+  const mine = new Map(inherited);
+  for (const o of cmd.options as readonly Option[]) for (const f of flags(o)) mine.set(f, commandPath(cmd));
+  for (const sub of cmd.commands) checkNoShadowing(sub, mine);
+}
+
+/** Refuses the global options the running command does not use (they would be ignored). */
+function refuseUnusedGlobals(program: Command): void {
+  program.hook('preAction', (_root, action) => {
+    const path = commandPath(action);
+    for (const [prefix, unused] of Object.entries(GLOBALS_UNUSED)) {
+      if (path !== prefix && !path.startsWith(prefix + ' ')) continue;
+      for (const name of unused) {
+        if (program.getOptionValueSource(name) === 'cli') {
+          throw new CliError(`--${name} has no effect on 'glidekv ${path}': leave it out`, 2);
+        }
+      }
+    }
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   // Command groups register here (one import per group).
   const groups = await Promise.all(
-    ['./volume.js', './kv.js', './kv-mount.js', './mount.js', './bench.js'].map(async (m) => {
+    ['./volume.js', './kv.js', './kv-mount.js', './mount.js', './bench.js', './restore.js'].map(async (m) => {
       try {
         return await import(m);
       } catch (err) {
@@ -51,6 +108,8 @@ async function main(argv: string[]): Promise<number> {
   );
   for (const g of groups) g?.register?.(program);
   try {
+    checkNoShadowing(program);
+    refuseUnusedGlobals(program);
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {

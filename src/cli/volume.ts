@@ -300,6 +300,25 @@ Examples:
     });
 
   volume
+    .command('checkpoint')
+    .description('fold the volume\'s log into whole block objects, write a checkpoint to the store, drop the log it covers')
+    .argument('<name>', 'volume name')
+    .option('--json', 'print the checkpoint result as JSON')
+    .addHelpText('after', '\nExamples:\n  $ glidekv volume checkpoint data\n  $ glidekv volume checkpoint data --json')
+    .action(async (name: string, opts: { json?: boolean }, cmd: Command) => {
+      await withGlideFs(cmd, true, async ({ fs }) => {
+        const r = await fs.checkpoint(name);
+        if (opts.json) printJson({ volume: name, ...r });
+        else
+          process.stdout.write(
+            r.seq === 0
+              ? `checkpoint ${name}: the log is empty, nothing to do\n`
+              : `checkpoint ${name}: record ${r.seq}, ${r.foldedBlocks} blocks folded, ${r.uploads} uploads (${r.reuploads} re-uploads), ${r.deletedRecords} log records deleted in ${r.durationMs.toFixed(0)} ms\n`,
+          );
+      });
+    });
+
+  volume
     .command('stats')
     .description('show a volume’s counters: uploads, re-uploads, unchanged, shared blocks, GETs, deletes')
     .argument('<name>', 'volume name')
