@@ -7,6 +7,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { EngineOptions } from '../../src/index.js';
 import { NS, dirBytes, openGlide, openKv, type Durability, type SystemName } from './bench-kv-adapters.js';
 import { dropCaches, keyOf, progress, rng, runOps, valueOf } from './bench-workload.js';
 
@@ -192,8 +193,7 @@ async function keydirMeasure(j: Extract<Job, { job: 'keydir-measure' }>): Promis
     jsBytesPerKey: (m1.js - m0.js) / j.keys,
     rssBytesPerKey: (m1.rss - m0.rss) / j.keys,
   };
-  const own = s.keydirBytes ?? s.indexBytes;
-  out.reportedBytesPerKey = typeof own === 'number' ? own / j.keys : 'n/a (engine does not report keydir bytes)';
+  out.reportedBytesPerKey = s.keydirBytes / j.keys;
   await e.close();
   return out;
 }
@@ -203,7 +203,7 @@ async function largeJob(j: Extract<Job, { job: 'large' }>): Promise<JobResult> {
   const dir = await tempDir();
   const label = `glidekv ${j.size >= 1 << 20 ? j.size / (1 << 20) + ' MiB' : j.size / 1024 + ' KiB'} ${j.separated ? 'separated' : 'inline'}`;
   try {
-    const opts = { sync: 'batch', reclaimDeadRatio: 1, ...(j.separated ? {} : { valueThreshold: 0 }) };
+    const opts: EngineOptions = { sync: 'batch', reclaimDeadRatio: 1, ...(j.separated ? {} : { valueThreshold: 0 }) };
     let e = await openGlide(dir, opts);
     if (j.separated && typeof e.stats().blobs !== 'number') {
       await e.close();

@@ -17,6 +17,7 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { open, type Engine, type EngineOptions } from '../../src/index.js';
 
 export type SystemName = 'glidekv' | 'lmdb' | 'level';
 export type Durability = 'none' | 'batch' | 'always';
@@ -32,32 +33,19 @@ export interface BenchKv {
   close(): Promise<void>;
 }
 
-/** The subset of the engine API (brief-apis.md) the benchmark drives. */
-export interface GlideEngine {
-  createNamespace(ns: string): Promise<void>;
-  listNamespaces(): string[];
-  put(ns: string, key: Buffer, value: Buffer): Promise<number>;
-  get(ns: string, key: Buffer): Promise<{ value: Buffer; revision: number; mtime: number } | undefined>;
-  list(ns: string, opts?: { prefix?: Buffer; after?: Buffer; limit?: number }): Array<{ key: Buffer }>;
-  batch(ns: string, ops: Array<{ type: 'put'; key: Buffer; value: Buffer }>): Promise<number>;
-  sync(): Promise<void>;
-  reclaim(): Promise<{ relocatedBytes: number; segmentsRemoved: number; durationMs: number }>;
-  stats(): Record<string, number>;
-  close(): Promise<void>;
-}
+/** The engine, as the benchmark drives it (src/index.ts, imported statically: tsc checks every call). */
+export type GlideEngine = Engine;
 
-/** Opens the engine through its public entry (src/index.ts); resolved at run time. */
-export async function openGlide(dir: string, options: Record<string, unknown>): Promise<GlideEngine> {
-  const entry = new URL('../../src/index.ts', import.meta.url).href;
-  const mod = (await import(entry)) as { open(dir: string, o: Record<string, unknown>): Promise<GlideEngine> };
-  const engine = await mod.open(dir, options);
+/** Opens the engine through its public entry and makes sure the bench namespace exists. */
+export async function openGlide(dir: string, options: EngineOptions): Promise<GlideEngine> {
+  const engine = await open(dir, options);
   if (!engine.listNamespaces().includes(NS)) await engine.createNamespace(NS);
   return engine;
 }
 
 const LOAD_CHUNK = 1000;
 
-async function glidekv(dir: string, durability: Durability, extra: Record<string, unknown>): Promise<BenchKv> {
+async function glidekv(dir: string, durability: Durability, extra: EngineOptions): Promise<BenchKv> {
   const e = await openGlide(dir, { sync: durability, ...extra });
   return {
     async put(k, v) {
@@ -138,7 +126,7 @@ async function level(dir: string, durability: Durability): Promise<BenchKv> {
   };
 }
 
-export function openKv(system: SystemName, dir: string, durability: Durability, extra: Record<string, unknown> = {}): Promise<BenchKv> {
+export function openKv(system: SystemName, dir: string, durability: Durability, extra: EngineOptions = {}): Promise<BenchKv> {
   if (system === 'glidekv') return glidekv(dir, durability, extra);
   if (system === 'lmdb') return lmdb(dir, durability);
   return level(dir, durability);

@@ -17,6 +17,7 @@ import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { minioPutCount as minioPutCountOf } from '../../src/cli/bench/minio-metrics.js';
 
 export interface MinioServer {
   /** http://127.0.0.1:PORT */
@@ -153,27 +154,17 @@ export async function startMinio(opts: { bucket?: string } = {}): Promise<MinioS
       AWS_REGION: region,
       AWS_ENDPOINT_URL_S3: endpoint,
     },
-    serverPutCount: () => minioPutCount(endpoint),
+    serverPutCount: () => minioPutCountOf(endpoint),
     stop,
   };
 }
 
 /**
  * PUT requests counted by MinIO, from its Prometheus v2 cluster metrics
- * (`minio_s3_requests_total{api="putobject"}`, summed over servers).
+ * (`minio_s3_requests_total{api="putobject"}`, summed over servers). Defined in
+ * the product (the re-upload bench reads it); scripts may import the product.
  */
-export async function minioPutCount(endpoint: string): Promise<number> {
-  const res = await fetch(`${endpoint}/minio/v2/metrics/cluster`);
-  if (!res.ok) throw new Error(`MinIO metrics: HTTP ${res.status}`);
-  const text = await res.text();
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('minio_s3_requests_total{') && line.includes('api="putobject"')) {
-      total += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return total;
-}
+export { minioPutCount } from '../../src/cli/bench/minio-metrics.js';
 
 /**
  * PUT requests MinIO counted for one bucket (its Prometheus bucket metrics,

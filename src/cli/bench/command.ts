@@ -1,19 +1,30 @@
 /**
- * Composes one re-upload bench run: the object store (a MinIO started for
- * the run, or the user's URL), the stack driver, the progress bars, and the
- * outputs (table, JSON, SVG). Everything it starts it stops, also on failure.
+ * Composes one re-upload bench run: the object store (the user's URL; the
+ * product never starts a MinIO: `npm run bench:reupload`,
+ * scripts/bench-reupload.ts, starts one and passes it here), the stack
+ * driver, the progress bars, and the outputs (table, JSON, SVG). Everything
+ * it starts it stops, also on failure.
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { renderHeatmap } from './heatmap-svg.js';
+import { minioPutCount } from './minio-metrics.js';
 import { formatTable, heatmapInput } from './report.js';
 import { runReupload, type ReuploadResult, type RunContext } from './reupload.js';
 import { CliStackDriver } from './stack-cli.js';
 
 export interface BenchCommandOptions {
-  store?: string;
+  /** The object store: s3://BUCKET/PREFIX or file:///ABS/DIR; each mode gets PREFIX/<mode>. */
+  store: string;
+  /**
+   * A MinIO endpoint (http://HOST:PORT) whose Prometheus metrics count the
+   * PUTs on the server side too; without it only glidefs counts.
+   */
+  minioMetrics?: string;
+  /** Extra environment for the stacks (the S3 endpoint and credentials; default: this process's). */
+  env?: Record<string, string>;
   values: number;
   valueSize: number;
   small: number;
@@ -65,7 +76,6 @@ export async function runBenchCommand(opts: BenchCommandOptions): Promise<BenchC
   const ownState = opts.stateDir === undefined;
   const stateDir = resolve(opts.stateDir ?? mkdtempSync(join(tmpdir(), 'glidekv-bench-')));
   mkdirSync(stateDir, { recursive: true });
-  let minio: { stop(): Promise<void>; serverPutCount(): Promise<number> } | undefined;
   const driver = new CliStackDriver({ log: opts.log });
   // Ctrl-C (or SIGTERM) mid-run: take down what the run brought up, then leave.
   let interrupted = false;
@@ -75,7 +85,6 @@ export async function runBenchCommand(opts: BenchCommandOptions): Promise<BenchC
     process.stderr.write(`\nglidekv: ${sig}: taking down the bench's stacks\n`);
     void (async () => {
       await driver.downAll();
-      await minio?.stop().catch(() => {});
       if (ownState) rmSync(stateDir, { recursive: true, force: true });
       process.exit(130);
     })();
@@ -83,24 +92,15 @@ export async function runBenchCommand(opts: BenchCommandOptions): Promise<BenchC
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    let store = opts.store;
-    let env: Record<string, string> = {};
-    if (!store) {
-      // The pinned MinIO build (scripts/setup.sh); scripts/lib is part of the repository.
-      const { startMinio } = await import('../../../scripts/lib/minio.js');
-      const m = await startMinio({ bucket: 'glidekv-bench' });
-      minio = m;
-      env = m.env;
-      store = `s3://${m.bucket}/reupload-${Date.now().toString(36)}`;
-      opts.log?.(`MinIO on ${m.endpoint}, store ${store}`);
-    }
-    const storeUrl = store;
+    const storeUrl = opts.store;
+    const metrics = opts.minioMetrics;
+    opts.log?.(`store ${storeUrl}${metrics ? `, PUTs also counted by the MinIO at ${metrics}` : ''}`);
     const ctx: RunContext = {
       driver,
       storeFor: (mode) => (mode === '*' ? storeUrl : storeForMode(storeUrl, mode)),
-      env,
+      env: opts.env ?? {},
       stateDir,
-      serverPuts: minio ? () => minio!.serverPutCount() : undefined,
+      serverPuts: metrics ? () => minioPutCount(metrics) : undefined,
       progress: progressBars(opts.progress),
       log: opts.log,
     };
@@ -123,7 +123,6 @@ export async function runBenchCommand(opts: BenchCommandOptions): Promise<BenchC
     await driver.downAll(); // normally none left; after a failure, whatever is still up
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await minio?.stop();
     if (ownState) rmSync(stateDir, { recursive: true, force: true });
   }
 }

@@ -108,7 +108,7 @@ export interface RunContext {
   storeFor(mode: string): string;
   env: Record<string, string>;
   stateDir: string;
-  /** MinIO's PUT counter when the bench owns the server, else undefined. */
+  /** The PUT counter of the MinIO behind the store (--minio-metrics), else undefined. */
   serverPuts?: () => Promise<number>;
   /** Progress: a phase starts (total steps), a step is done, the phase ends. */
   progress?: { start(label: string, total: number): void; tick(): void; stop(): void };
@@ -398,7 +398,7 @@ export async function runReupload(ctx: RunContext, params: ReuploadParams): Prom
   let client = 0;
   for (const up of [sep.up, forkUp, inl.up]) client += (await ctx.driver.snapshot(up)).uploads;
   let server: number | null = null;
-  let note = 'the store is not a MinIO the bench started: only the client counts';
+  let note = 'no --minio-metrics: only the client counts';
   if (ctx.serverPuts && puts0 !== undefined) {
     server = (await stablePuts(ctx.serverPuts)) - puts0;
     note = server === client ? 'glidefs and MinIO agree' : `MISMATCH: glidefs counted ${client} PUTs, MinIO ${server}`;
