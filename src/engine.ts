@@ -1305,7 +1305,12 @@ export class KvEngine implements Engine {
     AsyncGenerator<WatchEvent> {
     const key = 'key' in sel ? sel.key : null;
     const prefix = 'prefix' in sel ? sel.prefix : null;
+    // A segment is removed (by reclaim) only after compactedThrough has passed every revision in
+    // it: checked here, with the snapshot of segments below taken in the same tick, the snapshot
+    // holds every record from `from` on.
+    if (st.compactedThrough > 0 && from <= st.compactedThrough) throw KvError.compacted(from, st.compactedThrough + 1);
     const events: WatchEvent[] = [];
+    const segOf = new Map<WatchEvent, number>();
     const hashes = new Map<WatchEvent, Buffer>(); // pointer events: the value is read when yielded
     const segs: SegInfo[] = [...st.segments.values()].sort((a, b) => a.id - b.id);
     for (const seg of segs) {
@@ -1322,7 +1327,11 @@ export class KvEngine implements Engine {
           await this.io.close(fd);
         }
       } catch (err) {
-        if (errnoOf(err) === 'ENOENT') throw KvError.compacted(from, st.compactedThrough + 1);
+        if (errnoOf(err) === 'ENOENT') {
+          // reclaimed since the snapshot: its revisions are all at or below compactedThrough now
+          if (from <= st.compactedThrough) throw KvError.compacted(from, st.compactedThrough + 1);
+          continue; // ... all below `from`: nothing of it was wanted
+        }
         throw new KvError('E_IO', `replay ${seg.path}: ${errnoOf(err)}`, { cause: err });
       }
       scanRecords(buf, 0, buf.length, (v, b) => {
@@ -1333,14 +1342,22 @@ export class KvEngine implements Engine {
         if (v.type === T_PUT && (v.flags & F_POINTER) === 0) ev.value = Buffer.from(b.subarray(v.payloadOff, v.payloadOff + v.valueSize));
         else if (v.type === T_PUT) hashes.set(ev, Buffer.from(b.subarray(v.payloadOff, v.payloadOff + HASH_SIZE)));
         events.push(ev);
+        segOf.set(ev, seg.id);
       });
     }
-    if (st.compactedThrough > 0 && from <= st.compactedThrough) throw KvError.compacted(from, st.compactedThrough + 1);
+    // stable: per revision, segments in id order, records in file order (a batch's order)
     events.sort((a, b) => a.revision - b.revision);
-    let prev: WatchEvent | null = null;
+    let rev = -1;
+    let revSeg = -1;
     for (const ev of events) {
-      if (prev !== null && prev.revision === ev.revision && prev.key.equals(ev.key)) continue; // a relocated copy
-      prev = ev;
+      // all records of one revision are written to one segment; the same revision in a later
+      // segment is a reclaim's copy of one of them (copies are made while the originals exist)
+      if (ev.revision !== rev) {
+        rev = ev.revision;
+        revSeg = segOf.get(ev)!;
+      } else if (segOf.get(ev) !== revSeg) {
+        continue;
+      }
       const hash = hashes.get(ev);
       if (hash !== undefined) ev.value = await this.replayBlob(hash, ev);
       yield ev;
