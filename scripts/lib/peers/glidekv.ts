@@ -1,0 +1,150 @@
+/**
+ * glidekv rows of the peers benchmark: the re-upload bench's own runner
+ * (src/cli/bench/reupload.ts `runMode`: a fresh `glidekv up` stack, the
+ * phases through the KV mount from 8 writers, reclaim + engine sync + volume
+ * flush at the end of each round) on one bucket per row.
+ *
+ * The stack driver is wrapped so that every counter snapshot the runner takes
+ * at a phase boundary also reads MinIO's counters of the row's bucket, just
+ * before and just after the glidefs counters are read: a phase's MinIO traffic
+ * is the interval between the two, the same interval glidefs counts, and the
+ * snapshots' own requests stay outside it.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { runMode, type ModeResult, type PhaseResult, type RunContext } from '../../../src/cli/bench/reupload.js';
+import type { Stack, StackDriver, UpOptions, VolumeSnapshot } from '../../../src/cli/bench/stack.js';
+import { CliStackDriver } from '../../../src/cli/bench/stack-cli.js';
+import { diff, subTraffic, type BucketCounters, type MinioCounters } from './minio-counters.js';
+import { crossCheck, phaseRow, totalOf, type PhaseRow, type SystemRow } from './results.js';
+import { onInterrupt } from './sh.js';
+import type { Workload } from './workload.js';
+
+export type GlidekvFsync = 'upload' | 'local';
+export type GlidekvMode = 'separated' | 'inline';
+
+export interface GlidekvRowOptions {
+  workload: Workload;
+  fsync: GlidekvFsync;
+  mode: GlidekvMode;
+  /** Object store URL for the row: s3://BUCKET/PREFIX or file:///DIR. */
+  store: string;
+  /** MinIO counters and the row's bucket, when the store is the run's MinIO. */
+  meter?: { counters: MinioCounters; bucket: string };
+  /** Environment of the stacks (S3 endpoint and credentials). */
+  env: Record<string, string>;
+  workDir: string;
+  volumeSize: number;
+  version: string;
+  log: (line: string) => void;
+}
+
+/** A stack whose snapshot() also reads MinIO around the glidefs read. */
+class MeteredStack implements Stack {
+  constructor(
+    private readonly inner: Stack,
+    private readonly onSnapshot: (read: () => Promise<VolumeSnapshot>) => Promise<VolumeSnapshot>,
+  ) {}
+  get volume() {
+    return this.inner.volume;
+  }
+  get mountpoint() {
+    return this.inner.mountpoint;
+  }
+  get dataDir() {
+    return this.inner.dataDir;
+  }
+  sync() {
+    return this.inner.sync();
+  }
+  reclaim() {
+    return this.inner.reclaim();
+  }
+  flush() {
+    return this.inner.flush();
+  }
+  snapshot() {
+    return this.onSnapshot(() => this.inner.snapshot());
+  }
+  fork(name: string) {
+    return this.inner.fork(name);
+  }
+  down() {
+    return this.inner.down();
+  }
+}
+
+export function glidekvLabel(fsync: GlidekvFsync, mode: GlidekvMode): string {
+  return `glidekv --fsync ${fsync}, ${mode}`;
+}
+
+export function glidekvConfig(fsync: GlidekvFsync, mode: GlidekvMode): string {
+  return (
+    `glidekv up (1 GiB volume, 128 KiB blocks, ext4 on loop on the device mount), KV mount, ` +
+    (mode === 'separated' ? 'value separation (threshold 128 KiB)' : 'values inline (--value-threshold 0)') +
+    `; --fsync ${fsync}: ` +
+    (fsync === 'upload'
+      ? 'an acknowledged put is in the store (fsync uploads)'
+      : 'an acknowledged put is on the local disk; uploads on timer/flush') +
+    '; each round: reclaim, engine sync, volume flush'
+  );
+}
+
+export async function runGlidekvRow(o: GlidekvRowOptions): Promise<SystemRow> {
+  const inner = new CliStackDriver({ log: (l) => o.log(l) });
+  // [before, after] MinIO readings around each glidefs snapshot, in order.
+  const marks: Array<[BucketCounters, BucketCounters]> = [];
+  const read = () => o.meter!.counters.read(o.meter!.bucket);
+  const driver: StackDriver = {
+    async up(u: UpOptions) {
+      const stack = await inner.up(u);
+      return new MeteredStack(stack, async (snap) => {
+        if (!o.meter) return snap();
+        const before = await read();
+        const s = await snap();
+        marks.push([before, await read()]);
+        return s;
+      });
+    },
+    snapshot: (u) => inner.snapshot(u),
+  };
+  const stateDir = join(o.workDir, `${o.fsync}-${o.mode}`);
+  mkdirSync(stateDir, { recursive: true });
+  const ctx: RunContext = { driver, storeFor: () => o.store, env: o.env, stateDir, log: o.log };
+  const p = o.workload.params;
+  const start = o.meter ? await read() : undefined;
+  let result: ModeResult;
+  const unregister = onInterrupt(() => inner.downAll());
+  try {
+    ({ result } = await runMode(
+      ctx,
+      o.mode,
+      { values: p.values, valueSize: p.valueSize, small: p.small, smallSize: p.smallSize, rounds: p.rounds, volumeSize: o.volumeSize, fsync: o.fsync },
+      o.workload.large,
+    ));
+  } finally {
+    await inner.downAll();
+    unregister();
+  }
+  const end = o.meter ? await read() : undefined;
+  // Snapshot 0 is taken after setup (mkfs, mount); then two per phase.
+  const all: PhaseResult[] = [result.write, ...result.rounds];
+  const phases: PhaseRow[] = all.map((ph, i) => {
+    const server = o.meter ? diff(marks[2 * i + 1][1], marks[2 * i + 2][0]) : null;
+    return phaseRow(ph.name, ph.userBytes, ph.durationMs, server, { puts: ph.uploads, uploadedBytes: ph.uploadedBytes }, { reuploads: ph.reuploads });
+  });
+  const total = totalOf(phases);
+  return {
+    id: `glidekv-${o.fsync}-${o.mode}`,
+    label: glidekvLabel(o.fsync, o.mode),
+    version: o.version,
+    config: glidekvConfig(o.fsync, o.mode),
+    writers: 8,
+    store: o.store,
+    status: 'ok',
+    phases,
+    total,
+    outside: start && end && total.server ? subTraffic(diff(start, end), total.server) : null,
+    check: crossCheck(total, 'glidefs'),
+  };
+}
