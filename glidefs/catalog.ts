@@ -643,7 +643,9 @@ export class Catalog {
     return this.immediate(() => {
       const v = this.volumeById(volumeId);
       if (!v) throw GlideFsError.NO_VOLUME(`#${volumeId}`);
-      if (rec.seq !== v.log_seq + 1) throw GlideFsError.CORRUPT(`volume '${v.name}': replaying record ${rec.seq} after ${v.log_seq}`);
+      // a checkpoint covers everything before it: it may follow a gap (records folded by another writer)
+      const ok = rec.kind === KIND_CHECKPOINT ? rec.seq > v.log_seq : rec.seq === v.log_seq + 1;
+      if (!ok) throw GlideFsError.CORRUPT(`volume '${v.name}': replaying record ${rec.seq} after ${v.log_seq}`);
       const map = this.blockMap(volumeId);
       let toDelete: string[] = [];
       if (rec.kind === KIND_FLUSH) {

@@ -179,15 +179,26 @@ export async function catchUp(vol: OpenVolume): Promise<void> {
     await runCheckpoint(vol);
     return;
   }
-  const seqs = await listLog(vol.deps.store, vol.deps.prefix, vol.uuid);
-  const max = seqs.length > 0 ? seqs[seqs.length - 1] : 0;
-  if (max < row.log_seq) {
-    throw GlideFsError.CORRUPT(`volume '${vol.name}': the catalog is at log record ${row.log_seq} but the store's log ends at ${max}`);
+  const seqs = (await listLog(vol.deps.store, vol.deps.prefix, vol.uuid)).filter((s) => s > row.log_seq);
+  const max = seqs.length > 0 ? seqs[seqs.length - 1] : row.log_seq;
+  if (seqs.length === 0) {
+    const any = await listLog(vol.deps.store, vol.deps.prefix, vol.uuid);
+    if (any.length === 0) throw GlideFsError.CORRUPT(`volume '${vol.name}': the catalog is at log record ${row.log_seq} but the store has no log for it`);
+    return;
   }
-  for (let seq = row.log_seq + 1; seq <= max; seq++) {
-    const r = await readRecord(vol.deps.store, vol.deps.prefix, vol.uuid, seq);
-    if (r === null) throw GlideFsError.CORRUPT(`volume '${vol.name}': log record ${seq} is missing from the store (the log ends at ${max})`);
+  // newest first, down to a checkpoint (it covers everything below it) or to the catalog's seq
+  const recs: Array<{ rec: LogRecord; bytes: number }> = [];
+  for (let k = seqs.length - 1; k >= 0; k--) {
+    const r = await readRecord(vol.deps.store, vol.deps.prefix, vol.uuid, seqs[k]);
+    if (r === null) continue; // folded by a checkpoint of another writer meanwhile: the checkpoint above covers it
+    recs.unshift(r);
+    if (r.rec.kind === KIND_CHECKPOINT) break;
+  }
+  let expect = recs[0]?.rec.kind === KIND_CHECKPOINT ? recs[0].rec.seq : row.log_seq + 1;
+  for (const r of recs) {
+    if (r.rec.seq !== expect) throw GlideFsError.CORRUPT(`volume '${vol.name}': log record ${expect} is missing from the store (the log ends at ${max})`);
     await applyReplayed(vol, r.rec, r.bytes);
+    expect++;
   }
 }
 
