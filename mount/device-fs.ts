@@ -233,12 +233,12 @@ export class DeviceFs implements FsOps {
     await this.durable('flush');
   }
 
-  async fsync(path: string): Promise<void> {
+  async fsync(path: string, _datasync: boolean, _fd: number): Promise<void> {
     if (path !== FILE_PATH || this.volume.readOnly) return;
     await this.durable('fsync');
   }
 
-  async fsyncdir(): Promise<void> {
+  async fsyncdir(_path: string, _datasync: boolean, _fd: number): Promise<void> {
     if (this.volume.readOnly) return;
     await this.durable('fsyncdir');
   }
