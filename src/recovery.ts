@@ -210,7 +210,10 @@ export async function loadSegments(io: FileIo, st: NsState, ids: number[]): Prom
           out.resealed.push(st.addSegment(id, end, false));
           continue;
         }
-        const end = scanSegment(buf, 0, n, onRecord, dmg.wasSealed).committedEnd;
+        // (sealed = false even if it was sealed: its records are not all intact, so a batch run
+        // without its COMMIT may be one whose COMMIT was lost, e.g. a power cut in the middle of
+        // a roll; all or nothing wins, and the bytes are saved aside below)
+        const end = scanSegment(buf, 0, n, onRecord, false).committedEnd;
         if (end < size) {
           if (dmg.wasSealed) {
             // a sealed segment with a damaged record AND a damaged footer: not a torn tail. Keep

@@ -181,6 +181,48 @@ describe('recovery', () => {
   });
 });
 
+describe('damage recovery does not understand (issue 9 item 4)', () => {
+  it('a sealed segment with a damaged record AND a damaged footer: the unreadable bytes are saved aside before the cut', async () => {
+    const src = tmpDir('dmg-src');
+    const work = tmpDir('dmg-work');
+    dirs.push(src, work);
+    await buildLog(src, 700);
+    const segs = segFiles(src, 'n');
+    const rel = path.join('ns', 'n', segs[0]);
+    const orig = fs.readFileSync(path.join(src, rel));
+    const dataEnd = orig.readUInt32LE(orig.length - 40 + 16);
+    // the record that holds byte dataEnd/2: find its start, so the cut point is known
+    let recStart = 0;
+    while (recStart + orig.readUInt32LE(recStart + 4) <= dataEnd >> 1) recStart += orig.readUInt32LE(recStart + 4);
+    copyDir(src, work);
+    const b = Buffer.from(orig);
+    b[dataEnd >> 1] ^= 0x08; // a record
+    b[dataEnd + 3] ^= 0x20; // the footer (an entry: the crc no longer matches)
+    fs.writeFileSync(path.join(work, rel), b);
+    const warnings: string[] = [];
+    const e = await open(work, { io: noSyncIo, onWarning: (m) => warnings.push(m) });
+    try {
+      for (const { key } of e.list('n')) {
+        try {
+          await e.get('n', key);
+        } catch (err) {
+          expect((err as KvError).code).toBe('E_CORRUPT');
+        }
+      }
+    } finally {
+      await e.close();
+    }
+    const aside = path.join(work, `${rel}.damaged-${recStart}`);
+    expect(warnings.join('\n')).toContain(aside);
+    expect(fs.readFileSync(aside).equals(b.subarray(recStart))).toBe(true); // every byte not understood, kept
+    expect(fs.readFileSync(path.join(work, rel)).subarray(0, recStart).equals(orig.subarray(0, recStart))).toBe(true);
+    // the side file is not a segment: a second open ignores it and keeps it
+    const e2 = await open(work, { io: noSyncIo });
+    await e2.close();
+    expect(fs.existsSync(aside)).toBe(true);
+  });
+});
+
 describe('revisions', () => {
   it('never go back across restarts, crashes, reclaim of tombstones and namespace drops', async () => {
     const dir = tmpDir('rev');
