@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 import { KvError, nodeFileIo, open, type FileIo } from '../../src/index.js';
+import { mulberry32 } from '../../lib/prng.js';
 import { rmDir, tmpDir } from './helpers.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -167,4 +168,80 @@ it('kill -9 during concurrent meta writers, many times: the next open never fail
     await e.close();
   }
   expect(rounds).toBeGreaterThan(0); // the children got through whole rounds, so the kills landed mid-work
+}, 300_000);
+
+/** node:fs where, once armed, each call fails with a seeded chance (EIO, ENOSPC or ENOENT). */
+function chaosIo(seed: number, chance: number): FileIo & { armed: boolean; injected: number } {
+  const rnd = mulberry32(seed);
+  const codes = ['EIO', 'ENOSPC', 'ENOENT'];
+  const io = { ...nodeFileIo, armed: false, injected: 0 } as FileIo & { armed: boolean; injected: number };
+  for (const name of ['open', 'read', 'write', 'fsync', 'ftruncate', 'fstatSize', 'readdir', 'mkdir', 'unlink', 'rename',
+    'link', 'rm', 'readFile', 'fsyncDir'] as const) {
+    const real = nodeFileIo[name] as (...a: unknown[]) => Promise<unknown>;
+    (io as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
+      if (io.armed && rnd() < chance) {
+        io.injected++;
+        const code = codes[Math.floor(rnd() * codes.length)];
+        throw Object.assign(new Error(`${code}: injected in ${name}`), { code });
+      }
+      return real(...a);
+    };
+  }
+  delete io.readSync; // every read and write through the (faulty) asynchronous calls
+  delete io.writeSync;
+  return io;
+}
+
+it('every error the API throws under random I/O faults is a KvError with a code (seeded)', async () => {
+  const nonKv: string[] = [];
+  let failures = 0;
+  for (let seed = 1; seed <= 12; seed++) {
+    const dir = tmpDir(`meta-chaos-${seed}`);
+    dirs.push(dir);
+    const io = chaosIo(seed, 0.04);
+    const rnd = mulberry32(seed * 7919);
+    const e = await open(dir, { io, sync: seed % 2 ? 'always' : 'batch', segmentMaxBytes: 1024, valueThreshold: 300, reclaimMinBytes: 1e12 });
+    for (const ns of ['a', 'b']) await e.createNamespace(ns);
+    io.armed = true;
+    const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)];
+    for (let step = 0; step < 60; step++) {
+      const ns = pick(['a', 'b', 'c']);
+      const key = `k${Math.floor(rnd() * 6)}`;
+      const value = rnd() < 0.2 ? 'B'.repeat(400) + step : `v${step}`;
+      const calls: Array<() => Promise<unknown>> = [
+        () => e.put(ns, key, value),
+        () => e.get(ns, key),
+        () => e.delete(ns, key),
+        () => e.batch(ns, [{ type: 'put', key, value }, { type: 'delete', key: `k${step % 6}` }]),
+        () => e.reclaim(),
+        () => e.sync(),
+        () => e.gc(),
+        () => e.createNamespace(ns),
+        () => e.dropNamespace(ns, { force: true }),
+        async () => {
+          const w = e.watch(ns, { prefix: '' }, { fromRevision: 1 });
+          try {
+            const it = w[Symbol.asyncIterator]();
+            await Promise.race([it.next(), new Promise((r) => setTimeout(r, 5))]);
+          } finally {
+            w.close();
+          }
+        },
+      ];
+      const group = Array.from({ length: 1 + Math.floor(rnd() * 3) }, () => pick(calls));
+      for (const r of await Promise.allSettled(group.map(async (c) => c()))) {
+        if (r.status === 'fulfilled') continue;
+        failures++;
+        const err = r.reason as { code?: unknown };
+        if (!(err instanceof KvError) || typeof err.code !== 'string') nonKv.push(`seed ${seed}: ${String(r.reason?.stack ?? r.reason)}`);
+      }
+    }
+    io.armed = false;
+    await e.close();
+    // whatever failed, the directory opens again (meta.json whole, torn tails cut)
+    const e2 = await open(dir);
+    await e2.close();
+  }
+  expect(nonKv).toEqual([]);
+  expect(failures).toBeGreaterThan(20); // the faults did land
 }, 300_000);
