@@ -14,6 +14,8 @@ import type { Command } from 'commander';
 import { GlideFs } from '../../glidefs/glidefs.js';
 import { checkStore, openStore } from '../../glidefs/store-url.js';
 import type { ObjectStore } from '../../glidefs/object-store.js';
+import { DEFAULT_STORE_RETRY_TIMEOUT_MS, type RetryOptions } from '../../glidefs/retry-store.js';
+import { CliError } from './util.js';
 
 export interface GlideFsCliOptions {
   store?: string;
@@ -31,8 +33,17 @@ function home(): string {
   return process.env.HOME || homedir();
 }
 
-/** Flag, else environment variable, else the default under $HOME/.glidekv. */
+/**
+ * Flag, else environment variable, else the default under $HOME/.glidekv.
+ * A flag given as an empty string is refused (it would silently mean the
+ * default); an empty environment variable counts as unset.
+ */
 export function resolveGlideFsOptions(opts: GlideFsCliOptions = {}): ResolvedGlideFsOptions {
+  for (const name of ['store', 'catalog', 'cache'] as const) {
+    if (opts[name] !== undefined && opts[name]!.trim() === '') {
+      throw new CliError(`--${name} is empty: give a ${name === 'store' ? 'store URL' : 'path'}, or leave the option out for the default`, 2);
+    }
+  }
   const base = join(home(), '.glidekv');
   const storeUrl = opts.store || process.env.GLIDEKV_STORE || pathToFileURL(join(base, 'objects')).href;
   const catalog = opts.catalog || process.env.GLIDEKV_CATALOG || join(base, 'catalog.db');
@@ -68,10 +79,10 @@ export interface OpenedGlideFs {
  */
 export async function openGlideFsFromOptions(
   opts: GlideFsCliOptions = {},
-  extra: { check?: boolean; uploadConcurrency?: number } = {},
+  extra: { check?: boolean; uploadConcurrency?: number; retry?: RetryOptions } = {},
 ): Promise<OpenedGlideFs> {
   const resolved = resolveGlideFsOptions(opts);
-  const store = await openStore(resolved.storeUrl);
+  const store = await openStore(resolved.storeUrl, extra.retry ? { retry: extra.retry } : {});
   let fs: GlideFs;
   try {
     if (extra.check) await checkStore(store);
@@ -92,4 +103,32 @@ export async function openGlideFsFromOptions(
       }
     },
   };
+}
+
+/**
+ * Parses `--store-retry-timeout`: a duration such as `60s`, `90s`, `2m`,
+ * `500ms` or a plain number of seconds; 0 turns the retries' time bound off
+ * (requests are then retried 5 times, about a second). At most 24 h.
+ */
+export function parseRetryTimeout(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(text);
+  if (!m) throw new CliError(`'${text}' is not a duration (e.g. 60s, 2m, 500ms)`, 2);
+  const unit = (m[2] ?? 's').toLowerCase();
+  const ms = Math.round(Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as Record<string, number>)[unit]);
+  if (ms > 86_400_000) throw new CliError(`store retry timeout '${text}' is longer than 24 h`, 2);
+  return ms;
+}
+
+/** The store retry time bound of the device daemon and `up` (ms): 60 s unless told otherwise. */
+export const DEFAULT_STORE_RETRY_TIMEOUT = DEFAULT_STORE_RETRY_TIMEOUT_MS;
+
+/** Retry options for a store retry time bound in ms (0: no time bound, RetryStore's 5 quick retries, about a second). */
+export function retryOptionsFor(timeoutMs: number): RetryOptions {
+  return timeoutMs > 0 ? { timeoutMs } : { retries: 5, timeoutMs: undefined };
+}
+
+/** A duration in ms as the CLI prints it: `60s`, `1.5s`, `500ms`. */
+export function fmtDuration(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  return `${Number((ms / 1000).toFixed(1))}s`;
 }

@@ -4,7 +4,7 @@
  */
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
-import type { GlideFsCliOptions } from './glidefs-options.js';
+import { fmtDuration, parseRetryTimeout, type GlideFsCliOptions } from './glidefs-options.js';
 import { CliError, parseSize, printJson } from './util.js';
 import { runDeviceDaemon } from './stack/device-daemon.js';
 import { up } from './stack/up.js';
@@ -16,6 +16,16 @@ import { statusAll } from './stack/status.js';
 function globals(cmd: Command): GlideFsCliOptions {
   const o = cmd.optsWithGlobals() as GlideFsCliOptions;
   return { store: o.store, catalog: o.catalog, cache: o.cache };
+}
+
+/** `--store-retry-timeout`, the same on `device mount` and `up`. */
+function storeRetryOption(): Option {
+  return new Option(
+    '--store-retry-timeout <duration>',
+    'how long a failing store request (behind a read or an fsync) is retried with backoff before the operation fails with EIO; e.g. 60s, 2m; 0 = no time bound (5 quick retries)',
+  )
+    .argParser(parseRetryTimeout)
+    .default(60_000, '60s');
 }
 
 function fmtBytes(n: number): string {
@@ -54,9 +64,15 @@ export function register(program: Command): void {
         .choices(['upload', 'local'])
         .default('upload'),
     )
+    .addOption(storeRetryOption())
+    .option('--status-file <file>', "keep FILE (JSON, outside DIR) current with the store's state: 'ok', or 'waiting' while failing requests are retried (glidekv status reads it)")
     .addHelpText(
       'after',
       `
+The store is checked (one authenticated request) before anything is mounted:
+an unreachable endpoint, a missing bucket or bad credentials end the command
+with one line and nothing mounted.
+
 SIGUSR1: upload + commit now; prints 'glidekv: device VOLUME upload done (...)' on stderr.
 
 Once mounted it prints: glidekv: device VOLUME mounted at DIR/volume (SIZE bytes, pid N)
@@ -67,8 +83,8 @@ Examples:
   $ losetup --find --show --direct-io=on /run/data-dev/volume
   $ kill %1       # flush, unmount, exit`,
     )
-    .action(async (volume: string, dir: string, flags: { flushInterval: number; fsync: 'upload' | 'local' }, cmd: Command) => {
-      await runDeviceDaemon(volume, dir, globals(cmd), flags);
+    .action(async (volume: string, dir: string, flags: { flushInterval: number; fsync: 'upload' | 'local'; storeRetryTimeout: number; statusFile?: string }, cmd: Command) => {
+      await runDeviceDaemon(volume, dir, globals(cmd), { flushInterval: flags.flushInterval, fsync: flags.fsync, storeRetryTimeoutMs: flags.storeRetryTimeout, statusFile: flags.statusFile });
     });
 
   program
@@ -90,6 +106,7 @@ Examples:
         .choices(['upload', 'local'])
         .default('upload'),
     )
+    .addOption(storeRetryOption())
     .addHelpText(
       'after',
       `
@@ -105,9 +122,10 @@ Examples:
   $ cp photo.jpg /mnt/kv/photos/cat       # after: mkdir /mnt/kv/photos
   $ sudo glidekv down /mnt/kv`,
     )
-    .action(async (volume: string, mountpoint: string, flags: { size?: number; state?: string; valueThreshold?: number; sync?: string; directIo: boolean; fsync: 'upload' | 'local' }, cmd: Command) => {
+    .action(async (volume: string, mountpoint: string, flags: { size?: number; state?: string; valueThreshold?: number; sync?: string; directIo: boolean; fsync: 'upload' | 'local'; storeRetryTimeout: number }, cmd: Command) => {
       const t = performance.now();
-      const s = await up(volume, mountpoint, globals(cmd), { ...flags, directIo: flags.directIo }, out);
+      const { storeRetryTimeout, ...rest } = flags;
+      const s = await up(volume, mountpoint, globals(cmd), { ...rest, directIo: flags.directIo, storeRetryTimeoutMs: storeRetryTimeout }, out);
       out(`up       '${s.volume}' at ${s.mountpoint} in ${Math.round(performance.now() - t)} ms (state ${s.stateDir})`);
     });
 
@@ -117,14 +135,24 @@ Examples:
     .description('Take down the stack mounted at MOUNTPOINT, in reverse: KV mount, ext4, loop device, device daemon (which flushes).')
     .argument('<MOUNTPOINT>', 'the KV mount point given to glidekv up')
     .option('--state <dir>', 'the stack\'s state directory (found from MOUNTPOINT when omitted)')
-    .addHelpText('after', '\nNothing is left behind: no process, mount or loop device. Also cleans up after a failed up.\n\nExamples:\n  $ sudo glidekv down /mnt/kv')
-    .action(async (mountpoint: string, flags: { state?: string }) => {
+    .addOption(
+      new Option('--busy-timeout <duration>', 'how long a busy unmount (a process still using the filesystem) is retried before it is detached lazily; e.g. 60s, 2m')
+        .argParser(parseRetryTimeout)
+        .default(60_000, '60s'),
+    )
+    .addHelpText(
+      'after',
+      '\nNothing is left behind: no process, mount or loop device. Also cleans up after a failed up.\n' +
+        'Each step waits for what it undoes to be gone (with a deadline); a step that fails is named\n' +
+        'in the one-line error, the later steps are still done, and running down again finishes the job.\n\nExamples:\n  $ sudo glidekv down /mnt/kv',
+    )
+    .action(async (mountpoint: string, flags: { state?: string; busyTimeout: number }) => {
       const mp = resolve(mountpoint);
       const s = flags.state ? loadState(resolve(flags.state)) : findByMountpoint(mp);
       if (!s) throw new CliError(`nothing is up at ${mp} (no stack state found; glidekv status lists what is up)`);
       if (process.getuid?.() !== 0) throw new CliError('down must run as root (it uses umount and losetup)');
       const t = performance.now();
-      const r = await teardown(s, (l) => out(l));
+      const r = await teardown(s, (l) => out(l), { busyTimeoutMs: flags.busyTimeout });
       if (r.problems.length) throw new CliError(`down of ${mp} incomplete: ${r.problems.join('; ')}`);
       out(`down     '${s.volume}' at ${mp} in ${Math.round(performance.now() - t)} ms`);
     });
@@ -147,7 +175,15 @@ Examples:
       }
       for (const s of list) {
         out(`${s.volume}  ${s.state}  ${s.mountpoint}`);
-        out(`  device ${s.deviceFile} (pid ${s.devicePid ?? '-'}, fsync ${s.fsync})  loop ${s.loopDevice ?? '-'}${s.directIo ? ' dio' : ''}`);
+        out(`  device ${s.deviceFile} (pid ${s.devicePid ?? '-'}, fsync ${s.fsync}, store retry timeout ${s.storeRetryTimeoutMs > 0 ? fmtDuration(s.storeRetryTimeoutMs) : 'off'})  loop ${s.loopDevice ?? '-'}${s.directIo ? ' dio' : ''}`);
+        if (s.storeOutage) {
+          const o = s.storeOutage;
+          out(
+            `  store WAITING: requests failing for ${fmtDuration(Date.now() - o.sinceMs)}, ${o.operations} waiting, ${o.retries} retries` +
+              (o.giveUpAtMs !== undefined ? `; gives up (EIO) in ${fmtDuration(Math.max(0, o.giveUpAtMs - Date.now()))}` : '') +
+              `; last error: ${o.lastError}`,
+          );
+        }
         out(`  ext4 ${s.ext4Mountpoint}  kv pid ${s.kvPid ?? '-'}`);
         if (s.problems.length) out(`  problems: ${s.problems.join(', ')}`);
       }

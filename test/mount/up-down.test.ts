@@ -1,5 +1,5 @@
 // Goal: `glidekv up`/`down`/`status`/`fork` run the whole stack through the real kernel and leave nothing behind (also after a failed up or a killed daemon); a live fork holds exactly the keys acknowledged before it.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -34,11 +34,14 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
     return list;
   };
   // Loop devices this test saw in use (a loop whose FUSE file was lazily
-  // unmounted shows a backing file outside root, so check them by name too).
+  // unmounted shows a backing file outside root that no longer exists, so
+  // check them by name too). Another test on the machine may have taken a
+  // freed device meanwhile: its backing file exists outside root.
   const seenLoops = new Set<string>();
   const attached = (dev: string) => {
     try {
-      return readFileSync(`/sys/block/${dev.slice(5)}/loop/backing_file`, 'utf8').trim() !== '';
+      const f = readFileSync(`/sys/block/${dev.slice(5)}/loop/backing_file`, 'utf8').trim();
+      return f !== '' && (f.startsWith(root + '/') || !existsSync(f.replace(/ \(deleted\)$/, '')));
     } catch {
       return false;
     }
@@ -141,7 +144,7 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
   it('a failing mkfs (the real command) is reported in one line and cleaned up', async () => {
     const r = await up('v4', mnt2, [], { GLIDEKV_MKFS: 'false' });
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toMatch(/^glidekv: false -q -F .*\/dev\/loop\d+: /);
+    expect(r.stderr.trim()).toMatch(/^glidekv: mkfs: false -q -F .*\/dev\/loop\d+: /); // names the step
     expect(leftovers(join(root, 'run', 'v4'))).toEqual({ mounts: [], loops: [], pids: [] });
   });
 

@@ -14,20 +14,59 @@
  *   SIGUSR1: flush now (upload + commit), then on stderr one line
  *     `glidekv: device VOLUME upload done (N flushes)` or
  *     `glidekv: device VOLUME upload failed: MSG` (what `glidekv fork` waits for).
- *   Startup failures: one line `glidekv: ...` on stderr, exit 1.
+ *   Startup failures: one line `glidekv: ...` on stderr, exit 1. The store is
+ *     checked before anything is mounted (endpoint, bucket, credentials: one
+ *     cheap authenticated request), so bad credentials never get as far as a
+ *     mount whose first fsync fails.
+ *   `--store-retry-timeout D` (default 60s): a failing store request behind a
+ *     read or an fsync is retried with backoff for up to D before the
+ *     operation fails (EIO); a store that is down for a few seconds is ridden
+ *     through. 0: no time bound (5 quick retries, about a second).
+ *   `--status-file F`: the daemon keeps F (JSON, DeviceStatusFile below)
+ *     current: written at start, whenever the store starts or stops failing,
+ *     and every STATUS_POLL_MS while it waits (what `glidekv status` shows).
+ *     Written atomically (temp file + rename); F must not be inside DIR.
  */
 import { existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, relative, resolve, isAbsolute } from 'node:path';
+import { RetryStore, type RetryOutage } from '../../../glidefs/retry-store.js';
 import { mountDevice, type DeviceFsyncMode } from '../../../mount/device.js';
 import { runDaemon } from '../../../mount/fuse-daemon.js';
-import { openGlideFsFromOptions, type GlideFsCliOptions } from '../glidefs-options.js';
+import { DEFAULT_STORE_RETRY_TIMEOUT, fmtDuration, openGlideFsFromOptions, retryOptionsFor, type GlideFsCliOptions } from '../glidefs-options.js';
 import { CliError, redact } from '../util.js';
 import { mountAt } from './system.js';
 
 export interface DeviceDaemonFlags {
   flushInterval: number;
   fsync?: DeviceFsyncMode;
+  /** Time bound of a failing store request's retries, ms (0: no time bound). Default 60 s. */
+  storeRetryTimeoutMs?: number;
+  /** Where to publish DeviceStatusFile (outside DIR). */
+  statusFile?: string;
+}
+
+/** STATUS_FILE (JSON): the device daemon's view of its store, for `glidekv status`. */
+export interface DeviceStatusFile {
+  version: 1;
+  pid: number;
+  volume: string;
+  storeRetryTimeoutMs: number;
+  /** 'ok', or 'waiting': requests are failing and being retried (see outage). */
+  store: 'ok' | 'waiting';
+  outage?: RetryOutage;
+  /** The last outage that ended, if any: how long it lasted. */
+  lastOutage?: { sinceMs: number; endedMs: number; retries: number; lastError: string };
+  updatedMs: number;
+}
+
+/** How often the daemon looks at its store's outage state while running. */
+const STATUS_POLL_MS = 250;
+
+async function writeStatusFile(file: string, st: DeviceStatusFile): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(st) + '\n', { mode: 0o600 });
+  await rename(tmp, file);
 }
 
 export async function runDeviceDaemon(volumeName: string, dirArg: string, globals: GlideFsCliOptions, flags: DeviceDaemonFlags): Promise<never> {
@@ -36,10 +75,19 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
   const st = await stat(dir).catch(() => undefined);
   if (!st?.isDirectory()) throw new CliError(`${dir}: no such directory (create the mount point first)`);
   if (mountAt(dir)) throw new CliError(`${dir} is already a mount point (unmount it first: fusermount -u ${dir})`);
+  const statusFile = flags.statusFile ? resolve(flags.statusFile) : undefined;
+  if (statusFile) {
+    const r = relative(dir, statusFile);
+    if (r === '' || (!r.startsWith('..') && !isAbsolute(r))) throw new CliError(`--status-file ${statusFile} is inside ${dir}: the daemon would write to its own mount`, 2);
+    if (!(await stat(dirname(statusFile)).catch(() => undefined))?.isDirectory()) throw new CliError(`--status-file ${statusFile}: its directory does not exist`, 2);
+  }
+  const storeRetryTimeoutMs = flags.storeRetryTimeoutMs ?? DEFAULT_STORE_RETRY_TIMEOUT;
 
   return runDaemon(
     async () => {
-      const g = await openGlideFsFromOptions(globals);
+      // check: a cheap authenticated request (list of at most one key) before
+      // anything is mounted; bad credentials or a missing bucket end here.
+      const g = await openGlideFsFromOptions(globals, { check: true, retry: retryOptionsFor(storeRetryTimeoutMs) });
       let volume;
       try {
         volume = await g.fs.openVolume(volumeName);
@@ -55,7 +103,7 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
         await g.close().catch(() => undefined);
         throw err;
       }
-      log(`device ${volumeName}: mount options ${mount.optionString}, fsync ${mount.fsyncMode}`);
+      log(`device ${volumeName}: mount options ${mount.optionString}, fsync ${mount.fsyncMode}, store retry timeout ${storeRetryTimeoutMs > 0 ? fmtDuration(storeRetryTimeoutMs) : 'off'}`);
       const m = mount;
       const onUsr1 = () =>
         m.flushNow().then(
@@ -68,6 +116,47 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
               if (volume.dirtyBlocks > 0) mount.flushNow().catch((err) => log(`device ${volumeName}: timed flush failed: ${(err as Error).message}`));
             }, flags.flushInterval * 1000)
           : setInterval(() => {}, 1 << 30);
+      // The store's outage state, published for `glidekv status` and logged
+      // when it starts and ends.
+      const retry = g.store instanceof RetryStore ? g.store : undefined;
+      const status: DeviceStatusFile = { version: 1, pid: process.pid, volume: volumeName, storeRetryTimeoutMs, store: 'ok', updatedMs: Date.now() };
+      let writing: Promise<void> = Promise.resolve();
+      const publish = () => {
+        if (!statusFile) return;
+        status.updatedMs = Date.now();
+        const copy = { ...status };
+        writing = writing.then(() => writeStatusFile(statusFile, copy)).catch((err) => {
+          log(`device ${volumeName}: cannot write ${statusFile}: ${(err as Error).message}`);
+        });
+      };
+      publish();
+      await writing;
+      let failuresBefore = 0;
+      const watcher = setInterval(() => {
+        const o = retry?.outage();
+        if (o) {
+          o.lastError = redact(o.lastError);
+          if (status.store === 'ok') {
+            failuresBefore = retry!.stats().failures;
+            const bound = storeRetryTimeoutMs > 0 ? `for up to ${fmtDuration(storeRetryTimeoutMs)}` : 'a few times';
+            log(`device ${volumeName}: store failing, retrying ${bound}: ${o.lastError}`);
+          }
+          status.store = 'waiting';
+          status.outage = o;
+          publish();
+        } else if (status.store === 'waiting') {
+          const was = status.outage!;
+          const gaveUp = retry!.stats().failures - failuresBefore;
+          log(
+            `device ${volumeName}: store outage over after ${fmtDuration(Date.now() - was.sinceMs)}` +
+              (gaveUp > 0 ? `; ${gaveUp} request(s) gave up (the operations behind them failed with EIO)` : '; every request went through'),
+          );
+          status.lastOutage = { sinceMs: was.sinceMs, endedMs: Date.now(), retries: was.retries, lastError: was.lastError };
+          status.store = 'ok';
+          status.outage = undefined;
+          publish();
+        }
+      }, STATUS_POLL_MS);
       return {
         readyLine: `glidekv: device ${volumeName} mounted at ${mount.file} (${volume.sizeBytes} bytes, pid ${process.pid})`,
         signals: { SIGUSR1: onUsr1 },
@@ -76,7 +165,10 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
           try {
             await mount.unmount({ lazy: true });
           } finally {
+            clearInterval(watcher);
             await g.close();
+            await writing;
+            if (statusFile) await rm(statusFile, { force: true }).catch(() => undefined);
           }
           process.stdout.write(`glidekv: device ${volumeName} unmounted\n`);
         },

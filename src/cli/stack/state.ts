@@ -6,6 +6,8 @@
  *   STATE_DIR/stack.json     this record (JSON, below)
  *   STATE_DIR/device.log     the device daemon's stdout+stderr
  *   STATE_DIR/kv.log         the KV daemon's stdout+stderr
+ *   STATE_DIR/device-status.json  the device daemon's view of its store
+ *                            (device-daemon.ts DeviceStatusFile), for status
  *   STATE_DIR/dev/           device mount (DIR/volume)
  *   STATE_DIR/ext4/          the ext4 on the loop device; ext4/kv = engine data dir
  *
@@ -33,6 +35,10 @@ export interface StackState {
   directIo: boolean;
   /** Device fsync mode (mount/device.ts); absent in older records = 'upload'. */
   fsync?: 'upload' | 'local';
+  /** How long the device daemon retries a failing store request (ms; 0 = no time bound); absent in older records = 60 s. */
+  storeRetryTimeoutMs?: number;
+  /** The device daemon's --status-file; absent in older records. */
+  deviceStatusFile?: string;
   ext4Mountpoint: string;
   ext4Mounted?: boolean;
   dataDir: string;

@@ -4,17 +4,29 @@
  *
  *   0. thaw the ext4 if a killed fork left it frozen
  *   1. KV daemon: SIGTERM (it unmounts, commits open files, closes the
- *      engine); if it is gone or stuck, `fusermount -u -z MOUNTPOINT`
- *   2. ext4: `umount` (writes back and checkpoints; lazy if busy)
- *   3. loop device: `losetup -d` (only if it still backs onto our device file)
+ *      engine); if it is gone or stuck, `umount -l MOUNTPOINT`
+ *   2. ext4: `umount` (writes back and checkpoints); retried while busy,
+ *      lazy once `busyTimeoutMs` has passed
+ *   3. loop device: `losetup -d` (only if it still backs onto our device
+ *      file), then wait for the kernel to release it
  *   4. device daemon: SIGTERM (it unmounts, flushes the volume, exits 0);
- *      if it is gone or stuck, `fusermount -u -z` of the device mount
+ *      if it is gone or stuck, `umount -l` of the device mount
  *
  * Each step re-reads the system (pids, /proc/self/mountinfo, /sys/block) so a
  * second `down` after a partial one finishes the job.
+ *
+ * On a loaded machine every step may take longer than usual, so each waits
+ * for a real condition with a deadline, never for a fixed time: a process to
+ * be gone (KV_GRACE_MS, then SIGKILL and KILL_WAIT_MS), a busy unmount
+ * (EBUSY: a process is still leaving the filesystem) retried with backoff for
+ * `busyTimeoutMs` before a lazy detach, a loop device to be released
+ * (LOOP_RELEASE_MS after the unmount; after a lazy one, busyTimeoutMs
+ * again), the mounts to be gone. The device daemon is not stopped while a
+ * loop device still writes to its file. A step that
+ * still fails is reported as `STEP: what, and what holds it`, and the steps
+ * after it are still tried.
  */
-import { unmountPath } from '../../../mount/mountinfo.js';
-import { alive, isOurs, loopBackingFile, loopDetach, loopsFor, mountAt, run, stopProcess, waitFor } from './system.js';
+import { alive, holdersOf, isOurs, loopBackingFile, loopDetach, loopsFor, mountAt, run, stopProcess, StepError, unmountRetrying, waitFor } from './system.js';
 import { dropState, saveState, type StackState } from './state.js';
 
 export interface TeardownReport {
@@ -22,13 +34,25 @@ export interface TeardownReport {
   problems: string[];
 }
 
+export interface TeardownOptions {
+  /** How long a busy unmount (EBUSY) is retried before a lazy detach, ms (default 60 s). */
+  busyTimeoutMs?: number;
+}
+
 /** How long the device daemon may take to flush on SIGTERM (it is uploading). */
 const DEVICE_FLUSH_GRACE_MS = 30 * 60_000;
 const KV_GRACE_MS = 60_000;
+export const DEFAULT_BUSY_TIMEOUT_MS = 60_000;
+/** How long a loop device may take to go after `losetup -d` (its last user closing it). */
+const LOOP_RELEASE_MS = 60_000;
+/** How long the mounts may take to leave the mount table at the end. */
+const MOUNTS_GONE_MS = 60_000;
 
-export async function teardown(s: StackState, log: (line: string) => void = () => {}): Promise<TeardownReport> {
+export async function teardown(s: StackState, log: (line: string) => void = () => {}, opts: TeardownOptions = {}): Promise<TeardownReport> {
+  const busyMs = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
   const steps: string[] = [];
   const problems: string[] = [];
+  let ext4Lazy = false;
   const step = async (name: string, fn: () => Promise<string | undefined>) => {
     try {
       const done = await fn();
@@ -62,7 +86,10 @@ export async function teardown(s: StackState, log: (line: string) => void = () =
     }
     s.kvPid = undefined;
     if (mountAt(s.mountpoint)?.fstype.startsWith('fuse')) {
-      await unmountPath(s.mountpoint, { lazy: true });
+      // Its daemon is gone: nothing is left to flush, detach it now.
+      await run('umount', ['-l', s.mountpoint]).catch((err) => {
+        if (mountAt(s.mountpoint)) throw err;
+      });
       what = (what ? what + '; ' : '') + `unmounted ${s.mountpoint}`;
     }
     return what;
@@ -73,36 +100,41 @@ export async function teardown(s: StackState, log: (line: string) => void = () =
       s.ext4Mounted = false;
       return undefined;
     }
-    try {
-      await run('umount', [s.ext4Mountpoint]);
-    } catch (err) {
-      // Busy (a shell inside it?) or the device is gone: detach lazily so the
-      // loop device is released as soon as the last user leaves.
-      log(`umount ${s.ext4Mountpoint} failed (${(err as Error).message}); unmounting lazily`);
-      await run('umount', ['-l', s.ext4Mountpoint]);
-    }
+    const how = await unmountRetrying(s.ext4Mountpoint, busyMs, log);
+    ext4Lazy = how === 'lazy';
     s.ext4Mounted = false;
-    return `unmounted ext4 ${s.ext4Mountpoint}`;
+    return how === 'lazy' ? `unmounted ext4 ${s.ext4Mountpoint} lazily (it was busy)` : `unmounted ext4 ${s.ext4Mountpoint}`;
   });
 
   await step('loop device', async () => {
     const devs = new Set(loopsFor(s.deviceFile));
     if (s.loopDevice && loopBackingFile(s.loopDevice) === s.deviceFile) devs.add(s.loopDevice);
-    for (const dev of devs) await loopDetach(dev);
+    // After a lazy unmount the filesystem's users had busyMs already: give
+    // them as long again, not more (down would only hang).
+    for (const dev of devs) await loopDetach(dev, s.deviceFile, ext4Lazy ? busyMs : LOOP_RELEASE_MS);
     s.loopDevice = undefined;
     return devs.size ? `detached ${[...devs].join(', ')}` : undefined;
   });
 
   await step('device daemon', async () => {
+    // A loop device still attached (a lazily unmounted ext4 with users left)
+    // still writes to the device file: stopping the daemon now would fail
+    // those writes. Leave it; `down` again finishes once the loop is gone.
+    const loops = loopsFor(s.deviceFile);
+    if (loops.length && alive(s.devicePid)) {
+      throw new StepError(`left running (pid ${s.devicePid}): ${loops.join(', ')} still uses ${s.deviceFile}; run glidekv down again once it is released`);
+    }
     let what: string | undefined;
     if (s.devicePid && isOurs(s.devicePid, ['device', 'mount', s.volume])) {
       const clean = await stopProcess(s.devicePid, DEVICE_FLUSH_GRACE_MS);
-      if (!clean) throw new Error(`device daemon (pid ${s.devicePid}) did not stop in time and was killed; its dirty blocks stay in the cache for the next mount`);
+      if (!clean) throw new StepError(`device daemon (pid ${s.devicePid}) did not stop in time and was killed; its dirty blocks stay in the cache for the next mount`);
       what = `device daemon (pid ${s.devicePid}) flushed and stopped`;
     }
     s.devicePid = undefined;
     if (mountAt(s.deviceMountpoint)) {
-      await unmountPath(s.deviceMountpoint, { lazy: true });
+      await run('umount', ['-l', s.deviceMountpoint]).catch((err) => {
+        if (mountAt(s.deviceMountpoint)) throw err;
+      });
       what = (what ? what + '; ' : '') + `unmounted ${s.deviceMountpoint}`;
     }
     return what;
@@ -110,9 +142,16 @@ export async function teardown(s: StackState, log: (line: string) => void = () =
 
   // Final check: nothing of ours left.
   await step('check', async () => {
-    await waitFor('mounts to go away', () => !mountAt(s.mountpoint) && !mountAt(s.ext4Mountpoint) && !mountAt(s.deviceMountpoint), 10_000);
-    if (loopsFor(s.deviceFile).length) throw new Error(`loop device still attached to ${s.deviceFile}`);
-    if (alive(s.kvPid) || alive(s.devicePid)) throw new Error('a daemon is still running');
+    const left = () => [s.mountpoint, s.ext4Mountpoint, s.deviceMountpoint].filter((m) => mountAt(m));
+    await waitFor('mounts to go away', () => left().length === 0, MOUNTS_GONE_MS).catch(() => {
+      throw new StepError(`still mounted after ${MOUNTS_GONE_MS / 1000} s: ${left().join(', ')}`);
+    });
+    const loops = loopsFor(s.deviceFile);
+    if (loops.length) {
+      const who = loops.flatMap((d) => holdersOf(undefined, d));
+      throw new StepError(`loop device ${loops.join(', ')} still attached to ${s.deviceFile}${who.length ? ` (used by ${who.join(', ')})` : ''}`);
+    }
+    if (alive(s.kvPid) || alive(s.devicePid)) throw new StepError('a daemon is still running');
     return undefined;
   });
 

@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openGlideFsFromOptions, resolveGlideFsOptions, type GlideFsCliOptions } from '../glidefs-options.js';
+import { DEFAULT_STORE_RETRY_TIMEOUT, fmtDuration, openGlideFsFromOptions, resolveGlideFsOptions, type GlideFsCliOptions } from '../glidefs-options.js';
 import { CliError } from '../util.js';
 import { defaultStateDir, findByMountpoint, findByVolume, loadState, saveState, type StackState } from './state.js';
 import { alive, fsType, isEmptyDir, loopAttach, mountAt, readText, run, StepError, waitFor } from './system.js';
@@ -44,6 +44,8 @@ export interface UpFlags {
   directIo?: boolean;
   /** Device fsync mode (device.ts): 'upload' (default) or 'local'. */
   fsync?: 'upload' | 'local';
+  /** The device daemon's --store-retry-timeout, ms (default 60 s; 0 = no time bound). */
+  storeRetryTimeoutMs?: number;
 }
 
 export function preflight(mountpoint: string): void {
@@ -148,6 +150,8 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     deviceFile: join(stateDir, 'dev', 'volume'),
     directIo: flags.directIo ?? DEFAULT_DIRECT_IO,
     fsync: flags.fsync ?? 'upload',
+    storeRetryTimeoutMs: flags.storeRetryTimeoutMs ?? DEFAULT_STORE_RETRY_TIMEOUT,
+    deviceStatusFile: join(stateDir, 'device-status.json'),
     ext4Mountpoint: join(stateDir, 'ext4'),
     dataDir: join(stateDir, 'ext4', 'kv'),
     createdVolume,
@@ -156,20 +160,28 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
   mkdirSync(s.ext4Mountpoint, { recursive: true, mode: 0o700 });
   saveState(s);
 
+  // The step now running, named in the error when it fails.
+  let current = 'device';
   try {
     // 2. Device daemon.
     fail('device');
     const deviceLog = join(stateDir, 'device.log');
     const off = logSize(deviceLog);
     s.devicePid = spawnDaemon(
-      ['--store', resolved.storeUrl, '--catalog', resolved.catalogPath, '--cache', resolved.cacheDir, 'device', 'mount', volume, s.deviceMountpoint, '--fsync', s.fsync ?? 'upload'],
+      [
+        ...['--store', resolved.storeUrl, '--catalog', resolved.catalogPath, '--cache', resolved.cacheDir],
+        ...['device', 'mount', volume, s.deviceMountpoint, '--fsync', s.fsync ?? 'upload'],
+        ...['--store-retry-timeout', `${s.storeRetryTimeoutMs}ms`, '--status-file', s.deviceStatusFile!],
+      ],
       deviceLog,
     );
     saveState(s);
     await waitForDaemon('device daemon', s.devicePid, deviceLog, off, /device .* mounted at /, () => mountAt(s.deviceMountpoint)?.fstype === 'fuse.glidekv-device');
-    out(`device   ${s.deviceFile} (volume '${volume}', ${sizeBytes} bytes, pid ${s.devicePid}, fsync ${s.fsync ?? 'upload'}, log ${deviceLog})`);
+    const retryText = s.storeRetryTimeoutMs! > 0 ? fmtDuration(s.storeRetryTimeoutMs!) : 'off';
+    out(`device   ${s.deviceFile} (volume '${volume}', ${sizeBytes} bytes, pid ${s.devicePid}, fsync ${s.fsync ?? 'upload'}, store retry timeout ${retryText}, log ${deviceLog})`);
 
     // 3. Loop device.
+    current = 'loop';
     fail('loop');
     s.loopDevice = await loopAttach(s.deviceFile, s.directIo);
     saveState(s);
@@ -183,6 +195,7 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     out(`loop     ${s.loopDevice} (direct I/O ${s.directIo ? 'on' : 'off'}, read-ahead ${LOOP_READ_AHEAD_KB} KiB)`);
 
     // 4. ext4 on first use.
+    current = 'mkfs';
     const type = await fsType(s.loopDevice);
     if (type === '') {
       fail('mkfs');
@@ -194,6 +207,7 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     }
 
     // 5. Mount the ext4.
+    current = 'ext4';
     fail('ext4');
     await run('mount', ['-t', 'ext4', '-o', 'noatime', s.loopDevice, s.ext4Mountpoint]);
     s.ext4Mounted = true;
@@ -210,6 +224,7 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     }
 
     // 6. KV daemon.
+    current = 'kv';
     fail('kv');
     const kvLog = join(stateDir, 'kv.log');
     const koff = logSize(kvLog);
@@ -222,9 +237,11 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     out(`kv       ${mountpoint} (pid ${s.kvPid}, log ${kvLog})`);
     return s;
   } catch (err) {
-    out(`up failed: ${(err as Error).message.split('\n')[0]}; taking down what was started`);
+    const first = (err as Error).message.split('\n')[0];
+    const msg = first.startsWith(`${current}: `) ? first : `${current}: ${first}`;
+    out(`up failed: ${msg}; taking down what was started`);
     const r = await teardown(s, (l) => out(`  ${l}`));
     for (const p of r.problems) out(`  cleanup problem: ${p}`);
-    throw err instanceof CliError ? err : new CliError((err as Error).message);
+    throw new CliError(r.problems.length ? `${msg} (and the cleanup was incomplete: ${r.problems.join('; ')}; run glidekv down ${mountpoint})` : msg);
   }
 }
