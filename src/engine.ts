@@ -532,6 +532,19 @@ export class KvEngine implements Engine {
       const st = new NsState(ns, path.join(this.dir, NS_DIR, ns));
       st.compactedThrough = this.meta.compacted[ns] ?? 0;
       try {
+        // a directory of this name that no namespace owns is what a drop that failed midway left
+        // (its meta.json entry was written): never reuse it, or its old records come back on open
+        const trash = path.join(this.dir, TRASH_DIR, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
+        let leftover = true;
+        await this.io.mkdir(path.join(this.dir, TRASH_DIR));
+        await this.io.rename(st.dir, trash).catch((err) => {
+          if (errnoOf(err) !== 'ENOENT') throw err;
+          leftover = false;
+        });
+        if (leftover) {
+          await this.io.fsyncDir(path.join(this.dir, NS_DIR));
+          await this.io.rm(trash).catch(() => {});
+        }
         await this.io.mkdir(st.dir);
         await this.newActive(st);
         await this.io.fsyncDir(path.join(this.dir, NS_DIR));

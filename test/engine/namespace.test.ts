@@ -82,3 +82,34 @@ it('many creates and drops of one name, interleaved with puts: every acknowledge
   expect((await e2.get('y', 'k'))?.value.toString()).toBe('round 19');
   await e2.close();
 });
+
+it('a drop that failed midway (its directory not moved) and a create of the name: the old keys never come back', async () => {
+  const dir = tmpDir('ns-failed-drop');
+  dirs.push(dir);
+  let failMove = false;
+  const io: FileIo = {
+    ...nodeFileIo,
+    rename: async (from, to) => {
+      if (failMove && to.includes(`${path.sep}trash${path.sep}`) && from.endsWith(`${path.sep}z`)) {
+        throw Object.assign(new Error('EIO: injected'), { code: 'EIO' });
+      }
+      return nodeFileIo.rename(from, to);
+    },
+  };
+  const e = await open(dir, { io, sync: 'always' });
+  await e.createNamespace('z');
+  await e.put('z', 'old', 'from before the drop');
+  failMove = true;
+  const err = await e.dropNamespace('z', { force: true }).then(() => null, (x: unknown) => x);
+  expect((err as { code?: string })?.code).toBe('E_IO');
+  failMove = false;
+  expect(e.listNamespaces()).not.toContain('z');
+  await e.createNamespace('z');
+  await e.put('z', 'new', 'after');
+  expect(e.list('z').map((r) => r.key.toString())).toEqual(['new']);
+  await e.close();
+  const e2 = await open(dir);
+  expect(e2.list('z').map((r) => r.key.toString())).toEqual(['new']);
+  expect(await e2.get('z', 'old')).toBeUndefined();
+  await e2.close();
+});
