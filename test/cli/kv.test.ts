@@ -238,6 +238,35 @@ describe('glidekv kv: ls, ns, stats, reclaim', () => {
     });
   });
 
+  it('orphansSwept in stats is the lifetime count: kv gc in one process, kv stats in the next', async () => {
+    const dir = await freshDir();
+    ok(kv(['put', dir, 'cfg', 'k', '--value', 'v']));
+    const { BlobStore } = await import('../../src/blob-store.js');
+    for (const n of [1, 2]) {
+      const orphan = randomBytes(1500 + n);
+      await writeFile(join(dir, 'values', `blob-${BlobStore.hashOf(orphan).toString('hex')}`), orphan);
+      expect(JSON.parse(ok(kv(['gc', dir, '--json'])).out)).toEqual({ orphansSwept: 1 }); // this run's
+    }
+    const s = JSON.parse(ok(kv(['stats', dir, '--json'])).out);
+    expect(s.orphansSwept).toBe(2);
+    expect(s.orphansSweptSinceOpen).toBe(0);
+  });
+
+  it('a data directory of another format version is refused with one line, exit 1, and left as it was', async () => {
+    const dir = await freshDir();
+    ok(kv(['put', dir, 'cfg', 'k', '--value', 'v']));
+    const metaFile = join(dir, 'meta.json');
+    const m = JSON.parse(await readFile(metaFile, 'utf8'));
+    await writeFile(metaFile, JSON.stringify({ ...m, version: 2 }));
+    const before = await readFile(metaFile);
+    for (const args of [['ls', dir, 'cfg'], ['put', dir, 'cfg', 'k', '--value', 'w'], ['reclaim', dir], ['stats', dir]]) {
+      const r = kv(args);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(oneLineError(r)).toMatch(/E_VERSION: .*meta\.json: format version 2, this glidekv reads version 1/);
+    }
+    expect((await readFile(metaFile)).equals(before)).toBe(true);
+  });
+
   it('stats --json holds every counter as a number; reclaim --json reports its work', async () => {
     const dir = await freshDir();
     for (let i = 0; i < 3; i++) ok(kv(['put', dir, 'cfg', 'k', '--value', `v${i}`]));
