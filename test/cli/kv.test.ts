@@ -215,28 +215,24 @@ describe('glidekv kv: ls, ns, stats, reclaim', () => {
 
   it('stats in a later process shows lifetime counters: the bytes kv reclaim relocated, and reclaims', async () => {
     const dir = await freshDir();
-    for (let i = 0; i < 4; i++) ok(kv(['put', dir, 'cfg', 'k', '--value', `value ${i}`]));
-    ok(kv(['put', dir, 'cfg', 'other', '--value', 'x']));
+    for (let i = 0; i < 2; i++) ok(kv(['put', dir, 'cfg', 'k', '--value', `value ${i}`]));
     const r1 = JSON.parse(ok(kv(['reclaim', dir, '--json'])).out);
     expect(r1.relocatedBytes).toBeGreaterThan(0);
-    expect(ok(kv(['reclaim', dir])).out).toMatch(/^relocated (\d+) bytes/);
     const s = JSON.parse(ok(kv(['stats', dir, '--json'])).out);
-    const r2 = Number(/relocated (\d+)/.exec(ok(kv(['reclaim', dir])).out)![1]);
+    expect(s.compactionBytes).toBe(r1.relocatedBytes);
+    expect(s.reclaims).toBe(1); // one namespace
+    const r2 = Number(/^relocated (\d+) bytes/.exec(ok(kv(['reclaim', dir])).out)![1]);
     const s2 = JSON.parse(ok(kv(['stats', dir, '--json'])).out);
-    expect(s.compactionBytes).toBeGreaterThanOrEqual(r1.relocatedBytes); // + the second reclaim's (nothing dead: 0 or a copy)
     expect(s2.compactionBytes).toBe(s.compactionBytes + r2);
-    expect(s.reclaims).toBe(2); // one namespace, two kv reclaim processes
-    expect(s2.reclaims).toBe(3);
+    expect(s2.reclaims).toBe(2);
     // this process alone (a stats process relocates nothing)
     expect(s2.compactionBytesSinceOpen).toBe(0);
     expect(s2.reclaimsSinceOpen).toBe(0);
-    const text = ok(kv(['stats', dir])).out;
-    expect(text).toMatch(new RegExp(`^compactionBytes\\s+${s2.compactionBytes}$`, 'm'));
-    expect(ok(kv(['stats', dir, '--help'])).out).toMatch(/Lifetime counters/);
     expect(JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')).counters).toMatchObject({
-      compactionBytes: s2.compactionBytes, reclaims: 3,
+      compactionBytes: s2.compactionBytes, reclaims: 2,
     });
-  });
+    expect(ok(kv(['stats', dir, '--help'])).out).toMatch(/Lifetime counters/);
+  }, 240_000);
 
   it('orphansSwept in stats is the lifetime count: kv gc in one process, kv stats in the next', async () => {
     const dir = await freshDir();
@@ -250,7 +246,7 @@ describe('glidekv kv: ls, ns, stats, reclaim', () => {
     const s = JSON.parse(ok(kv(['stats', dir, '--json'])).out);
     expect(s.orphansSwept).toBe(2);
     expect(s.orphansSweptSinceOpen).toBe(0);
-  });
+  }, 240_000);
 
   it('a data directory of another format version is refused with one line, exit 1, and left as it was', async () => {
     const dir = await freshDir();
@@ -265,7 +261,7 @@ describe('glidekv kv: ls, ns, stats, reclaim', () => {
       expect(oneLineError(r)).toMatch(/E_VERSION: .*meta\.json: format version 2, this glidekv reads version 1/);
     }
     expect((await readFile(metaFile)).equals(before)).toBe(true);
-  });
+  }, 240_000);
 
   it('stats --json holds every counter as a number; reclaim --json reports its work', async () => {
     const dir = await freshDir();
