@@ -69,6 +69,14 @@ function decodeStateHeader(buf: Buffer, path: string): { blockCount: number; blo
   return { blockCount: buf.readUInt32LE(8), blockSize: buf.readUInt32LE(12) };
 }
 
+/**
+ * The largest volume the cache can hold: 8 TiB. The data file is a sparse file
+ * as large as the volume (ext4 ends files at 16 TiB; EFBIG beyond), and the
+ * state bytes (one per block) are kept in memory (64 MiB at 8 TiB).
+ * GlideFs.createVolume refuses larger sizes (E_BAD_SIZE).
+ */
+export const MAX_VOLUME_BYTES = 8 * 1024 ** 4;
+
 export function volumeCacheDir(cacheDir: string, uuid: string): string {
   return join(cacheDir, 'volumes', uuid);
 }
@@ -110,8 +118,21 @@ export class VolumeCache {
       states = new Uint8Array(blockCount);
       states.set(raw.subarray(STATE_HEADER, STATE_HEADER + blockCount));
     } else {
-      // Data first, so a state file never exists without its data file.
-      closeSync(openSync(dataPath, 'a', 0o600));
+      // Data first, sized, so a state file never exists without its data file
+      // (and a volume the cache's filesystem cannot hold leaves nothing behind).
+      const dfd = openSync(dataPath, 'a', 0o600);
+      let sizeErr: unknown = null;
+      try {
+        if (fstatSync(dfd).size !== blockCount * blockSize) ftruncateSync(dfd, blockCount * blockSize);
+      } catch (err) {
+        sizeErr = err;
+      } finally {
+        closeSync(dfd);
+      }
+      if (sizeErr !== null) {
+        rmSync(dataPath, { force: true });
+        throw sizeError(sizeErr, dir, blockCount * blockSize);
+      }
       const tmp = statePath + '.tmp';
       writeFileSync(tmp, Buffer.concat([encodeStateHeader(blockCount, blockSize), Buffer.alloc(blockCount)]), { mode: 0o600 });
       const fd = openSync(tmp, 'r+');
@@ -122,7 +143,12 @@ export class VolumeCache {
     }
     const dataFd = openSync(dataPath, 'r+');
     const want = blockCount * blockSize;
-    if (fstatSync(dataFd).size !== want) ftruncateSync(dataFd, want);
+    try {
+      if (fstatSync(dataFd).size !== want) ftruncateSync(dataFd, want);
+    } catch (err) {
+      closeSync(dataFd);
+      throw sizeError(err, dir, want);
+    }
     const stateFd = openSync(statePath, 'r+');
     return new VolumeCache(dir, blockCount, blockSize, dataFd, stateFd, states);
   }
@@ -213,6 +239,15 @@ export class VolumeCache {
   static remove(dir: string): void {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** EFBIG/EINVAL from sizing the data file: a typed error naming the size; others: E_IO. */
+function sizeError(err: unknown, dir: string, bytes: number): GlideFsError {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EFBIG' || code === 'EINVAL') {
+    return GlideFsError.BAD_SIZE(`the cache's filesystem cannot hold a ${bytes}-byte file in ${dir} (${code}); volumes are limited to ${MAX_VOLUME_BYTES} bytes (8T)`);
+  }
+  return GlideFsError.IO(`cannot size cache file in ${dir}: ${code ?? (err as Error).message}`, err);
 }
 
 // --- lock file ----------------------------------------------------------------

@@ -836,6 +836,66 @@ export class Catalog {
     return this.db.prepare('SELECT key FROM objects').pluck().all() as string[];
   }
 
+  // --- store owner and gc (glidefs-a; FORMAT.md, "Store marker", "gc rule") ----
+
+  /** The store id this catalog owns (meta `store_id`), and whether the marker is known to hold it. */
+  storeOwner(): { storeId: string; state: 'claimed' | 'confirmed' } | null {
+    this.checkOpen();
+    const id = this.db.prepare("SELECT value FROM meta WHERE key = 'store_id'").pluck().get() as string | undefined;
+    if (id === undefined) return null;
+    const state = this.db.prepare("SELECT value FROM meta WHERE key = 'store_id_state'").pluck().get() as string | undefined;
+    return { storeId: id, state: state === 'claimed' ? 'claimed' : 'confirmed' };
+  }
+
+  /** Records the store id (durably: the marker is created only after a claim is on disk). */
+  setStoreOwner(storeId: string, state: 'claimed' | 'confirmed'): void {
+    this.immediate(() => {
+      const put = this.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
+      put.run('store_id', storeId);
+      put.run('store_id_state', state);
+    }, true);
+  }
+
+  /** Drops a claim of `storeId` (another catalog's marker won). */
+  clearStoreOwner(storeId: string): void {
+    this.immediate(() => {
+      if (this.db.prepare("SELECT value FROM meta WHERE key = 'store_id'").pluck().get() !== storeId) return;
+      this.db.prepare("DELETE FROM meta WHERE key IN ('store_id', 'store_id_state')").run();
+    }, true);
+  }
+
+  /** Up to `n` object keys the catalog names (any). */
+  sampleObjectKeys(n: number): string[] {
+    this.checkOpen();
+    return this.db.prepare('SELECT key FROM objects LIMIT ?').pluck().all(n) as string[];
+  }
+
+  /** Of `keys`, those the catalog names neither as an object nor in a pending or deleting row (no row is taken). */
+  unnamedKeys(keys: string[]): string[] {
+    this.checkOpen();
+    const named = this.db
+      .prepare('SELECT EXISTS (SELECT 1 FROM objects WHERE key = @k) OR EXISTS (SELECT 1 FROM pending WHERE key = @k) OR EXISTS (SELECT 1 FROM deleting WHERE key = @k)')
+      .pluck();
+    return keys.filter((k) => !named.get({ k }));
+  }
+
+  /** Keys of `deleting` rows whose owner is dead (what gc would finish), without adopting them. */
+  staleDeletes(): string[] {
+    this.checkOpen();
+    const rows = this.db.prepare('SELECT key, owner_host, owner_pid FROM deleting').all() as { key: string; owner_host: string; owner_pid: number }[];
+    const named = this.db.prepare('SELECT 1 FROM objects WHERE key = ?');
+    return rows.filter((r) => !ownerAlive(r.owner_host, r.owner_pid) && !named.get(r.key)).map((r) => r.key);
+  }
+
+  /** Drops `deleting` rows without counting them as deletes (gc found nothing to delete, or failed). */
+  dropDeleting(keys: string[]): void {
+    if (keys.length === 0) return;
+    this.immediate(() => {
+      const del = this.db.prepare('DELETE FROM deleting WHERE key = ?');
+      for (const k of keys) del.run(k);
+    });
+  }
+
   // --- stats -----------------------------------------------------------------
 
   volumeCounts(volumeId: number): { blocks: number; sharedBlocks: number; objects: number; loggedBlocks: number } {

@@ -16,6 +16,12 @@ import { deleteObjects } from './flush.js';
 import type { CheckpointResult } from './checkpoint.js';
 import { createVolumeInStore, deleteVolumeLog, forkInStore, writeDeleteRecord } from './volume-ops.js';
 import { gcLogs } from './restore.js';
+import { ensureStoreOwner } from './store-marker.js';
+import { MAX_VOLUME_BYTES } from './cache.js';
+import pLimit from 'p-limit';
+
+/** Objects younger than this are never orphans (ms; GlideFsOptions.gcGraceMs, GcOptions.graceMs). */
+export const DEFAULT_GC_GRACE_MS = 15 * 60_000;
 
 export interface GlideFsOptions {
   store: ObjectStore;
@@ -27,6 +33,25 @@ export interface GlideFsOptions {
   uploadConcurrency?: number;
   /** When open volumes checkpoint (FORMAT.md, "Checkpoint"); defaults in DEFAULT_CHECKPOINT_POLICY. */
   checkpoint?: Partial<CheckpointPolicy>;
+  /** gc's grace period: objects written less than this long ago are never orphans (ms, default 15 min). */
+  gcGraceMs?: number;
+}
+
+export interface GcOptions {
+  /** Find what gc would delete and list it; delete nothing. */
+  dryRun?: boolean;
+  /** Overrides GlideFsOptions.gcGraceMs for this run (ms). */
+  graceMs?: number;
+}
+
+/** One object gc deleted (or, in a dry run, would delete). */
+export interface GcItem {
+  key: string;
+  size: number;
+  /** Last write (ms since the epoch, the store's clock). */
+  modifiedAt: number;
+  /** `unfinished-delete`: released by the catalog, its delete left undone by a dead process. `orphan`: named by nothing. */
+  kind: 'unfinished-delete' | 'orphan';
 }
 
 export interface VolumeInfo {
@@ -77,8 +102,18 @@ export interface GcResult {
   deletedObjects: number;
   /** Objects in the store that the catalog does not name. */
   orphansDeleted: number;
-  /** Log records below a volume's checkpoint, or of a deleted volume (FORMAT.md, "Checkpoint"). */
+  /** Log records below a volume's checkpoint, or of a deleted volume (FORMAT.md, "Checkpoint"). Not looked for in a dry run. */
   logRecordsDeleted: number;
+  /** Bytes of the objects in `deletedObjects` + `orphansDeleted`. */
+  deletedBytes: number;
+  /** Unnamed block objects younger than the grace period: left alone. */
+  youngSkipped: number;
+  /** Deletes that failed (their objects are looked at again by the next gc). */
+  failed: number;
+  /** True when nothing was deleted: the counts and items are what gc would delete. */
+  dryRun: boolean;
+  /** Every object counted above, with its size. */
+  items: GcItem[];
 }
 
 export function volumeInfo(row: VolumeRow): VolumeInfo {
@@ -92,7 +127,12 @@ export class GlideFs {
   readonly prefix: string;
   readonly uploadConcurrency: number;
   readonly checkpointPolicy: CheckpointPolicy;
+  readonly catalogPath: string;
+  readonly gcGraceMs: number;
   private readonly owner: Owner = newOwner();
+  /** The store id once this catalog is known to own the store prefix. */
+  private ownedStoreId: string | null = null;
+  private ownerCheck: Promise<string> | null = null;
   private readonly open = new Map<string, OpenVolume>();
   private closed = false;
 
@@ -103,6 +143,8 @@ export class GlideFs {
     this.prefix = prefix;
     this.uploadConcurrency = opts.uploadConcurrency ?? 16;
     this.checkpointPolicy = { ...DEFAULT_CHECKPOINT_POLICY, ...(opts.checkpoint ?? {}) };
+    this.catalogPath = opts.catalogPath;
+    this.gcGraceMs = opts.gcGraceMs ?? DEFAULT_GC_GRACE_MS;
   }
 
   static async open(opts: GlideFsOptions): Promise<GlideFs> {
@@ -110,6 +152,7 @@ export class GlideFs {
     if (opts.uploadConcurrency !== undefined && !(Number.isInteger(opts.uploadConcurrency) && opts.uploadConcurrency > 0)) {
       throw GlideFsError.INVALID(`uploadConcurrency must be a positive integer`);
     }
+    if (opts.gcGraceMs !== undefined) checkGrace(opts.gcGraceMs);
     try {
       mkdirSync(opts.cacheDir, { recursive: true, mode: 0o700 });
       chmodSync(opts.cacheDir, 0o700);
@@ -123,6 +166,20 @@ export class GlideFs {
     if (this.closed) throw GlideFsError.CLOSED('glidefs');
   }
 
+  /**
+   * Makes sure this catalog owns the store prefix (FORMAT.md, "Store marker"):
+   * creates the marker on first use, else compares ids. Every operation that
+   * writes to the store or deletes from it calls this first; E_STORE_OWNED
+   * (naming both ids) or E_VERSION otherwise. Checked once per GlideFs.
+   */
+  async checkStoreOwner(): Promise<string> {
+    this.checkOpen();
+    if (this.ownedStoreId !== null) return this.ownedStoreId;
+    this.ownerCheck ??= ensureStoreOwner(this.store, this.prefix, this.catalog, this.catalogPath).finally(() => (this.ownerCheck = null));
+    this.ownedStoreId = await this.ownerCheck;
+    return this.ownedStoreId;
+  }
+
   async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
     this.checkOpen();
     checkVolumeName(name);
@@ -133,6 +190,9 @@ export class GlideFs {
       throw GlideFsError.BAD_SIZE(`volume size ${sizeBytes} is not a multiple of the block size (${BLOCK_SIZE} bytes = 128K)`);
     }
     if (sizeBytes / BLOCK_SIZE > 0xffffffff) throw GlideFsError.BAD_SIZE(`volume size ${sizeBytes} is too large`);
+    checkVolumeSize(sizeBytes);
+    if (this.catalog.findVolume(name)) throw GlideFsError.VOLUME_EXISTS(name);
+    await this.checkStoreOwner();
     return volumeInfo(await createVolumeInStore(this.opsDeps, name, sizeBytes));
   }
 
@@ -164,6 +224,14 @@ export class GlideFs {
     }
     let cache: VolumeCache;
     const writable = row.snapshot !== 1;
+    if (writable) {
+      try {
+        await this.checkStoreOwner(); // a catalog that is not the store's writes nothing (E_STORE_OWNED)
+      } catch (err) {
+        release();
+        throw err;
+      }
+    }
     try {
       if (writable) this.catalog.takeWriter(row.id, name, this.owner); // one writer per volume (E_LOCKED)
       cache = VolumeCache.open(dir, row.size_bytes / BLOCK_SIZE, BLOCK_SIZE);
@@ -232,6 +300,7 @@ export class GlideFs {
     checkVolumeName(dst);
     this.catalog.volume(src);
     if (this.catalog.findVolume(dst)) throw GlideFsError.VOLUME_EXISTS(dst);
+    await this.checkStoreOwner();
     await this.settle(src);
     return volumeInfo(await forkInStore(this.opsDeps, src, dst, snapshot));
   }
@@ -246,6 +315,7 @@ export class GlideFs {
     if (holder !== null) throw GlideFsError.BUSY(`volume '${name}' is open in another process (pid ${holder})`);
     const writer = this.catalog.writerOf(row.id);
     if (writer !== null) throw GlideFsError.BUSY(`volume '${name}' is open for writing by pid ${writer.pid} on host ${writer.host}`);
+    await this.checkStoreOwner();
     await writeDeleteRecord(this.opsDeps, row);
     const { toDelete } = this.catalog.deleteVolume(name, this.owner);
     VolumeCache.remove(dir);
@@ -275,23 +345,101 @@ export class GlideFs {
   }
 
   /**
-   * Deletes objects no volume references: deletes a dead process left
-   * unfinished, and orphans — keys under `<prefix>/blocks/` in the store that
-   * the catalog names neither as an object nor as a pending upload of a live
-   * process. FORMAT.md, "gc rule".
+   * Deletes what the store holds and no volume needs (FORMAT.md, "gc rule"):
+   * objects the catalog released whose delete a dead process left unfinished,
+   * and orphans — block-shaped keys under `<prefix>/blocks/` that the catalog
+   * names neither as an object nor in a pending or deleting row, and that were
+   * written at least the grace period ago. Only the store's owner catalog runs
+   * it (E_STORE_OWNED otherwise). Counts only objects that existed when gc
+   * deleted them. `dryRun` lists them (with sizes) and deletes nothing.
    */
-  async gc(): Promise<GcResult> {
+  async gc(opts: GcOptions = {}): Promise<GcResult> {
     this.checkOpen();
-    const adopted = this.catalog.adoptStale(this.owner);
-    const deletedObjects = await deleteObjects(this, adopted, null);
+    const graceMs = opts.graceMs ?? this.gcGraceMs;
+    checkGrace(graceMs);
+    const dryRun = opts.dryRun === true;
+    await this.checkStoreOwner();
+    const limit = pLimit(this.uploadConcurrency);
+    const items: GcItem[] = [];
+    let failed = 0;
+
+    // 1. Deletes left unfinished by dead processes (released objects: no grace needed).
+    const stale = dryRun ? this.catalog.staleDeletes() : this.catalog.adoptStale(this.owner);
+    const unfinished = await this.deleteExisting(stale, 'unfinished-delete', dryRun, limit);
+    failed += unfinished.failed;
+    items.push(...unfinished.items);
+
+    // 2. Orphans: block keys nothing names, old enough.
     const listed: string[] = [];
     for await (const key of this.store.list(blocksPrefix(this.prefix))) {
       if (parseBlockKey(this.prefix, key)) listed.push(key);
     }
-    const orphans = this.catalog.claimOrphans(listed, this.owner);
-    const orphansDeleted = await deleteObjects(this, orphans, null);
-    const logRecordsDeleted = await gcLogs(this.opsDeps);
-    return { deletedObjects, orphansDeleted, logRecordsDeleted };
+    const cutoff = Date.now() - graceMs;
+    const candidates = this.catalog.unnamedKeys(listed);
+    const heads = await Promise.all(candidates.map((key) => limit(async () => ({ key, head: await this.store.head(key) }))));
+    let youngSkipped = 0;
+    const old: string[] = [];
+    for (const { key, head } of heads) {
+      if (head === null) continue; // deleted meanwhile (by a flush): nothing to do, nothing to count
+      if (head.modifiedAt > cutoff) youngSkipped++;
+      else old.push(key);
+    }
+    // claimOrphans re-checks each key in a transaction and takes its deleting row, so a flush
+    // that names it meanwhile keeps it, and one that wants to PUT it waits for the row to go.
+    const claimed = dryRun ? this.catalog.unnamedKeys(old) : this.catalog.claimOrphans(old, this.owner);
+    const orphans = await this.deleteExisting(claimed, 'orphan', dryRun, limit);
+    failed += orphans.failed;
+    items.push(...orphans.items);
+
+    const logRecordsDeleted = dryRun ? 0 : await gcLogs(this.opsDeps);
+    return {
+      deletedObjects: unfinished.items.length,
+      orphansDeleted: orphans.items.length,
+      logRecordsDeleted,
+      deletedBytes: items.reduce((n, i) => n + i.size, 0),
+      youngSkipped,
+      failed,
+      dryRun,
+      items,
+    };
+  }
+
+  /**
+   * HEADs each key (held in a `deleting` row unless dry) and DELETEs the ones
+   * that exist. Rows are dropped; only objects that existed count as deletes.
+   */
+  private async deleteExisting(
+    keys: string[],
+    kind: GcItem['kind'],
+    dryRun: boolean,
+    limit: ReturnType<typeof pLimit>,
+  ): Promise<{ items: GcItem[]; failed: number }> {
+    const items: GcItem[] = [];
+    const absent: string[] = [];
+    const failedKeys: string[] = [];
+    await Promise.all(
+      keys.map((key) =>
+        limit(async () => {
+          try {
+            const head = await this.store.head(key);
+            if (head === null) return void absent.push(key);
+            if (!dryRun) await this.store.delete(key);
+            items.push({ key, size: head.size, modifiedAt: head.modifiedAt, kind });
+          } catch {
+            failedKeys.push(key);
+          }
+        }),
+      ),
+    );
+    if (!dryRun) {
+      this.catalog.finishDeletes(
+        items.map((i) => i.key),
+        null,
+      );
+      this.catalog.dropDeleting([...absent, ...failedKeys]);
+    }
+    items.sort((a, b) => (a.key < b.key ? -1 : 1));
+    return { items, failed: failedKeys.length };
   }
 
   stats(name: string): VolumeStats {
@@ -341,5 +489,18 @@ export class GlideFs {
     this.closed = true;
     this.catalog.close();
     if (errors.length > 0) throw errors[0];
+  }
+}
+
+function checkGrace(ms: number): void {
+  if (!Number.isFinite(ms) || ms < 0) throw GlideFsError.INVALID(`gc grace period must be a non-negative number of ms, got ${ms}`);
+}
+
+/** E_BAD_SIZE above MAX_VOLUME_BYTES, naming the limit and why. */
+export function checkVolumeSize(sizeBytes: number): void {
+  if (sizeBytes > MAX_VOLUME_BYTES) {
+    throw GlideFsError.BAD_SIZE(
+      `volume size ${sizeBytes} is larger than the limit of ${MAX_VOLUME_BYTES} bytes (8T): the local cache keeps a sparse file as large as the volume (ext4 ends files at 16 TiB) and one state byte per 128K block in memory`,
+    );
   }
 }

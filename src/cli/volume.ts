@@ -8,13 +8,16 @@
  * and exit 1 before anything changes. Bad arguments are checked before any
  * change too.
  */
-import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
 import { once } from 'node:events';
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { BLOCK_SIZE } from '../../glidefs/block-key.js';
 import type { Volume } from '../../glidefs/volume.js';
-import { addGlideFsOptions, openGlideFsFromOptions, type GlideFsCliOptions, type OpenedGlideFs } from './glidefs-options.js';
+import { checkVolumeName } from '../../glidefs/catalog.js';
+import { checkVolumeSize, DEFAULT_GC_GRACE_MS, type GcResult } from '../../glidefs/glidefs.js';
+import { GlideFsError } from '../../glidefs/errors.js';
+import { addGlideFsOptions, openGlideFsFromOptions, resolveGlideFsOptions, type GlideFsCliOptions, type OpenedGlideFs } from './glidefs-options.js';
 import { CliError, parseNonNegative, parseSize, printJson } from './util.js';
 
 const CHUNK = 1024 * 1024;
@@ -24,7 +27,17 @@ function globals(cmd: Command): GlideFsCliOptions {
   return { store: o.store, catalog: o.catalog, cache: o.cache };
 }
 
-async function withGlideFs<T>(cmd: Command, check: boolean, fn: (g: OpenedGlideFs) => Promise<T>): Promise<T> {
+/**
+ * Opens the block layer for one command. Everything a command can check
+ * without it is checked before (names, sizes, the store URL inside
+ * openGlideFsFromOptions); `needs` names volumes that must exist: in an
+ * environment without a catalog they cannot, so the command fails before the
+ * catalog, cache dir or store dir is created (a failed command changes nothing).
+ */
+async function withGlideFs<T>(cmd: Command, check: boolean, fn: (g: OpenedGlideFs) => Promise<T>, needs: string[] = []): Promise<T> {
+  if (needs.length > 0 && !existsSync(resolveGlideFsOptions(globals(cmd)).catalogPath)) {
+    throw GlideFsError.NO_VOLUME(needs[0]);
+  }
   const g = await openGlideFsFromOptions(globals(cmd), { check });
   try {
     return await fn(g);
@@ -101,9 +114,11 @@ Examples:
     .option('--json', 'print the new volume as JSON')
     .addHelpText('after', '\nExamples:\n  $ glidekv volume create data --size 4G\n  $ glidekv volume create small --size 128K --json')
     .action(async (name: string, opts: { size: number; json?: boolean }, cmd: Command) => {
+      checkVolumeName(name);
       if (opts.size === 0 || opts.size % BLOCK_SIZE !== 0) {
         throw new CliError(`volume size ${opts.size} must be a positive multiple of 128K (131072 bytes)`);
       }
+      checkVolumeSize(opts.size);
       await withGlideFs(cmd, true, async ({ fs }) => {
         const info = await fs.createVolume(name, opts.size);
         if (opts.json) printJson(info);
@@ -144,11 +159,17 @@ Examples:
         `\nUnflushed writes of <src> in this cache dir are flushed first. A volume held\nopen by a device mount is copied as last flushed.\n\nExamples:\n  $ glidekv volume ${kind} data data-${kind === 'fork' ? 'test' : 'monday'}`,
       )
       .action(async (src: string, dst: string, opts: { json?: boolean }, cmd: Command) => {
-        await withGlideFs(cmd, true, async ({ fs }) => {
-          const info = kind === 'fork' ? await fs.fork(src, dst) : await fs.snapshot(src, dst);
-          if (opts.json) printJson(info);
-          else process.stdout.write(`${kind === 'fork' ? 'forked' : 'snapshotted'} ${src} -> ${info.name}\n`);
-        });
+        checkVolumeName(dst);
+        await withGlideFs(
+          cmd,
+          true,
+          async ({ fs }) => {
+            const info = kind === 'fork' ? await fs.fork(src, dst) : await fs.snapshot(src, dst);
+            if (opts.json) printJson(info);
+            else process.stdout.write(`${kind === 'fork' ? 'forked' : 'snapshotted'} ${src} -> ${info.name}\n`);
+          },
+          [src],
+        );
       });
   }
 
@@ -158,10 +179,15 @@ Examples:
     .argument('<name>', 'volume name')
     .addHelpText('after', '\nUnflushed writes of the volume are discarded.\n\nExamples:\n  $ glidekv volume delete data-test')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
-      await withGlideFs(cmd, true, async ({ fs }) => {
-        await fs.deleteVolume(name);
-        process.stdout.write(`deleted volume ${name}\n`);
-      });
+      await withGlideFs(
+        cmd,
+        true,
+        async ({ fs }) => {
+          await fs.deleteVolume(name);
+          process.stdout.write(`deleted volume ${name}\n`);
+        },
+        [name],
+      );
     });
 
   volume
@@ -237,7 +263,7 @@ Examples:
             `wrote ${pos} bytes to ${name} at offset ${opts.offset}` +
               (flushed ? `; flushed: ${flushed.uploads} uploads, ${flushed.skippedUnchanged} unchanged\n` : `; ${result.dirtyBlocks} dirty blocks (run 'glidekv volume flush ${name}')\n`),
           );
-      });
+      }, [name]);
     });
 
   volume
@@ -274,7 +300,7 @@ Examples:
           }
           await vol.close();
         }
-      });
+      }, [name]);
     });
 
   volume
@@ -296,7 +322,7 @@ Examples:
         } finally {
           await vol.close();
         }
-      });
+      }, [name]);
     });
 
   volume
@@ -315,7 +341,7 @@ Examples:
               ? `checkpoint ${name}: the log is empty, nothing to do\n`
               : `checkpoint ${name}: record ${r.seq}, ${r.foldedBlocks} blocks folded, ${r.uploads} uploads (${r.reuploads} re-uploads), ${r.deletedRecords} log records deleted in ${r.durationMs.toFixed(0)} ms\n`,
           );
-      });
+      }, [name]);
     });
 
   volume
@@ -346,28 +372,55 @@ Examples:
           process.stdout.write('block  uploads\n');
           for (const p of perOffset) process.stdout.write(`${String(p.blockIndex).padEnd(6)} ${p.uploads}\n`);
         }
-      });
+      }, [name]);
     });
 
   program
     .command('gc')
     .description('delete objects no volume references, and orphans (objects in the store the catalog does not name)')
-    .option('--json', 'print { deletedObjects, orphansDeleted } as JSON')
+    .option('--dry-run', 'list what gc would delete, with sizes; delete nothing')
+    .option('--grace <duration>', `objects written less than this long ago are never orphans (e.g. 15m, 2h, 0s; default ${DEFAULT_GC_GRACE_MS / 60_000}m)`, parseGrace)
+    .option('--json', 'print JSON: { deletedObjects, orphansDeleted, logRecordsDeleted, deletedBytes, youngSkipped, failed, dryRun, items: [{ key, size, modifiedAt, kind }] }')
     .addHelpText(
       'after',
       `
-Objects that a flush in a live process is uploading (not yet committed) are
-left alone; uploads left behind by a crashed process are orphans and go.
+Only the store's own catalog runs gc (the one whose id is in the store's
+glidekv-store.json marker; another catalog is refused with E_STORE_OWNED).
+gc deletes only block objects (<prefix>/blocks/<index>/<hash>) that no
+volume, no flush in a live process and no unfinished delete names, and that
+were written at least --grace ago, plus deletes a crashed process left
+unfinished. Counts are objects that existed when gc deleted them.
 
 Examples:
+  $ glidekv gc --dry-run
   $ glidekv gc
   $ glidekv --store s3://bucket/glidekv gc --json`,
     )
-    .action(async (opts: { json?: boolean }, cmd: Command) => {
+    .action(async (opts: { json?: boolean; dryRun?: boolean; grace?: number }, cmd: Command) => {
       await withGlideFs(cmd, true, async ({ fs }) => {
-        const r = await fs.gc();
-        if (opts.json) printJson(r);
-        else process.stdout.write(`gc: ${r.deletedObjects} unreferenced objects and ${r.orphansDeleted} orphans deleted\n`);
+        const r = await fs.gc({ dryRun: opts.dryRun === true, graceMs: opts.grace });
+        if (opts.json) return printJson(r);
+        process.stdout.write(gcReport(r, opts.grace ?? fs.gcGraceMs));
       });
     });
+}
+
+/** Parses --grace: `15m`, `90s`, `2h`, `500ms`, `1d`, or seconds. */
+function parseGrace(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(text);
+  if (!m) throw new CliError(`--grace '${text}' is not a duration (e.g. 15m, 2h, 0s)`, 2);
+  return Math.round(Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as Record<string, number>)[(m[2] ?? 's').toLowerCase()]);
+}
+
+function gcReport(r: GcResult, graceMs: number): string {
+  const lines: string[] = [];
+  const verb = r.dryRun ? 'would delete' : 'deleted';
+  for (const i of r.items) lines.push(`${verb} ${i.key}  ${i.size} bytes  (${i.kind}, written ${new Date(i.modifiedAt).toISOString()})`);
+  const young = r.youngSkipped > 0 ? `; ${r.youngSkipped} unnamed object(s) younger than ${graceMs / 1000}s left alone` : '';
+  const failed = r.failed > 0 ? `; ${r.failed} delete(s) failed (tried again by the next gc)` : '';
+  const logs = r.dryRun ? '' : `, ${r.logRecordsDeleted} log records`;
+  lines.push(
+    `gc${r.dryRun ? ' (dry run)' : ''}: ${verb} ${r.deletedObjects} unreferenced objects and ${r.orphansDeleted} orphans (${r.deletedBytes} bytes)${logs}${young}${failed}`,
+  );
+  return lines.join('\n') + '\n';
 }

@@ -56,6 +56,9 @@ export async function makeEnv(kind: StoreKind, opts: { uploadConcurrency?: numbe
     return g;
   };
   const fs = await open(cacheDir);
+  // the store marker (one PUT on first use) is setup, not what tests count
+  await fs.checkStoreOwner();
+  store.reset();
   let n = 0;
   return {
     kind,

@@ -94,7 +94,7 @@ it.each(POINTS)('kill -9 at %s', async (point) => {
   expect(which(Buffer.from(await v.read(0, BLOCKS * BS)))).toBe('S2');
   await v.close(); // checkpoints
   // gc: no orphan block object, no log record below the checkpoint
-  await g.gc();
+  await g.gc({ graceMs: 0 });
   expect(await list(store, 'blocks/')).toEqual(g.catalog.objectKeys().sort());
   const row = g.catalog.volume('v');
   const logs = await list(store, `volumes/${row.uuid}/log/`);

@@ -73,7 +73,7 @@ describe('volume log (directory store)', () => {
 
   it('a checkpoint folds the log into block objects, deletes the records it covers, and reads stay identical', async () => {
     env = await makeEnv('dir');
-    const g = await GlideFs.open({ store: env.store, catalogPath: join(env.root, 'c2.db'), cacheDir: join(env.root, 'c2'), checkpoint: { onClose: false } });
+    const g = await GlideFs.open({ store: env.store, catalogPath: env.catalogPath /* the store's owner catalog */, cacheDir: join(env.root, 'c2'), checkpoint: { onClose: false } });
     await g.createVolume('v', 8 * BS);
     const v = await g.openVolume('v');
     for (let k = 0; k < 5; k++) {
@@ -91,7 +91,7 @@ describe('volume log (directory store)', () => {
     expect(g.stats('v')).toMatchObject({ checkpoints: 1, checkpointUploads: 1, uploads: 1, loggedBlocks: 0, logSeq: 7, checkpointSeq: 7 });
     expect(g.uploadsPerOffset('v')).toEqual([{ blockIndex: 0, uploads: 1 }]);
     await v.close();
-    const g2 = await GlideFs.open({ store: env.store, catalogPath: join(env.root, 'c2.db'), cacheDir: join(env.root, 'c3') });
+    const g2 = await GlideFs.open({ store: env.store, catalogPath: env.catalogPath /* the store's owner catalog */, cacheDir: join(env.root, 'c3') });
     expect((await (await g2.openVolume('v')).read(0, 2 * BS)).equals(expected)).toBe(true);
     await g2.close();
     await g.close();
@@ -99,7 +99,7 @@ describe('volume log (directory store)', () => {
 
   it('background checkpoints start when the log passes maxLogRecords', async () => {
     env = await makeEnv('dir');
-    const g = await GlideFs.open({ store: env.store, catalogPath: join(env.root, 'c2.db'), cacheDir: join(env.root, 'c2'), checkpoint: { maxLogRecords: 3 } });
+    const g = await GlideFs.open({ store: env.store, catalogPath: env.catalogPath /* the store's owner catalog */, cacheDir: join(env.root, 'c2'), checkpoint: { maxLogRecords: 3 } });
     await g.createVolume('v', 4 * BS);
     const v = await g.openVolume('v');
     for (let k = 0; k < 6; k++) {
@@ -166,7 +166,7 @@ describe('volume log (directory store)', () => {
     await a2.write(0, Buffer.from('after restore'));
     await a2.flush();
     // and gc of the restored catalog deletes nothing any volume names
-    await g2.gc();
+    await g2.gc({ graceMs: 0 });
     for (const [n, bytes] of want) {
       if (n === 'a') continue;
       const v = await g2.openVolume(n);

@@ -148,7 +148,7 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     // orphans: an object the catalog does not name (a crashed flush's upload)
     const orphan = `blocks/7/${blockHash(blockOf(42))}`;
     await env.raw.put(orphan, blockOf(42));
-    expect(await env.fs.gc()).toMatchObject({ deletedObjects: 0, orphansDeleted: 1 });
+    expect(await env.fs.gc({ graceMs: 0 })).toMatchObject({ deletedObjects: 0, orphansDeleted: 1 });
     expect((await listKeys(env.raw)).length).toBe(3);
     const g2 = await env.reopen({ fresh: true });
     expect((await (await g2.openVolume('b')).read(0, 2 * BLOCK_SIZE)).equals(blockOf(1, 2 * BLOCK_SIZE))).toBe(true);
@@ -158,7 +158,7 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     const logs: string[] = [];
     for await (const k of env.raw.list('volumes/')) logs.push(k);
     expect(logs).toEqual([]); // a deleted volume's log goes too
-    expect(await env.fs.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 0, logRecordsDeleted: 0 });
+    expect(await env.fs.gc({ graceMs: 0 })).toMatchObject({ deletedObjects: 0, orphansDeleted: 0, logRecordsDeleted: 0 });
     expect(env.fs.listVolumes()).toEqual([]);
     await expect(env.fs.deleteVolume('b')).rejects.toMatchObject({ code: 'E_NO_VOLUME' });
   });
@@ -232,10 +232,10 @@ describe('key prefix', () => {
       await store.put('team/a/notes.txt', Buffer.from('keep'));
       await store.put('blocks/0/' + blockHash(blockOf(2)), blockOf(2)); // another prefix's block
       await store.put(`team/a/blocks/5/${blockHash(blockOf(3))}`, blockOf(3)); // an orphan under ours
-      expect(await fs.gc()).toEqual({ deletedObjects: 0, orphansDeleted: 1, logRecordsDeleted: 0 });
+      expect(await fs.gc({ graceMs: 0 })).toMatchObject({ deletedObjects: 0, orphansDeleted: 1, logRecordsDeleted: 0 });
       const keys: string[] = [];
       for await (const k of store.list('')) if (!k.startsWith('team/a/volumes/')) keys.push(k);
-      expect(keys.sort()).toEqual(['blocks/0/' + blockHash(blockOf(2)), `team/a/blocks/0/${blockHash(blockOf(1))}`, 'team/a/notes.txt'].sort());
+      expect(keys.sort()).toEqual(['blocks/0/' + blockHash(blockOf(2)), `team/a/blocks/0/${blockHash(blockOf(1))}`, 'team/a/notes.txt', 'team/a/glidekv-store.json'].sort());
       const logs: string[] = [];
       for await (const k of store.list('team/a/volumes/')) logs.push(k);
       expect(logs).toHaveLength(2); // the volume's log lives under the prefix too (create + one flush)
