@@ -16,7 +16,7 @@ import { runMode, type ModeResult, type PhaseResult, type RunContext } from '../
 import type { Stack, StackDriver, UpOptions, VolumeSnapshot } from '../../../src/cli/bench/stack.js';
 import { CliStackDriver } from '../../../src/cli/bench/stack-cli.js';
 import { diff, subTraffic, type BucketCounters, type MinioCounters } from './minio-counters.js';
-import { crossCheck, phaseRow, totalOf, type PhaseRow, type SystemRow } from './results.js';
+import { crossCheck, phaseRow, totalOf, type ClientCount, type PhaseRow, type SystemRow } from './results.js';
 import { onInterrupt } from './sh.js';
 import type { Workload } from './workload.js';
 
@@ -44,6 +44,7 @@ class MeteredStack implements Stack {
   constructor(
     private readonly inner: Stack,
     private readonly onSnapshot: (read: () => Promise<VolumeSnapshot>) => Promise<VolumeSnapshot>,
+    private readonly onDown: (down: () => Promise<void>) => Promise<void>,
   ) {}
   get volume() {
     return this.inner.volume;
@@ -70,7 +71,7 @@ class MeteredStack implements Stack {
     return this.inner.fork(name);
   }
   down() {
-    return this.inner.down();
+    return this.onDown(() => this.inner.down());
   }
 }
 
@@ -90,21 +91,52 @@ export function glidekvConfig(fsync: GlidekvFsync, mode: GlidekvMode): string {
   );
 }
 
+/** A counter of a phase or volume snapshot, 0 when this glidekv does not keep it (the fields follow glidefs). */
+function num(o: object, key: string): number {
+  const v = (o as Record<string, unknown>)[key];
+  return typeof v === 'number' ? v : 0;
+}
+
+/** What glidefs counts as PUT: block objects, and volume log records where glidefs writes a log. */
+function clientOf(c: object): { puts: number; uploadedBytes: number } {
+  return { puts: num(c, 'uploads') + num(c, 'logPuts'), uploadedBytes: num(c, 'uploadedBytes') + num(c, 'logBytes') };
+}
+
+function clientDiff(a: object, b: object): ClientCount {
+  const x = clientOf(a);
+  const y = clientOf(b);
+  return { puts: y.puts - x.puts, uploadedBytes: y.uploadedBytes - x.uploadedBytes };
+}
+
 export async function runGlidekvRow(o: GlidekvRowOptions): Promise<SystemRow> {
   const inner = new CliStackDriver({ log: (l) => o.log(l) });
   // [before, after] MinIO readings around each glidefs snapshot, in order.
   const marks: Array<[BucketCounters, BucketCounters]> = [];
   const read = () => o.meter!.counters.read(o.meter!.bucket);
+  // The close phase: `glidekv down` (whatever it uploads then: the final flush, a checkpoint).
+  let close: { server: BucketCounters[]; ms: number; ups?: UpOptions } = { server: [], ms: 0 };
+  let lastUp: UpOptions | undefined;
   const driver: StackDriver = {
     async up(u: UpOptions) {
+      lastUp = u;
       const stack = await inner.up(u);
-      return new MeteredStack(stack, async (snap) => {
-        if (!o.meter) return snap();
-        const before = await read();
-        const s = await snap();
-        marks.push([before, await read()]);
-        return s;
-      });
+      return new MeteredStack(
+        stack,
+        async (snap) => {
+          if (!o.meter) return snap();
+          const before = await read();
+          const s = await snap();
+          marks.push([before, await read()]);
+          return s;
+        },
+        async (down) => {
+          const before = o.meter ? await read() : undefined;
+          const t0 = performance.now();
+          await down();
+          const ms = performance.now() - t0;
+          close = { server: before ? [before, await read()] : [], ms, ups: u };
+        },
+      );
     },
     snapshot: (u) => inner.snapshot(u),
   };
@@ -129,10 +161,21 @@ export async function runGlidekvRow(o: GlidekvRowOptions): Promise<SystemRow> {
   const end = o.meter ? await read() : undefined;
   // Snapshot 0 is taken after setup (mkfs, mount); then two per phase.
   const all: PhaseResult[] = [result.write, ...result.rounds];
+  if (o.meter && marks.length !== 1 + 2 * all.length) {
+    throw new Error(`the re-upload runner took ${marks.length} counter snapshots, expected ${1 + 2 * all.length}: scripts/lib/peers/glidekv.ts needs updating`);
+  }
   const phases: PhaseRow[] = all.map((ph, i) => {
     const server = o.meter ? diff(marks[2 * i + 1][1], marks[2 * i + 2][0]) : null;
-    return phaseRow(ph.name, ph.userBytes, ph.durationMs, server, { puts: ph.uploads, uploadedBytes: ph.uploadedBytes }, { reuploads: ph.reuploads });
+    return phaseRow(ph.name, ph.userBytes, ph.durationMs, server, clientOf(ph), {
+      blockUploads: num(ph, 'uploads'),
+      logRecords: num(ph, 'logPuts'),
+      reuploads: num(ph, 'reuploads'),
+    });
   });
+  // glidefs' counters of the volume after `down`, against those of the last phase's end.
+  const lastSnap = all.length ? await lastCounters(inner, lastUp) : undefined;
+  const closeClient = lastSnap && close.ups ? clientDiff(endOfPhases(result), lastSnap) : null;
+  phases.push(phaseRow('close', 0, close.ms, close.server.length === 2 ? diff(close.server[0], close.server[1]) : null, closeClient));
   const total = totalOf(phases);
   return {
     id: `glidekv-${o.fsync}-${o.mode}`,
@@ -145,6 +188,19 @@ export async function runGlidekvRow(o: GlidekvRowOptions): Promise<SystemRow> {
     phases,
     total,
     outside: start && end && total.server ? subTraffic(diff(start, end), total.server) : null,
-    check: crossCheck(total, 'glidefs'),
+    check: crossCheck(phases, 'glidefs'),
   };
+}
+
+/** The volume's glidefs counters now (its stack is down: read from its catalog). */
+async function lastCounters(driver: StackDriver, up: UpOptions | undefined): Promise<object | undefined> {
+  return up ? driver.snapshot(up) : undefined;
+}
+
+/** glidefs' cumulative counters at the end of the last phase: setup + every phase. */
+function endOfPhases(r: ModeResult): object {
+  const keys = ['uploads', 'uploadedBytes', 'logPuts', 'logBytes'];
+  const out: Record<string, number> = {};
+  for (const k of keys) out[k] = num(r.setup, k) + [r.write, ...r.rounds].reduce((a, ph) => a + num(ph, k), 0);
+  return out;
 }

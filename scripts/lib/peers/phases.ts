@@ -17,6 +17,8 @@ export interface PhaseDriver {
   verify(phase: Phase): Promise<string[]>;
   /** The client's own cumulative counters, where it keeps them. */
   client?(): Promise<ClientCount>;
+  /** Closes the system (unmount, shutdown): measured as the phase `close`, in the totals. */
+  close(): Promise<void>;
 }
 
 export interface Meter {
@@ -47,7 +49,7 @@ export async function runPhases(
       c0 && c1
         ? {
             puts: c1.puts - c0.puts,
-            uploadedBytes: c1.uploadedBytes - c0.uploadedBytes,
+            uploadedBytes: c1.uploadedBytes === null || c0.uploadedBytes === null ? null : c1.uploadedBytes - c0.uploadedBytes,
             ...(c0.gets !== undefined && c1.gets !== undefined ? { gets: c1.gets - c0.gets } : {}),
           }
         : null;
@@ -61,6 +63,14 @@ export async function runPhases(
       );
     }
   }
+  // Whatever closing the system uploads (the last write-back, a final flush) is the workload's too.
+  const m0 = await readMeter(meter);
+  const t0 = performance.now();
+  await driver.close();
+  const wallMs = performance.now() - t0;
+  const row = phaseRow('close', 0, wallMs, diff(m0, await readMeter(meter)), null);
+  rows.push(row);
+  log(`${label} close: ${row.puts} PUTs, ${(row.uploadedBytes / 2 ** 20).toFixed(2)} MiB, ${row.gets} GETs, ${(wallMs / 1000).toFixed(1)} s`);
   return rows;
 }
 

@@ -59,7 +59,21 @@ function pad(rows: string[][], leftCols = 1): string {
 }
 
 function figures(p: PhaseRow): string[] {
-  return [String(p.puts), mib(p.uploadedBytes), mib(p.userBytes), ampl(p.amplification), p.gets === null ? '-' : String(p.gets), secs(p.wallMs)];
+  return [
+    String(p.puts),
+    mib(p.uploadedBytes),
+    p.userBytes ? (p.userBytes / MiB).toFixed(3) : '-',
+    p.userBytes ? ampl(p.amplification) : '-',
+    p.gets === null ? '-' : String(p.gets),
+    secs(p.wallMs),
+  ];
+}
+
+/** `glidekv 0.1.0 (...), node v20..., minio ...`: each version once, named. */
+export function versionList(versions: Record<string, string>): string {
+  return Object.entries(versions)
+    .map(([k, v]) => (v.toLowerCase().startsWith(k.toLowerCase()) ? v : `${k} ${v}`))
+    .join(', ');
 }
 
 /** The tables printed at the end of a run. */
@@ -93,7 +107,7 @@ export function formatTable(doc: PeersDoc): string {
     else lines.push(`${r.label}: PUTs ${r.check.note}` + (r.outside ? `; outside the phases (setup, checks, teardown): ${r.outside.puts} PUTs, ${r.outside.gets} GETs` : ''));
   }
   for (const h of doc.handMeasured) lines.push(`${h.label}: ${h.note}`);
-  lines.push('', `versions: ${Object.entries(doc.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  lines.push('', `versions: ${versionList(doc.versions)}`);
   return lines.join('\n') + '\n';
 }
 
@@ -135,6 +149,6 @@ export function chartInput(doc: PeersDoc): ChartInput {
       `${doc.quick ? ' (--quick sizes)' : ''}; counted at ${doc.store.startsWith('MinIO') ? 'MinIO' : 'the client'}; ${doc.date.slice(0, 10)}`,
     userBytes: doc.userBytes,
     bars,
-    footnote: `Totals of all phases. ${Object.entries(doc.versions).map(([k, v]) => (v.startsWith(k) || v.toLowerCase().startsWith(k) ? v : `${k} ${v}`)).join(', ')}.`,
+    footnote: `Totals of all phases. ${versionList(doc.versions)}.`,
   };
 }

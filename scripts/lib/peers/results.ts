@@ -10,7 +10,8 @@ import { addTraffic, ZERO, type Traffic } from './minio-counters.js';
 /** The system's own count of what it uploaded (where it keeps one). */
 export interface ClientCount {
   puts: number;
-  uploadedBytes: number;
+  /** null: the client does not count bytes. */
+  uploadedBytes: number | null;
   /** Downloads, where the client counts them. */
   gets?: number;
 }
@@ -96,17 +97,18 @@ export function phaseRow(
   };
 }
 
-/** The sum of the phases (amplification recomputed from the sums). */
+/** The sum of the phases (amplification recomputed from the sums); client sums over the phases it counted. */
 export function totalOf(phases: PhaseRow[]): PhaseRow {
   const server = phases.every((p) => p.server) ? phases.reduce((a, p) => addTraffic(a, p.server!), ZERO) : null;
-  const client = phases.every((p) => p.client)
-    ? phases.reduce<ClientCount>(
+  const counted = phases.filter((p) => p.client);
+  const client = counted.length
+    ? counted.reduce<ClientCount>(
         (a, p) => ({
           puts: a.puts + p.client!.puts,
-          uploadedBytes: a.uploadedBytes + p.client!.uploadedBytes,
+          uploadedBytes: a.uploadedBytes === null || p.client!.uploadedBytes === null ? null : a.uploadedBytes + p.client!.uploadedBytes,
           ...(a.gets !== undefined && p.client!.gets !== undefined ? { gets: a.gets + p.client!.gets } : {}),
         }),
-        { puts: 0, uploadedBytes: 0, ...(phases.every((p) => p.client!.gets !== undefined) ? { gets: 0 } : {}) },
+        { puts: 0, uploadedBytes: 0 as number | null, ...(counted.every((p) => p.client!.gets !== undefined) ? { gets: 0 } : {}) },
       )
     : null;
   const userBytes = phases.reduce((a, p) => a + p.userBytes, 0);
@@ -114,19 +116,26 @@ export function totalOf(phases: PhaseRow[]): PhaseRow {
   return phaseRow('total', userBytes, wallMs, server, client);
 }
 
-/** Compares the server's and the client's PUT counts over the phases. */
-export function crossCheck(total: PhaseRow, clientName: string): SystemRow['check'] {
-  const server = total.server?.puts ?? null;
-  const client = total.client?.puts ?? null;
-  if (server === null && client === null) return { server, client, agree: null, note: 'nothing counted' };
-  if (server === null) return { server, client, agree: null, note: `not a MinIO store: ${clientName}'s own counters only` };
-  if (client === null) return { server, client, agree: null, note: `${clientName} keeps no PUT counter: MinIO only` };
+/** Compares the server's and the client's PUT counts over the phases that both counted. */
+export function crossCheck(phases: PhaseRow[], clientName: string): SystemRow['check'] {
+  const both = phases.filter((p) => p.server && p.client);
+  const anyServer = phases.some((p) => p.server);
+  const anyClient = phases.some((p) => p.client);
+  if (!anyServer && !anyClient) return { server: null, client: null, agree: null, note: 'nothing counted' };
+  if (!anyServer) return { server: null, client: totalOf(phases).client?.puts ?? null, agree: null, note: `not a MinIO store: ${clientName}'s own counters only` };
+  if (!both.length) return { server: totalOf(phases).server?.puts ?? null, client: null, agree: null, note: `${clientName} keeps no PUT counter: MinIO only` };
+  const server = both.reduce((a, p) => a + p.server!.puts, 0);
+  const client = both.reduce((a, p) => a + p.client!.puts, 0);
   const agree = server === client;
+  const over = both.length === phases.length ? '' : ` (over the ${both.length} phases ${clientName} counted)`;
+  const bad = both.filter((p) => p.server!.puts !== p.client!.puts).map((p) => `${p.name}: ${p.client!.puts} vs ${p.server!.puts}`);
   return {
     server,
     client,
     agree,
-    note: agree ? `${clientName} and MinIO agree` : `${clientName} counted ${client} PUTs, MinIO ${server}`,
+    note: agree
+      ? `${clientName} and MinIO agree${over}`
+      : `${clientName} counted ${client} PUTs, MinIO ${server}${over}; ${bad.slice(0, 4).join(', ')}`,
   };
 }
 

@@ -21,7 +21,7 @@
  * The bench process does file I/O on the ext4 over the loop device over
  * s3backer's FUSE mount; s3backer is another process, so that is allowed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { open, readdir, readFile, unlink } from 'node:fs/promises';
@@ -47,7 +47,9 @@ export async function s3backerAvailable(): Promise<{ version: string } | { reaso
   for (const cmd of ['s3backer', 'losetup', 'mkfs.ext4', 'fsfreeze', 'fusermount']) {
     if (!(await which(cmd))) return { reason: `${cmd} not found: install the Debian packages with \`npm run setup\` (s3backer, fuse3, e2fsprogs, util-linux)` };
   }
-  const out = await exec('s3backer', ['--version']).catch((e: Error) => e.message);
+  // `s3backer --version` prints to stderr and exits 1.
+  const r = spawnSync('s3backer', ['--version'], { encoding: 'utf8' });
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
   const m = /s3backer version (\S+)/.exec(out);
   return m ? { version: `s3backer ${m[1]}` } : { reason: `s3backer --version said: ${out.split('\n')[0]}` };
 }
@@ -104,7 +106,6 @@ class S3backerMount {
       `--baseURL=${this.m.endpoint}/`,
       `--accessFile=${accessFile}`,
       '--authVersion=aws4',
-      `--region=${this.m.region}`,
       '--listBlocks',
       ...this.flags,
       this.bucket,
@@ -205,7 +206,10 @@ export async function runS3backerRow(o: S3backerRowOptions): Promise<SystemRow> 
     await mnt.settle();
     const client = async (): Promise<ClientCount> => {
       const s = mnt.stats();
-      return { puts: s.http_puts ?? s.http_normal_puts ?? 0, uploadedBytes: (s.http_puts ?? 0) * 131072, gets: s.http_gets };
+      // http_puts counts completed PUTs; a write that a newer write of the same block cancels mid-flight is http_canceled_writes.
+      const puts = (s.http_puts ?? 0) + (s.http_canceled_writes ?? 0);
+      // Bytes: whole blocks written (a canceled write sent part of a block: MinIO has the exact figure).
+      return { puts, uploadedBytes: (s.http_normal_blocks_written ?? 0) * 131072, gets: s.http_gets };
     };
     const driver: PhaseDriver = {
       async run(phase: Phase) {
@@ -237,6 +241,7 @@ export async function runS3backerRow(o: S3backerRowOptions): Promise<SystemRow> 
         return problems;
       },
       client,
+      close: () => mnt.down(),
     };
     phases = await runPhases(label, o.workload, driver, o.meter, o.log);
   } finally {
@@ -256,6 +261,6 @@ export async function runS3backerRow(o: S3backerRowOptions): Promise<SystemRow> 
     phases,
     total,
     outside: outsideOf(start, end, total.server!),
-    check: crossCheck(total, 's3backer'),
+    check: crossCheck(phases, 's3backer'),
   };
 }

@@ -83,6 +83,7 @@ class Driver {
 
   constructor(python: string, env: Record<string, string>) {
     this.proc = spawn(python, ['-u', DRIVER], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc.stdin!.on('error', () => {}); // a driver that died is reported by call()
     this.proc.stderr!.on('data', (d) => {
       this.stderr = (this.stderr + String(d)).slice(-8192);
     });
@@ -124,20 +125,24 @@ export function slatedbConfig(writers: number): string {
   );
 }
 
-/** The client's counters, from SlateDB's metrics recorder (where it names object-store requests). */
-export function clientFromMetrics(metrics: Record<string, number>): ClientCount | null {
-  let puts: number | undefined;
-  let bytes: number | undefined;
-  let gets: number | undefined;
-  for (const [name, v] of Object.entries(metrics)) {
-    const n = name.toLowerCase();
-    if (!n.includes('object_store')) continue;
-    if (/put/.test(n) && /(count|requests|ops)/.test(n) && !/fail|error|retr/.test(n)) puts = (puts ?? 0) + v;
-    else if (/put/.test(n) && /bytes/.test(n)) bytes = (bytes ?? 0) + v;
-    else if (/get/.test(n) && /(count|requests|ops)/.test(n) && !/fail|error|retr|cache/.test(n)) gets = (gets ?? 0) + v;
-  }
-  if (puts === undefined) return null;
-  return { puts, uploadedBytes: bytes ?? 0, ...(gets !== undefined ? { gets } : {}) };
+export interface SlatedbMetric {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/**
+ * The client's counts, from SlateDB's metrics recorder:
+ * `slatedb.object_store.request_count{api=...}` of every component (db,
+ * compactor, gc), requests that failed included (MinIO counts those too),
+ * plus one PUT per compaction submitted through the Admin handle (which
+ * records no metrics). SlateDB counts no bytes per request: uploadedBytes null.
+ */
+export function clientFromMetrics(metrics: SlatedbMetric[], compactionSubmits: number): ClientCount | null {
+  const counts = metrics.filter((m) => m.name === 'slatedb.object_store.request_count');
+  if (!counts.length) return null;
+  const sum = (apis: string[]) => counts.filter((m) => apis.includes(m.labels.api)).reduce((a, m) => a + m.value, 0);
+  return { puts: sum(['put', 'multipart_part']) + compactionSubmits, uploadedBytes: null, gets: sum(['get', 'get_range', 'get_ranges']) };
 }
 
 export interface SlatedbRowOptions {
@@ -165,8 +170,11 @@ export async function runSlatedbRow(o: SlatedbRowOptions): Promise<SystemRow> {
   const unregister = onInterrupt(() => driver.kill());
   try {
     await driver.call({ cmd: 'open', url: `s3://${o.meter.bucket}`, path: 'db' });
-    const metrics = async () => (await driver.call<{ metrics: Record<string, number> }>({ cmd: 'metrics' })).metrics;
-    const hasClient = clientFromMetrics(await metrics()) !== null;
+    const client = async () => {
+      const r = await driver.call<{ metrics: SlatedbMetric[]; compactionSubmits: number }>({ cmd: 'metrics' });
+      return clientFromMetrics(r.metrics, r.compactionSubmits);
+    };
+    const hasClient = (await client()) !== null;
     if (!hasClient) clientNote = "SlateDB's metrics name no object-store PUT counter";
     const pd: PhaseDriver = {
       async run(phase: Phase) {
@@ -186,7 +194,10 @@ export async function runSlatedbRow(o: SlatedbRowOptions): Promise<SystemRow> {
         const expect = [...phase.expect].map(([k, v]) => [k, v ? createHash('sha256').update(v).digest('hex') : null]);
         return (await driver.call<{ problems: string[] }>({ cmd: 'verify', expect })).problems;
       },
-      ...(hasClient ? { client: async () => clientFromMetrics(await metrics())! } : {}),
+      ...(hasClient ? { client: async () => (await client())! } : {}),
+      close: async () => {
+        await driver.call({ cmd: 'close' });
+      },
     };
     phases = await runPhases(label, o.workload, pd, o.meter, o.log);
   } finally {
@@ -195,7 +206,7 @@ export async function runSlatedbRow(o: SlatedbRowOptions): Promise<SystemRow> {
   }
   const end = await readMeter(o.meter);
   const total = totalOf(phases);
-  const check = crossCheck(total, 'SlateDB');
+  const check = crossCheck(phases, 'SlateDB');
   if (clientNote) check.note = `${clientNote}: MinIO only`;
   return {
     id: o.writers === 1 ? 'slatedb-1' : 'slatedb-16',
