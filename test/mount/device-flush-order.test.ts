@@ -31,7 +31,9 @@ describe.skipIf(skipReason !== undefined)('device flush grouping', () => {
     const g = await GlideFs.open({ store: gate, catalogPath: join(root, 'catalog.db'), cacheDir: join(root, 'cache') });
     let fsyncChild: ReturnType<typeof spawn> | undefined;
     try {
+      gate.closed = false; // the volume's create record goes through
       await g.createVolume('v', 4 * BLOCK_SIZE);
+      (gate.closed = true), (gate.arrived = 0);
       const vol = await g.openVolume('v');
       const m = await mountDevice(vol, dir, { log: () => undefined });
       try {

@@ -27,7 +27,10 @@ async function setup(opts: { blocks?: number; store?: MemoryStore | GateStore; r
   const store = opts.store ?? new MemoryStore();
   const g = await GlideFs.open({ store, catalogPath: join(root, 'catalog.db'), cacheDir: join(root, 'cache') });
   cleanups.push(() => g.close());
+  // a gate holds every PUT: let the volume's create record through (glidefs writes one per create)
+  if (opts.store instanceof GateStore) opts.store.closed = false;
   await g.createVolume('v', (opts.blocks ?? 4) * BLOCK_SIZE);
+  if (opts.store instanceof GateStore) (opts.store.closed = true), (opts.store.arrived = 0);
   let vol: Volume = await g.openVolume('v');
   if (opts.readOnly) {
     await vol.write(0, blockOf(7));

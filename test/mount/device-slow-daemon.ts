@@ -11,13 +11,25 @@ import { DirStore, FaultyStore, GlideFs } from '../../glidefs/index.js';
 import { mountDevice } from '../../mount/device.js';
 
 const [root, dir, latency] = process.argv.slice(2);
-const store = new FaultyStore(new DirStore(join(root, 'objects')), { seed: 1, latencyMsMin: Number(latency) });
+const fast = new DirStore(join(root, 'objects'));
+const slowStore = new FaultyStore(fast, { seed: 1, latencyMsMin: Number(latency) });
+// Slow only while serving the test's fsync: create/open/unmount (log records, checkpoint) run at full speed.
+let slow = false;
+const store = new Proxy(fast, {
+  get(_t, prop) {
+    const target = slow ? slowStore : fast;
+    const v = Reflect.get(target, prop, target);
+    return typeof v === 'function' ? v.bind(target) : v;
+  },
+});
 const fs = await GlideFs.open({ store, catalogPath: join(root, 'catalog.db'), cacheDir: join(root, 'cache') });
 if (!fs.listVolumes().some((v) => v.name === 'slow')) await fs.createVolume('slow', 64 * 1024 * 1024);
 const vol = await fs.openVolume('slow');
 const m = await mountDevice(vol, dir);
+slow = true;
 process.stdout.write('ready\n');
 process.on('SIGTERM', () => {
+  slow = false;
   m.unmount({ lazy: true })
     .finally(() => fs.close())
     .then(

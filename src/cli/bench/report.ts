@@ -25,11 +25,20 @@ function phaseRow(mode: string, p: PhaseResult, largeBytes: number): string[] {
     String(p.uploads),
     mib(p.uploadedBytes),
     String(p.reuploads),
+    String(p.checkpointUploads),
+    String(p.logPuts),
+    mib(p.logBytes),
+    String(p.puts),
     mib(p.userBytes),
-    p.amplification.toFixed(1),
+    p.amplification.toFixed(2),
     mib(p.largeUploadedBytes),
     (p.largeUploadedBytes / largeBytes).toFixed(2),
   ];
+}
+
+function teardownRow(m: ModeResult): string[] {
+  const t = m.teardown;
+  return [`${m.mode} down`, String(t.uploads), mib(t.uploadedBytes), String(t.reuploads), String(t.checkpointUploads), String(t.logPuts), mib(t.logBytes), String(t.uploads + t.logPuts), '', '', '', ''];
 }
 
 function totalRow(m: ModeResult): string[] {
@@ -38,8 +47,12 @@ function totalRow(m: ModeResult): string[] {
     String(m.uploads),
     mib(m.uploadedBytes),
     String(m.reuploads),
+    String(m.checkpointUploads),
+    String(m.logPuts),
+    mib(m.logBytes),
+    String(m.puts),
     mib(m.userBytes),
-    m.amplification.toFixed(1),
+    m.amplification.toFixed(2),
     mib([m.write, ...m.rounds].reduce((a, p) => a + p.largeUploadedBytes, 0)),
     m.largeValueUploadFactor.toFixed(2),
   ];
@@ -49,10 +62,11 @@ function totalRow(m: ModeResult): string[] {
 export function formatTable(r: ReuploadResult): string {
   const largeBytes = r.params.values * r.params.valueSize;
   const rows: string[][] = [
-    ['phase', 'uploads', 'MiB up', 're-up', 'MiB user', 'ampl.', 'MiB large', 'large ×'],
+    ['phase', 'uploads', 'MiB up', 're-up', 'ckpt up', 'log PUTs', 'MiB log', 'PUTs', 'MiB user', 'ampl.', 'MiB large', 'large ×'],
   ];
   for (const m of [r.separated, r.inline]) {
     for (const p of [m.write, ...m.rounds]) rows.push(phaseRow(m.mode, p, largeBytes));
+    rows.push(teardownRow(m));
     rows.push(totalRow(m));
   }
   const lines = [
@@ -62,6 +76,8 @@ export function formatTable(r: ReuploadResult): string {
     '',
     `largeValueUploadFactor: separated ${r.separated.largeValueUploadFactor.toFixed(2)}×, inline ${r.inline.largeValueUploadFactor.toFixed(2)}× ` +
       `(inline / separated = ${(r.inline.largeValueUploadFactor / Math.max(1e-9, r.separated.largeValueUploadFactor)).toFixed(1)})`,
+    `uploads = block objects (offset-keyed; ckpt up = by checkpoints folding the log); log PUTs = volume log records; ` +
+      `ampl. = all bytes PUT / user bytes (block objects only: separated ${r.separated.blockAmplification.toFixed(2)}, inline ${r.inline.blockAmplification.toFixed(2)})`,
     `setup (mkfs, mount; not in the totals): separated ${r.separated.setup.uploads} uploads, inline ${r.inline.setup.uploads} uploads`,
     `fork: ${r.fork.uploads} uploads, ${mib(r.fork.uploadedBytes)} MiB for one new ${kib(BLOCK_SIZE)} value; ` +
       `fork command ${r.fork.forkCommandMs} ms, all ${r.fork.durationMs} ms; parent unchanged: ${r.fork.parentUnchanged ? 'yes' : 'NO'} (${r.fork.parentKeysChecked} keys)`,

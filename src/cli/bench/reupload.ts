@@ -17,7 +17,13 @@
  *   largeValueUploadFactor = sum over phases of (uploads in the phase of blocks
  *       that hold large-value bytes after it) × BLOCK_SIZE
  *       / bytes of distinct large values
- *   amplification = uploaded bytes / bytes of values the user wrote
+ *   amplification = all bytes PUT (block objects + log records) / bytes of
+ *       values the user wrote; blockAmplification counts block objects only
+ *
+ * Since the volume log (glidefs FORMAT.md), an fsync PUTs one log record of
+ * the dirty 4 KiB sectors; block objects are uploaded for blocks rewritten
+ * whole and by checkpoints, which fold the log (in the background, and when
+ * the stack goes down: that `teardown` is counted in the totals too).
  *
  * A block counts for the large values in a phase if it holds their bytes
  * after the phase: with separation, the blob files' blocks; inline, the
@@ -51,9 +57,19 @@ export interface ReuploadParams {
 
 export interface PhaseResult {
   name: string;
+  /** Block object uploads (and bytes, re-uploads at an offset uploaded before). */
   uploads: number;
   uploadedBytes: number;
   reuploads: number;
+  /** Log records PUT and their bytes; block uploads of checkpoints (part of `uploads`). */
+  logPuts: number;
+  logBytes: number;
+  checkpointUploads: number;
+  /** All PUTs (uploads + logPuts) and all bytes PUT. */
+  puts: number;
+  bytesPut: number;
+  /** uploadedBytes / userBytes (block objects only). */
+  blockAmplification: number;
   /** Bytes of values the user wrote in the phase (puts; deletes count 0). */
   userBytes: number;
   amplification: number;
@@ -72,9 +88,18 @@ export interface ModeResult {
   mode: 'separated' | 'inline';
   valueThreshold: number | null;
   volume: string;
+  /** Totals over the phases and the teardown. */
   uploads: number;
   uploadedBytes: number;
   reuploads: number;
+  logPuts: number;
+  logBytes: number;
+  checkpointUploads: number;
+  puts: number;
+  bytesPut: number;
+  blockAmplification: number;
+  /** What `glidekv down` PUT after the last phase (the checkpoint on close): in the totals. */
+  teardown: VolumeCounters;
   userBytes: number;
   amplification: number;
   largeValueUploadFactor: number;
@@ -203,21 +228,46 @@ async function phase(
   }
   const largeSet = new Set(located.blocks);
   const largeUploads = perOffset.filter((r) => largeSet.has(r.blockIndex)).reduce((a, r) => a + r.uploads, 0);
-  const uploadedBytes = c1.uploadedBytes - c0.uploadedBytes;
-  ctx.log?.(`${stack.volume} ${name}: ${c1.uploads - c0.uploads} uploads, ${largeUploads} of large-value blocks`);
+  const d = diffCounters(c0, c1);
+  ctx.log?.(`${stack.volume} ${name}: ${d.uploads} uploads, ${largeUploads} of large-value blocks, ${d.logPuts} log records`);
   return {
     name,
-    uploads: c1.uploads - c0.uploads,
-    uploadedBytes,
-    reuploads: c1.reuploads - c0.reuploads,
+    ...d,
+    puts: d.uploads + d.logPuts,
+    bytesPut: d.uploadedBytes + d.logBytes,
     userBytes,
-    amplification: userBytes > 0 ? uploadedBytes / userBytes : 0,
+    amplification: userBytes > 0 ? (d.uploadedBytes + d.logBytes) / userBytes : 0,
+    blockAmplification: userBytes > 0 ? d.uploadedBytes / userBytes : 0,
     largeUploadedBytes: largeUploads * BLOCK_SIZE,
     largeBlocks: located.blocks.length,
     durationMs: Math.round(durationMs),
     perOffset,
     largeBlockIndexes: located.blocks,
   };
+}
+
+export function diffCounters(a: VolumeCounters, b: VolumeCounters): VolumeCounters {
+  return {
+    uploads: b.uploads - a.uploads,
+    uploadedBytes: b.uploadedBytes - a.uploadedBytes,
+    reuploads: b.reuploads - a.reuploads,
+    logPuts: b.logPuts - a.logPuts,
+    logBytes: b.logBytes - a.logBytes,
+    checkpointUploads: b.checkpointUploads - a.checkpointUploads,
+  };
+}
+
+const counterKeys = ['uploads', 'uploadedBytes', 'reuploads', 'logPuts', 'logBytes', 'checkpointUploads'] as const;
+
+/** Adds the teardown (what `down` PUT) into a mode's totals. */
+export function withTeardown(m: ModeResult, teardown: VolumeCounters): ModeResult {
+  const out = { ...m, teardown };
+  for (const k of counterKeys) out[k] = m[k] - m.teardown[k] + teardown[k];
+  out.puts = out.uploads + out.logPuts;
+  out.bytesPut = out.uploadedBytes + out.logBytes;
+  out.amplification = out.userBytes > 0 ? out.bytesPut / out.userBytes : 0;
+  out.blockAmplification = out.userBytes > 0 ? out.uploadedBytes / out.userBytes : 0;
+  return out;
 }
 
 /** The small-value operations of round `r`: half the small keys, each overwritten or deleted. */
@@ -279,23 +329,35 @@ export async function runMode(
     const all = [write, ...rounds];
     const sum = (f: (p: PhaseResult) => number) => all.reduce((a, p) => a + f(p), 0);
     const userBytes = sum((p) => p.userBytes);
-    const uploadedBytes = sum((p) => p.uploadedBytes);
     const largeBytes = large.reduce((a, v) => a + v.length, 0);
-    const result: ModeResult = {
+    const zero: VolumeCounters = { uploads: 0, uploadedBytes: 0, reuploads: 0, logPuts: 0, logBytes: 0, checkpointUploads: 0 };
+    let result: ModeResult = {
       mode,
       valueThreshold: valueThreshold ?? null,
       volume,
       uploads: sum((p) => p.uploads),
-      uploadedBytes,
+      uploadedBytes: sum((p) => p.uploadedBytes),
       reuploads: sum((p) => p.reuploads),
+      logPuts: sum((p) => p.logPuts),
+      logBytes: sum((p) => p.logBytes),
+      checkpointUploads: sum((p) => p.checkpointUploads),
+      puts: 0,
+      bytesPut: 0,
+      blockAmplification: 0,
+      teardown: zero,
       userBytes,
-      amplification: userBytes > 0 ? uploadedBytes / userBytes : 0,
+      amplification: 0,
       largeValueUploadFactor: largeBytes > 0 ? sum((p) => p.largeUploadedBytes) / largeBytes : 0,
-      setup: { uploads: setup.uploads, uploadedBytes: setup.uploadedBytes, reuploads: setup.reuploads },
+      setup: diffCounters(zero, setup),
       write,
       rounds,
     };
-    if (!keepUp) await stack.down();
+    result = withTeardown(result, zero);
+    if (!keepUp) {
+      const last = await stack.snapshot();
+      await stack.down();
+      result = withTeardown(result, diffCounters(last, await ctx.driver.snapshot(up)));
+    }
     return { result, stack, model, up };
   } catch (err) {
     await stack.down().catch(() => {});
@@ -348,8 +410,8 @@ async function forkCost(ctx: RunContext, parent: Stack, parentUp: UpOptions, mod
     await fork.sync();
     await fork.flush();
     const c1 = await fork.snapshot();
-    uploads = c1.uploads - c0.uploads;
-    uploadedBytes = c1.uploadedBytes - c0.uploadedBytes;
+    uploads = c1.uploads - c0.uploads + c1.logPuts - c0.logPuts;
+    uploadedBytes = c1.uploadedBytes - c0.uploadedBytes + c1.logBytes - c0.logBytes;
   } finally {
     await fork.down();
   }
@@ -387,16 +449,23 @@ export async function runReupload(ctx: RunContext, params: ReuploadParams): Prom
   const sep = await runMode(ctx, 'separated', params, large, true);
   let fork: ForkResult;
   let forkUp: UpOptions;
+  const sepLast = await sep.stack.snapshot();
   try {
     ({ fork, up: forkUp } = await forkCost(ctx, sep.stack, sep.up, sep.model));
   } finally {
     await sep.stack.down();
   }
+  sep.result = withTeardown(sep.result, diffCounters(sepLast, await ctx.driver.snapshot(sep.up)));
   const inl = await runMode(ctx, 'inline', params, large);
   // Every PUT glidefs made for the three volumes, read after their stacks are
   // down (so the flushes of fork, down and unmount are in).
+  // Block uploads + log records of every volume, + one store marker per store prefix (glidefs' owner marker).
   let client = 0;
-  for (const up of [sep.up, forkUp, inl.up]) client += (await ctx.driver.snapshot(up)).uploads;
+  for (const up of [sep.up, forkUp, inl.up]) {
+    const s = await ctx.driver.snapshot(up);
+    client += s.uploads + s.logPuts;
+  }
+  client += new Set([sep.up.store, inl.up.store]).size;
   let server: number | null = null;
   let note = 'no --minio-metrics: only the client counts';
   if (ctx.serverPuts && puts0 !== undefined) {

@@ -73,7 +73,15 @@ async function snapshotOf(o: UpOptions): Promise<VolumeSnapshot> {
     const g = await openGlideFsFromOptions(globalsOf(o));
     try {
       const s = g.fs.stats(o.volume);
-      return { uploads: s.uploads, uploadedBytes: s.uploadedBytes, reuploads: s.reuploads, perOffset: g.fs.uploadsPerOffset(o.volume) };
+      return {
+        uploads: s.uploads,
+        uploadedBytes: s.uploadedBytes,
+        reuploads: s.reuploads,
+        logPuts: s.logPuts,
+        logBytes: s.logBytes,
+        checkpointUploads: s.checkpointUploads,
+        perOffset: g.fs.uploadsPerOffset(o.volume),
+      };
     } finally {
       await g.close();
     }

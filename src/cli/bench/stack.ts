@@ -8,9 +8,15 @@
 
 /** glidefs counters of one volume (`glidekv volume stats --json`). */
 export interface VolumeCounters {
+  /** Block objects PUT (flushes of blocks rewritten whole, checkpoint folds). */
   uploads: number;
   uploadedBytes: number;
   reuploads: number;
+  /** Log records PUT (create/fork, flushes, checkpoints) and their bytes. */
+  logPuts: number;
+  logBytes: number;
+  /** Block uploads made by checkpoints (part of `uploads`). */
+  checkpointUploads: number;
 }
 
 export interface VolumeSnapshot extends VolumeCounters {

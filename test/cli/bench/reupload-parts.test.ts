@@ -41,8 +41,14 @@ function phaseResult(name: string, up: number, large: number): PhaseResult {
     uploads: up,
     uploadedBytes: up * 131072,
     reuploads: 0,
+    logPuts: 4,
+    logBytes: 4000,
+    checkpointUploads: 0,
+    puts: up + 4,
+    bytesPut: up * 131072 + 4000,
+    blockAmplification: (up * 131072) / 1000,
     userBytes: 1000,
-    amplification: (up * 131072) / 1000,
+    amplification: (up * 131072 + 4000) / 1000,
     largeUploadedBytes: large * 131072,
     largeBlocks: 2,
     durationMs: 5,
@@ -59,10 +65,17 @@ function modeResult(mode: 'separated' | 'inline', factor: number): ModeResult {
     uploads: 3,
     uploadedBytes: 3 * 131072,
     reuploads: 1,
+    logPuts: 10,
+    logBytes: 10000,
+    checkpointUploads: 1,
+    puts: 13,
+    bytesPut: 3 * 131072 + 10000,
+    blockAmplification: (3 * 131072) / 2000,
+    teardown: { uploads: 1, uploadedBytes: 131072, reuploads: 0, logPuts: 2, logBytes: 2000, checkpointUploads: 1 },
     userBytes: 2000,
-    amplification: (3 * 131072) / 2000,
+    amplification: (3 * 131072 + 10000) / 2000,
     largeValueUploadFactor: factor,
-    setup: { uploads: 9, uploadedBytes: 9 * 131072, reuploads: 0 },
+    setup: { uploads: 9, uploadedBytes: 9 * 131072, reuploads: 0, logPuts: 1, logBytes: 100, checkpointUploads: 0 },
     write: phaseResult('write', 2, 2),
     rounds: [phaseResult('round 1', 1, mode === 'inline' ? 2 : 0)],
   };
@@ -91,7 +104,9 @@ describe('report', () => {
     const t = formatTable(r);
     expect(t).toMatch(/separated write/);
     expect(t).toMatch(/inline round 1/);
-    expect(t).toMatch(/separated TOTAL .* 1\.00\n/);
+    expect(t).toMatch(/separated TOTAL +3 +0\.38 +1 +1 +10 +0\.01 +13 .* 1\.00\n/); // block uploads, ckpt uploads, log PUTs and MiB beside them
+    expect(t).toMatch(/separated down +1 +0\.13 +0 +1 +2 /); // the checkpoint of `down`
+    expect(t).toMatch(/ampl\. = all bytes PUT/);
     expect(t).toMatch(/inline \/ separated = 2\.0/);
     expect(t).toMatch(/MISMATCH/);
     expect(t).toMatch(/parent unchanged: yes/);
