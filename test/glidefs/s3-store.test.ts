@@ -149,6 +149,7 @@ describe('S3Store against broken endpoints (loopback)', () => {
   let httpStatus = 500;
   let httpCode = 'InternalError';
   let httpRequests = 0;
+  let lastIfNoneMatch: string | undefined;
 
   beforeAll(async () => {
     deadPort = await freePort(); // nothing listens there
@@ -157,6 +158,7 @@ describe('S3Store against broken endpoints (loopback)', () => {
     silentPort = (silent.address() as { port: number }).port;
     http = createServer((req, res) => {
       httpRequests++;
+      lastIfNoneMatch = req.headers['if-none-match'] as string | undefined;
       req.resume();
       req.on('end', () => {
         res.writeHead(httpStatus, { 'content-type': 'application/xml' });
@@ -252,6 +254,26 @@ describe('S3Store against broken endpoints (loopback)', () => {
       expectNoSecrets(e, FAKE_SECRET, FAKE_KEY_ID);
     } finally {
       await s.close();
+    }
+  });
+
+  it('putIfAbsent sends If-None-Match: *; 412 is false, 409 ConditionalRequestConflict is a retryable E_CONFLICT', async () => {
+    const r = new RetryStore(fake(httpPort), { retries: 2, baseDelayMs: 1, seed: 1 });
+    try {
+      httpStatus = 412;
+      httpCode = 'PreconditionFailed';
+      lastIfNoneMatch = undefined;
+      expect(await r.putIfAbsent('k', Buffer.from('x'))).toBe(false);
+      expect(lastIfNoneMatch).toBe('*');
+      httpStatus = 409;
+      httpCode = 'ConditionalRequestConflict';
+      httpRequests = 0;
+      const e = await failure(() => r.putIfAbsent('k', Buffer.from('x')), 'E_CONFLICT');
+      expect(e.retryable).toBe(true);
+      expect(httpRequests).toBe(3); // retried like any retryable error
+      expectNoSecrets(e, FAKE_SECRET, FAKE_KEY_ID);
+    } finally {
+      await r.close();
     }
   });
 
