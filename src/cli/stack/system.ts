@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { open as openFile, readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import { pidAlive } from '../../../lib/pid-alive.js';
 
 const execFileP = promisify(execFile);
 
@@ -84,20 +85,9 @@ export async function waitFor(what: string, check: () => boolean | Promise<boole
 
 // ---- processes ----
 
+/** A zombie (our own exited child not reaped yet) is not alive (lib/pid-alive.ts). */
 export function alive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie (our own exited child not reaped yet) is not alive.
-  try {
-    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) Z /.test(st);
-  } catch {
-    return false;
-  }
+  return pid !== undefined && pidAlive(pid);
 }
 
 /** The process's argv (empty when it is gone). */
