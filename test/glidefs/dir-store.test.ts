@@ -156,3 +156,37 @@ describe('DirStore atomic put', () => {
     }
   });
 });
+
+describe('DirStore.putIfAbsent across processes', () => {
+  it('of six processes creating the same 20 keys at once, exactly one creates each, and its bytes stay', async () => {
+    const fixture = resolve('test/glidefs/fixtures/cond-create-child.ts');
+    const kids = Array.from({ length: 6 }, () => {
+      const c = spawn(process.execPath, ['--import', 'tsx', fixture, dir, 'log', '20'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const k = { c, out: '', done: new Promise<void>((r) => c.on('close', () => r())) };
+      c.stdout.on('data', (d: Buffer) => (k.out += d.toString()));
+      return k;
+    });
+    try {
+      for (const end = Date.now() + 60_000; !kids.every((k) => k.out.startsWith('READY\n')); await new Promise((r) => setTimeout(r, 20))) {
+        if (Date.now() > end) throw new Error('racers did not start');
+      }
+      for (const k of kids) k.c.stdin.end('go\n');
+      await Promise.all(kids.map((k) => k.done));
+      const winners = new Map<number, number[]>();
+      for (const k of kids) {
+        for (const line of k.out.replace(/^READY\n/, '').trim().split('\n')) {
+          const [i, created] = line.split(' ');
+          if (created === 'true') winners.set(Number(i), [...(winners.get(Number(i)) ?? []), k.c.pid!]);
+        }
+      }
+      for (let i = 0; i < 20; i++) {
+        expect(winners.get(i), `key ${i}`).toHaveLength(1);
+        expect((await store.get(`log/${i}`))!.toString()).toBe(`pid ${winners.get(i)![0]}`);
+      }
+      expect(readdirSync(join(dir, 'log')).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
+    } finally {
+      for (const k of kids) k.c.kill('SIGKILL');
+    }
+  });
+});
+
