@@ -73,7 +73,7 @@ describe.skipIf(skipReason !== undefined)('a short store outage under a running 
     }
     rmSync(root, { recursive: true, force: true });
     if (minio) rmSync(minio.dataDir, { recursive: true, force: true });
-  });
+  }, 600_000);
 
   it('MinIO down for ~5 s mid-fsync: the put waits and succeeds, status says so meanwhile, nothing acknowledged is lost', async () => {
     minio = new RestartableMinio(await freePort());
@@ -101,7 +101,8 @@ describe.skipIf(skipReason !== undefined)('a short store outage under a running 
     // The store goes away; a put must now wait on its fsync.
     await minio.stop();
     const t0 = Date.now();
-    const writer = sh(`echo second > ${q(mnt + '/ns/b')}`, { timeoutMs: 300_000 });
+    // A put that reports its commit's result: the KV mount commits on close, and the shell ignores close errors.
+    const writer = sh(`${q(process.execPath)} -e ${q("require('fs').writeFileSync(process.argv[1], 'second\\n')")} ${q(mnt + '/ns/b')}`, { timeoutMs: 300_000 });
     let writerDone = false;
     void writer.then(() => (writerDone = true));
     // While it waits, status says so (the device daemon's status file).
@@ -129,7 +130,7 @@ describe.skipIf(skipReason !== undefined)('a short store outage under a running 
     expect(Date.now() - t0).toBeGreaterThanOrEqual(4500); // it really waited for the store
 
     // Nothing is read-only or poisoned afterwards; status is clean again.
-    await ok(sh(`echo third > ${q(mnt + '/ns/c')}`));
+    await ok(sh(`${q(process.execPath)} -e ${q("require('fs').writeFileSync(process.argv[1], 'third\\n')")} ${q(mnt + '/ns/c')}`));
     expect(await ok(sh(`cat ${q(mnt + '/ns/a')} ${q(mnt + '/ns/b')} ${q(mnt + '/ns/c')}`))).toBe('first\nsecond\nthird\n');
     let st1: { state: string; storeOutage: unknown } = { state: '', storeOutage: 1 };
     for (const end = Date.now() + 30_000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
@@ -151,5 +152,5 @@ describe.skipIf(skipReason !== undefined)('a short store outage under a running 
     const d2 = await glidekv(['down', mnt], env, 300_000);
     expect(d2.code, d2.stderr).toBe(0);
     expect(leftovers(root)).toEqual({ mounts: [], loops: [], pids: [] });
-  });
+  }, 600_000);
 });
