@@ -13,6 +13,8 @@ export interface ChartBar {
   amplification: number;
   /** Hand-measured, not from this run. */
   hand?: boolean;
+  /** Acknowledges a write before it is in the store (marked † and explained under the chart). */
+  ackBeforeStore?: boolean;
   /** Colour group (one per product). */
   group: 'glidekv' | 's3backer' | 'slatedb' | 'juicefs';
 }
@@ -44,9 +46,13 @@ function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
-/** Powers of ten covering [lo, hi]. */
+/**
+ * Powers of ten covering [lo, hi], starting a decade lower when the smallest
+ * value sits near a power of ten (its bar would have no length).
+ */
 function decades(lo: number, hi: number): number[] {
-  const a = Math.floor(Math.log10(Math.max(lo, 1e-9)));
+  let a = Math.floor(Math.log10(Math.max(lo, 1e-9)));
+  if (lo / 10 ** a < 2) a -= 1;
   const b = Math.ceil(Math.log10(Math.max(hi, 1e-9)));
   const out: number[] = [];
   for (let e = a; e <= b; e++) out.push(10 ** e);
@@ -59,7 +65,7 @@ function fmtCount(n: number): string {
 
 function fmtMiB(bytes: number): string {
   const m = bytes / 2 ** 20;
-  return m >= 100 ? m.toFixed(0) : m >= 10 ? m.toFixed(1) : m.toFixed(2);
+  return m >= 100 ? fmtCount(m) : m >= 10 ? m.toFixed(1) : m.toFixed(2);
 }
 
 function fmtAmpl(x: number): string {
@@ -84,14 +90,15 @@ interface Panel {
 export function renderPeersChart(input: ChartInput): string {
   const rows = input.bars.length;
   const plotH = rows * ROW_H;
-  const H = TOP + plotH + 40 + (input.footnote ? 22 : 0);
+  const early = input.bars.some((b) => b.ackBeforeStore);
+  const H = TOP + plotH + 40 + (input.footnote ? 22 : 0) + (early ? 16 : 0);
   const panels: Panel[] = [
     {
       x: LABEL_W,
-      title: 'MiB uploaded (log scale)',
+      title: "MiB uploaded (log scale), × the user's bytes",
       unit: 'MiB',
       value: (b) => b.uploadedBytes / 2 ** 20,
-      text: (b) => `${fmtMiB(b.uploadedBytes)} MiB · ${fmtAmpl(b.amplification)}`,
+      text: (b) => `${fmtAmpl(b.amplification)}  (${fmtMiB(b.uploadedBytes)} MiB)`,
       ref: [input.userBytes / 2 ** 20, `the user's ${fmtMiB(input.userBytes)} MiB`],
     },
     {
@@ -147,9 +154,15 @@ export function renderPeersChart(input: ChartInput): string {
   input.bars.forEach((b, i) => {
     const y = TOP + i * ROW_H + ROW_H / 2 + 4;
     out.push(
-      `<text x="${LABEL_W - 10}" y="${y}" text-anchor="end"${b.hand ? ' fill="#666" font-style="italic"' : ''}>${esc(b.label)}</text>`,
+      `<text x="${LABEL_W - 10}" y="${y}" text-anchor="end"${b.hand ? ' fill="#666" font-style="italic"' : ''}>${esc(b.label)}${b.ackBeforeStore ? ' †' : ''}</text>`,
     );
   });
+  if (early) {
+    out.push(
+      `<text x="16" y="${H - 10 - (input.footnote ? 16 : 0)}" fill="#555" font-size="11">† acknowledges a write before it is in the store ` +
+        `(glidekv --fsync local: on the local disk; s3backer defaults: in its write-back cache).</text>`,
+    );
+  }
   if (input.footnote) out.push(`<text x="16" y="${H - 10}" fill="#555" font-size="11">${esc(input.footnote)}</text>`);
   out.push('</svg>');
   return out.join('\n') + '\n';

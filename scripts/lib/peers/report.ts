@@ -129,11 +129,12 @@ export function chartInput(doc: PeersDoc): ChartInput {
       puts: r.total.puts,
       amplification: r.total.amplification,
       group: r.id.startsWith('glidekv') ? 'glidekv' : r.id.startsWith('s3backer') ? 's3backer' : 'slatedb',
+      ackBeforeStore: r.id.startsWith('glidekv-local') || r.id === 's3backer-defaults',
     });
   }
   for (const h of doc.handMeasured) {
     bars.push({
-      label: `${h.label} (by hand ${h.measured})`,
+      label: `${h.version} (by hand, ${h.measured})`,
       uploadedBytes: h.amplification * doc.userBytes,
       puts: h.puts,
       amplification: h.amplification,

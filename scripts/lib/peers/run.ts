@@ -18,7 +18,7 @@ import { JUICEFS_HAND_ROW, type PeersDoc } from './report.js';
 import { notRun, type SystemId, type SystemRow } from './results.js';
 import { runS3backerRow, s3backerAvailable, s3backerConfig, s3backerLabel, type S3backerMode } from './s3backer.js';
 import { runSlatedbRow, slatedbAvailable, slatedbConfig, slatedbLabel } from './slatedb.js';
-import { buildWorkload, FULL, QUICK } from './workload.js';
+import { buildWorkload, FULL, QUICK, type WorkloadParams } from './workload.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..', '..');
@@ -53,6 +53,8 @@ export function selectSystems(spec: string | undefined): SystemId[] {
 export interface PeersOptions {
   systems: SystemId[];
   quick: boolean;
+  /** Workload sizes other than FULL/QUICK (the self-check's tiny run). */
+  params?: WorkloadParams;
   /** A file:// store instead of a MinIO: glidekv rows only, counted by glidekv. */
   fileStore?: string;
   /** Called with the document after each row (to write partial results). */
@@ -104,7 +106,7 @@ async function makeBucket(m: MinioServer, bucket: string): Promise<void> {
 
 export async function runPeers(o: PeersOptions): Promise<PeersDoc> {
   const t0 = performance.now();
-  const params = o.quick ? QUICK : FULL;
+  const params = o.params ?? (o.quick ? QUICK : FULL);
   const workload = buildWorkload(params);
   const workDir = mkdtempSync(join(tmpdir(), 'glidekv-peers-'));
   const minioVersion = readFileSync(join(ROOT, 'scripts', 'minio.version'), 'utf8').trim();

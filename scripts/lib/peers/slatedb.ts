@@ -179,7 +179,7 @@ export async function runSlatedbRow(o: SlatedbRowOptions): Promise<SystemRow> {
     const pd: PhaseDriver = {
       async run(phase: Phase) {
         const ops = phase.ops.map(([k, v]) => [k, v ? v.toString('base64') : null]);
-        const r = await driver.call<{ wallMs: number; opsMs: number; flushMs?: number; compactMs?: number }>({
+        const r = await driver.call<{ wallMs: number; opsMs: number; flushMs?: number; compactMs?: number; statusReads?: number }>({
           cmd: 'phase',
           writers: o.writers,
           compact: phase.compact,
@@ -188,6 +188,8 @@ export async function runSlatedbRow(o: SlatedbRowOptions): Promise<SystemRow> {
         const detail: Record<string, number> = { opsMs: r.opsMs };
         if (r.flushMs !== undefined) detail.flushMs = r.flushMs;
         if (r.compactMs !== undefined) detail.compactMs = r.compactMs;
+        // Admin reads of the compaction's status (each a request MinIO counts; the bench's, not SlateDB's own).
+        if (r.statusReads !== undefined) detail.compactionStatusReads = r.statusReads;
         return { wallMs: r.wallMs, detail };
       },
       async verify(phase: Phase) {
