@@ -1,5 +1,5 @@
 // The engine's whole public API under a randomized model test (issue 9): see test/engine/model/.
-// Default runs take ~30 s; hunt with more: MODEL_RUNS=2000 MODEL_CONC_RUNS=1000 npx vitest run test/engine/model.test.ts
+// Default runs (40 + 30) take ~30-40 s; hunt with more: MODEL_RUNS=2000 MODEL_CONC_RUNS=1000 npx vitest run test/engine/model.test.ts
 // Replay a failure with the seed (and path) fast-check prints: MODEL_SEED=... MODEL_PATH=...
 import fc from 'fast-check';
 import { it } from 'vitest';
@@ -14,7 +14,7 @@ const params = (runs: number): fc.Parameters<unknown> => ({
 });
 
 it('the engine behaves as the model: put/delete/batch/CAS/get/list/watch/reclaim/reopen/namespaces', async () => {
-  const runs = Number(process.env.MODEL_RUNS ?? 60);
+  const runs = Number(process.env.MODEL_RUNS ?? 40);
   await fc.assert(
     fc.asyncProperty(runOptionsArb, fc.commands(commandArbs(), { maxCommands: 80, size: 'large' }), async (o, cmds) => {
       await runModel(o, cmds, tmpDir('model'));
@@ -24,7 +24,7 @@ it('the engine behaves as the model: put/delete/batch/CAS/get/list/watch/reclaim
 }, 600_000);
 
 it('concurrent namespace create/drop and writes: acknowledged writes survive, errors are typed', async () => {
-  const runs = Number(process.env.MODEL_CONC_RUNS ?? 40);
+  const runs = Number(process.env.MODEL_CONC_RUNS ?? 30);
   await fc.assert(
     fc.asyncProperty(fc.constantFrom<'none' | 'batch' | 'always'>('none', 'batch', 'always'), fc.array(waveArb, { minLength: 1, maxLength: 8 }),
       async (sync, waves) => {

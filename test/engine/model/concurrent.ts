@@ -14,11 +14,14 @@ import { KEYS, VALUE_THRESHOLD } from './model.js';
 
 export type WaveOp =
   | { op: 'create'; ns: string }
+  /** create, retried at each turn of the event loop while the name exists (up to 300 times): lands right after a drop */
+  | { op: 'createRetry'; ns: string }
   | { op: 'drop'; ns: string }
   | { op: 'put'; ns: string; key: Buffer; value: Buffer }
   | { op: 'batch'; ns: string; items: Array<{ key: Buffer; value: Buffer }> };
 
-export interface Wave { ops: WaveOp[]; reopen: boolean }
+/** Each op starts after its delay: 0 = at once, k > 0 = after k - 1 ms (setTimeout), so some land mid-drop. */
+export interface Wave { ops: WaveOp[]; delays: number[]; reopen: boolean }
 
 const NS = ['c1', 'c2'];
 const nsArb = fc.constantFrom(...NS);
@@ -29,18 +32,21 @@ const valueArb = fc.tuple(fc.constantFrom(1, 9, VALUE_THRESHOLD + 10), fc.intege
 export const waveArb: fc.Arbitrary<Wave> = fc.record({
   ops: fc.array(fc.oneof(
     nsArb.map((ns) => ({ op: 'create' as const, ns })),
+    nsArb.map((ns) => ({ op: 'createRetry' as const, ns })),
     nsArb.map((ns) => ({ op: 'drop' as const, ns })),
     fc.record({ op: fc.constant('put' as const), ns: nsArb, key: keyArb, value: valueArb }),
     fc.record({ op: fc.constant('put' as const), ns: nsArb, key: keyArb, value: valueArb }),
     fc.record({ op: fc.constant('batch' as const), ns: nsArb,
       items: fc.array(fc.record({ key: keyArb, value: valueArb }), { minLength: 1, maxLength: 3 }) }),
   ), { minLength: 2, maxLength: 10 }),
+  delays: fc.array(fc.constantFrom(0, 0, 1, 1, 2, 3, 4, 6), { minLength: 10, maxLength: 10 }),
   reopen: fc.boolean(),
 });
 
 const short = (b: Buffer) => (b.length > 12 ? `${b.subarray(0, 4).toString('hex')}..(${b.length})` : b.toString('hex'));
-export const describeWave = (w: Wave) => w.ops.map((o) => (o.op === 'put' ? `put ${o.ns} ${short(o.key)}=${short(o.value)}`
-  : o.op === 'batch' ? `batch ${o.ns} [${o.items.map((i) => `${short(i.key)}=${short(i.value)}`).join(' ')}]` : `${o.op} ${o.ns}`)).join(' | ');
+export const describeWave = (w: Wave) => w.ops.map((o, i) => (o.op === 'put' ? `put ${o.ns} ${short(o.key)}=${short(o.value)}`
+  : o.op === 'batch' ? `batch ${o.ns} [${o.items.map((x) => `${short(x.key)}=${short(x.value)}`).join(' ')}]` : `${o.op} ${o.ns}`) +
+  (w.delays[i] > 0 ? ` @${w.delays[i] - 1}ms` : '')).join(' | ');
 
 type State = Map<string, Map<string, { value: Buffer; rev: number }>>;
 
@@ -73,9 +79,20 @@ export async function runConcurrent(sync: 'none' | 'batch' | 'always', waves: Wa
     for (let wi = 0; wi < waves.length; wi++) {
       const wave = waves[wi];
       const where = `wave ${wi} (${describeWave(wave)})`;
-      const results = await Promise.allSettled(wave.ops.map((o) => {
+      const results = await Promise.allSettled(wave.ops.map(async (o, i) => {
+        const d = wave.delays[i];
+        if (d > 0) await new Promise((r) => setTimeout(r, d - 1));
         switch (o.op) {
           case 'create': return e.createNamespace(o.ns);
+          case 'createRetry':
+            for (let n = 0; ; n++) {
+              try {
+                return await e.createNamespace(o.ns);
+              } catch (err) {
+                if (!(err instanceof KvError) || err.code !== 'E_NAMESPACE_EXISTS' || n >= 300) throw err;
+                await new Promise((r) => setImmediate(r));
+              }
+            }
           case 'drop': return e.dropNamespace(o.ns, { force: true });
           case 'put': return e.put(o.ns, o.key, o.value);
           case 'batch': return e.batch(o.ns, o.items.map((i) => ({ type: 'put' as const, key: i.key, value: i.value })));

@@ -13,7 +13,9 @@
  */
 import fs from 'node:fs';
 import fc from 'fast-check';
-import { open, KvError, type BatchOp, type Engine, type EngineOptions, type KvEngine, type WatchEvent } from '../../../src/index.js';
+import {
+  open, KvError, nodeFileIo, type BatchOp, type Engine, type EngineOptions, type FileIo, type KvEngine, type WatchEvent,
+} from '../../../src/index.js';
 
 // ------------------------------------------------------------------ inputs
 
@@ -97,6 +99,8 @@ export interface Real {
 }
 
 export interface RunOptions {
+  /** Random small delays in the asynchronous file calls (more interleavings of reclaim, replay and writes). */
+  jitter: boolean;
   sync: 'none' | 'batch' | 'always';
   segmentMaxBytes: number;
   maxNamespaces: number;
@@ -104,14 +108,36 @@ export interface RunOptions {
 }
 
 export const runOptionsArb: fc.Arbitrary<RunOptions> = fc.record({
+  jitter: fc.boolean(),
   sync: fc.constantFrom<'none' | 'batch' | 'always'>('none', 'none', 'batch', 'always'),
   segmentMaxBytes: fc.constantFrom(128, 2048, 1 << 20),
   maxNamespaces: fc.constantFrom(2, 1024),
   autoReclaim: fc.boolean(),
 });
 
+/** node:fs with a delay of 0-2 ms (setTimeout) or a macrotask (setImmediate) before some asynchronous calls. */
+function jitterIo(): FileIo {
+  let seed = 12345;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const pause = (): Promise<void> => {
+    const x = rnd();
+    if (x < 0.5) return Promise.resolve();
+    return new Promise((r) => (x < 0.8 ? setImmediate(r) : setTimeout(r, Math.floor(rnd() * 3))));
+  };
+  const io: FileIo = { ...nodeFileIo };
+  for (const name of ['open', 'read', 'write', 'fsync', 'unlink', 'rename', 'fsyncDir', 'readdir', 'close'] as const) {
+    const f = nodeFileIo[name] as (...a: unknown[]) => Promise<unknown>;
+    (io as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
+      await pause();
+      return f(...a);
+    };
+  }
+  return io;
+}
+
 export function engineOptions(o: RunOptions): EngineOptions {
   return {
+    ...(o.jitter ? { io: jitterIo() } : {}),
     sync: o.sync, valueThreshold: VALUE_THRESHOLD, segmentMaxBytes: o.segmentMaxBytes, maxNamespaces: o.maxNamespaces,
     reclaimMinBytes: o.autoReclaim ? 256 : 1 << 30, reclaimDeadRatio: 0.5, onWarning: () => {},
   };
@@ -507,6 +533,88 @@ class SyncCmd implements Cmd {
   toString(): string { return this.gc ? 'gc' : 'sync'; }
 }
 
+/**
+ * Writes fired together (Promise.all), with a reclaim and a replaying watch among them: the
+ * engine must hand out the next revisions, one per write, and apply them in revision order.
+ */
+class BurstCmd implements Cmd {
+  constructor(readonly ns: string, readonly ops: Array<{ type: 'put'; key: Buffer; value: Buffer } | { type: 'batch'; ops: BatchCmd['ops'] }>,
+    readonly reclaim: boolean, readonly watchFrom: number | null) {}
+  check(m: Model): boolean { return m.ns.has(this.ns) && (this.watchFrom === null || m.watchers.length < 4); }
+  async run(m: Model, r: Real): Promise<void> {
+    const nsm = m.ns.get(this.ns)!;
+    const base = m.revision;
+    let fromRevision: number | undefined;
+    const jobs: Array<Promise<{ ok: true; v: unknown } | { ok: false; err: KvError }>> = [];
+    let reclaimJob: Promise<unknown> = Promise.resolve({ ok: true, v: null });
+    let sub: (AsyncIterable<WatchEvent> & { close(): void }) | null = null;
+    let subErr: unknown = null;
+    // the reclaim first (its seal goes ahead of the writes), then half of the writes, acknowledged;
+    // then a watch replaying from among them while the reclaim may still run; then the rest
+    if (this.reclaim) {
+      reclaimJob = attempt(`${this}: reclaim`, () => r.e.reclaim());
+      await new Promise((res) => setImmediate(res));
+    }
+    const mid = Math.floor(this.ops.length / 2);
+    for (let i = 0; i < this.ops.length; i++) {
+      const o = this.ops[i];
+      if (i === mid) {
+        await Promise.all(jobs);
+        if (this.watchFrom !== null) {
+          fromRevision = Math.max(1, r.e.stats().revision + this.watchFrom);
+          try {
+            sub = r.e.watch(this.ns, { prefix: Buffer.alloc(0) }, { fromRevision });
+          } catch (err) {
+            subErr = err;
+          }
+        }
+      }
+      jobs.push(attempt(`${this}: op ${i}`, () => (o.type === 'put' ? r.e.put(this.ns, o.key, o.value) : r.e.batch(this.ns, o.ops as BatchOp[]))));
+    }
+    const results = await Promise.all(jobs);
+    for (const res of results) expectOk(this.toString(), res);
+    expectOk(`${this}: reclaim`, await reclaimJob as { ok: true; v: unknown });
+    if (this.reclaim) for (const n of m.ns.values()) n.compactedCeil = base + this.ops.length; // at most
+    // writes in revision order; an empty batch answers some revision already handed out
+    const revs: Array<{ rev: number; i: number }> = [];
+    for (let i = 0; i < this.ops.length; i++) {
+      const rev = (results[i] as { v: number }).v;
+      const o = this.ops[i];
+      if (o.type === 'batch' && o.ops.length === 0) {
+        if (rev < base || rev > base + this.ops.length) fail(`${this}: empty batch answered revision ${rev} (base ${base})`);
+        continue;
+      }
+      revs.push({ rev, i });
+    }
+    revs.sort((a, b) => a.rev - b.rev);
+    eq(`${this}: revisions handed out`, revs.map((x) => x.rev), revs.map((_, j) => base + 1 + j));
+    for (const { rev, i } of revs) {
+      const o = this.ops[i];
+      recordWrite(m, nsm, o.type === 'put' ? [{ type: 'put', key: o.key, revision: rev, value: o.value }]
+        : o.ops.map((x) => (x.type === 'put' ? { type: 'put' as const, key: x.key, revision: rev, value: x.value }
+          : { type: 'delete' as const, key: x.key, revision: rev })));
+    }
+    m.revision = base + revs.length;
+    if (fromRevision !== undefined) {
+      if (subErr !== null) {
+        if (!(subErr instanceof KvError) || subErr.code !== 'E_COMPACTED') fail(`${this}: watch threw ${(subErr as Error)?.stack ?? subErr}`);
+        const ceil = m.autoReclaim ? m.revision : Math.max(nsm.compactedCeil, nsm.compactedFloor);
+        if (!(fromRevision <= ceil && subErr.compactRevision! > fromRevision)) fail(`${this}: unexpected ${subErr.message}`);
+      } else {
+        const id = m.nextWatcherId++;
+        m.watchers.push({ id, ns: this.ns, nsModel: nsm, sel: { prefix: Buffer.alloc(0) }, minRev: fromRevision, fromRevision, dropped: false });
+        r.watchers.set(id, startWatcher(sub!));
+      }
+    }
+    await checkWatchers(m, r, this.toString());
+    await checkInvariants(m, r, this.toString());
+  }
+  toString(): string {
+    return `burst(${this.ns}, [${this.ops.map((o) => (o.type === 'put' ? `put ${short(o.key)} ${short(o.value)}` : new BatchCmd(this.ns, o.ops).toString())).join(', ')}]` +
+      `${this.reclaim ? ', reclaim' : ''}${this.watchFrom !== null ? `, watch from ${this.watchFrom}` : ''})`;
+  }
+}
+
 class ReopenCmd implements Cmd {
   check(): boolean { return true; }
   async run(m: Model, r: Real): Promise<void> {
@@ -580,6 +688,11 @@ export function commandArbs(): Array<fc.Arbitrary<Cmd>> {
     fc.constant(new ReclaimCmd()),
     fc.boolean().map((g) => new SyncCmd(g)),
     fc.constant(new ReopenCmd()),
+    fc.tuple(nsArb, fc.array(fc.oneof(
+      fc.record({ type: fc.constant('put' as const), key: keyArb, value: valueArb }),
+      fc.record({ type: fc.constant('batch' as const), ops: fc.array(opArb, { maxLength: 3 }) }),
+    ), { minLength: 2, maxLength: 8 }), fc.boolean(), fc.option(fc.integer({ min: -8, max: 1 }), { nil: null }))
+      .map(([n, ops, rc, w]) => new BurstCmd(n, ops, rc, w)),
     fc.nat().map((k) => new BadInputCmd(k)),
   ];
 }
