@@ -3,7 +3,10 @@
  * local write-back cache and a SQLite catalog). Formats: FORMAT.md.
  */
 export { GlideFs, type GlideFsOptions, type VolumeInfo, type VolumeStats, type GcResult } from './glidefs.js';
-export type { Volume, FlushResult, FlushOptions, FlushProgress } from './volume.js';
+export type { Volume, FlushResult, FlushOptions, FlushProgress, CheckpointPolicy } from './volume.js';
+export { DEFAULT_CHECKPOINT_POLICY } from './volume.js';
+export type { CheckpointResult } from './checkpoint.js';
+export { restoreCatalog, type RestoreResult } from './restore.js';
 export { BLOCK_SIZE, blockKey, blockHash, parseBlockKey } from './block-key.js';
 export { GlideFsError, isGlideFsError } from './errors.js';
 export type { ObjectStore } from './object-store.js';

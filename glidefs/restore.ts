@@ -14,6 +14,7 @@ import type { ObjectStore } from './object-store.js';
 import { Catalog, newOwner, type Owner } from './catalog.js';
 import { KIND_CHECKPOINT, KIND_DELETE, logKey, parseLogKey, volumesPrefix, type CheckpointRecord, type LogRecord } from './log-record.js';
 import { readRecord } from './volume-log.js';
+import { adoptStoreMarker } from './store-marker.js';
 import pLimit from 'p-limit';
 
 export interface RestoreResult {
@@ -92,6 +93,8 @@ export async function restoreCatalog(store: ObjectStore, prefix: string, catalog
   const owner: Owner = newOwner();
   const out: RestoreResult['volumes'] = [];
   try {
+    // the rebuilt catalog is the store's catalog (store-marker.ts)
+    await adoptStoreMarker(store, prefix, catalog);
     const names = new Map<string, string>();
     for (const p of plans) {
       const cp = p.recs[0].rec as CheckpointRecord;
