@@ -166,7 +166,7 @@ describe('glidekv kv: bad input', () => {
       expect(r.out, args.join(' ')).toBe('');
     }
     expect(snapshot(dir)).toBe(before);
-  });
+  }, 360_000); // ~30 glidekv processes: minutes on a loaded 2-core machine
 
   it('a missing DIR is an error and is not created (only ns create makes a directory)', async () => {
     const dir = join(tmp, 'never-made');
