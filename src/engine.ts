@@ -26,7 +26,7 @@ import { MetaWriter, readMeta, removeStaleMetaTemps, zeroCounters, type Meta, ty
 import { KF_POINTER, type Keydir } from './keydir.js';
 import { NsState, type SegInfo } from './ns-state.js';
 import {
-  decodeRecord, encodeRecord, F_BATCH, F_POINTER, HASH_SIZE, recordSize, RecordView, T_COMMIT, T_DEL, T_PUT,
+  decodeRecord, encodeRecord, F_BATCH, F_POINTER, HASH_SIZE, HEADER_SIZE, recordSize, RecordView, T_COMMIT, T_DEL, T_PUT,
 } from './record.js';
 import { FooterBuilder, parseSegmentName, segmentName } from './segment.js';
 import {
@@ -37,6 +37,8 @@ import { reclaimNamespace } from './reclaim.js';
 import { BlobStore } from './blob-store.js';
 import { blobIoFromFileIo } from './blob-io.js';
 import { BlobSeparator } from './value-separator.js';
+import { ReadCache } from './read-cache.js';
+import { listKeys } from './key-list.js';
 import { fnv1a as fnv } from '../lib/hash.js';
 
 export type SyncMode = 'always' | 'batch' | 'none';
@@ -68,6 +70,11 @@ export interface EngineOptions {
    * Default 65536; 0 = always through the thread pool.
    */
   syncIoMaxBytes?: number;
+  /**
+   * Bytes of segment blocks kept in memory for reads (src/read-cache.ts): a get of a small
+   * value in a cached block costs no pread. Default 33554432 (32 MiB); 0 = no cache.
+   */
+  readCacheBytes?: number;
   /** The file-system seam (tests inject faults). Default node:fs. */
   io?: FileIo;
   /**
@@ -149,6 +156,10 @@ export interface EngineStats {
   danglingPointers: number;
   /** Warnings raised since open (onWarning). */
   warnings: number;
+  /** Read cache (src/read-cache.ts): bytes held, gets served from it, blocks read into it. */
+  readCacheBytes: number;
+  readCacheHits: number;
+  readCacheMisses: number;
 }
 
 export type KeyInput = Buffer | string;
@@ -215,6 +226,11 @@ interface Op extends PendingRecord {
   reject: (e: unknown) => void;
 }
 
+/** Little-endian u32 at b[p] (plain reads: cheaper than readUInt32LE's checks on the hot path). */
+function u32(b: Buffer, p: number): number {
+  return (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16)) + b[p + 3] * 0x1000000;
+}
+
 function errnoOf(err: unknown): string {
   return (err as NodeJS.ErrnoException | null)?.code ?? 'EIO';
 }
@@ -265,6 +281,8 @@ export class KvEngine implements Engine {
   readonly reclaimMinBytes: number;
   readonly syncIoMaxBytes: number;
   readonly fds: FdCache;
+  /** Segment blocks for small gets (null: readCacheBytes 0). */
+  readonly readCache: ReadCache | null;
   readonly hub: WatchHub;
   separator: ValueSeparator | null;
   private readonly warnFn: (message: string, cause?: unknown) => void;
@@ -324,6 +342,8 @@ export class KvEngine implements Engine {
     this.reclaimMinBytes = opts.reclaimMinBytes ?? 1024 * 1024;
     this.syncIoMaxBytes = opts.syncIoMaxBytes ?? 65536;
     this.fds = new FdCache(this.io, Math.max(1, opts.maxOpenFiles ?? 256));
+    const rcBytes = opts.readCacheBytes ?? 32 * 1024 * 1024;
+    this.readCache = rcBytes > 0 ? new ReadCache(rcBytes) : null;
     this.hub = new WatchHub(opts.maxWatchers ?? 10000, Math.max(1, opts.watchQueueMax ?? 10000));
     this.separator = opts.valueSeparator ?? null;
     this.metaWriter = new MetaWriter(this.io, this.dir, () => this.metaSnapshot());
@@ -617,7 +637,81 @@ export class KvEngine implements Engine {
 
   // ---------------------------------------------------------------- reads
 
-  async get(ns: string, keyIn: KeyInput): Promise<{ value: Buffer; revision: number; mtime: number } | undefined> {
+  get(ns: string, keyIn: KeyInput): Promise<{ value: Buffer; revision: number; mtime: number } | undefined> {
+    // the synchronous fast path first (no promise of its own: one resolved promise per get)
+    let r: { value: Buffer; revision: number; mtime: number } | undefined | null;
+    try {
+      r = this.getCached(ns, keyIn);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return r !== null ? Promise.resolve(r) : this.getSlow(ns, keyIn);
+  }
+
+  /**
+   * A get served from memory: the key is absent, or its record is in a read-cache block (read
+   * into one now, with blocking preads, when the cache takes it). null = not served here: the
+   * caller takes getSlow, which reads, checks and reports (E_CORRUPT, E_IO) on its own.
+   */
+  private getCached(ns: string, keyIn: KeyInput): { value: Buffer; revision: number; mtime: number } | undefined | null {
+    this.checkOpen();
+    const st = this.nsOrThrow(ns);
+    const key = toKey(keyIn);
+    const k = st.keydir;
+    const e = k.find(key);
+    if (e < 0) return undefined;
+    const rc = this.readCache;
+    if (rc === null || (k.flags[e] & KF_POINTER) !== 0) return null;
+    const fileId = k.fileId[e];
+    const offset = k.offset[e];
+    const vsize = k.vsize[e];
+    const rev = k.rev[e];
+    const len = recordSize(st.nameBuf.length, key.length, T_PUT, 0, vsize);
+    if (!rc.fits(offset, len)) return null;
+    let s = rc.lookup(fileId, offset, len);
+    if (s < 0) {
+      const seg = st.segments.get(fileId);
+      if (seg === undefined || this.io.readSync === undefined) return null;
+      const a = this.fds.acquire(seg.path);
+      if (typeof a !== 'number') {
+        // not open yet: the slow path opens it (this acquire is released once it resolves)
+        a.then(() => this.fds.release(seg.path), () => {});
+        return null;
+      }
+      try {
+        s = rc.fill(fileId, offset, len, seg.size, a, this.io);
+      } catch {
+        return null; // the slow path reads again and reports the error
+      } finally {
+        this.fds.release(seg.path);
+      }
+      if (s < 0) return null;
+    }
+    const b = rc.buf(s);
+    const p = offset - rc.blockBase(s);
+    const keyOff = p + HEADER_SIZE + b[p + 10];
+    if (rc.isVerified(s, offset)) {
+      // checked (crc) when first read from this block, and these bytes do not change: check
+      // only that it is still the record the keydir means (plain reads: this is the hot path)
+      if (u32(b, p + 4) !== len || b[p + 8] !== T_PUT || (b[p + 9] & F_POINTER) !== 0 ||
+        (b[p + 12] | (b[p + 13] << 8)) !== key.length || u32(b, p + 32) !== vsize ||
+        u32(b, p + 16) + u32(b, p + 20) * 0x1_0000_0000 !== rev) return null;
+    } else {
+      const v = this.view;
+      if (!decodeRecord(b, p, p + len, v) || v.type !== T_PUT || (v.flags & F_POINTER) !== 0 || v.revision !== rev ||
+        v.valueSize !== vsize || v.keyLen !== key.length) {
+        rc.drop(fileId, offset); // read it again next time; the slow path decides what it is
+        return null;
+      }
+      rc.setVerified(s, offset);
+    }
+    for (let i = 0; i < key.length; i++) if (b[keyOff + i] !== key[i]) return null;
+    const value = Buffer.allocUnsafe(vsize);
+    value.set(new Uint8Array(b.buffer, b.byteOffset + keyOff + key.length, vsize));
+    return { value, revision: rev, mtime: k.mtime[e] };
+  }
+
+  private async getSlow(ns: string, keyIn: KeyInput): Promise<{ value: Buffer; revision: number; mtime: number } | undefined> {
     this.checkOpen();
     const st = this.nsOrThrow(ns);
     const key = toKey(keyIn);
@@ -707,33 +801,7 @@ export class KvEngine implements Engine {
     const after = opts?.after !== undefined ? toBytes(opts.after, 'after') : null;
     const limit = opts?.limit ?? Infinity;
     if (typeof limit !== 'number' || limit < 0 || Number.isNaN(limit)) throw new KvError('E_INVALID_ARGUMENT', 'limit must be >= 0');
-    const k: Keydir = st.keydir;
-    const { arr, len } = k.sortedEntries();
-    let i = 0;
-    if (after !== null) i = k.lowerBound(arr, len, after, true);
-    if (prefix !== null && prefix.length > 0) i = Math.max(i, k.lowerBound(arr, len, prefix, false));
-    // find the end first, then copy all keys into one buffer (one allocation, views per key)
-    let j = i;
-    let bytes = 0;
-    for (; j < len && j - i < limit; j++) {
-      const e = arr[j];
-      if (prefix !== null && prefix.length > 0) {
-        if (k.keyLen[e] < prefix.length || k.arena.compare(prefix, 0, prefix.length, k.keyOff[e], k.keyOff[e] + prefix.length) !== 0) break;
-      }
-      bytes += k.keyLen[e];
-    }
-    const keys = Buffer.allocUnsafeSlow(bytes);
-    const out: Array<{ key: Buffer; revision: number; size: number; mtime: number }> = new Array(j - i);
-    let p = 0;
-    for (let x = i; x < j; x++) {
-      const e = arr[x];
-      const o = k.keyOff[e];
-      const l = k.keyLen[e];
-      k.arena.copy(keys, p, o, o + l);
-      out[x - i] = { key: keys.subarray(p, p + l), revision: k.rev[e], size: k.vsize[e], mtime: k.mtime[e] };
-      p += l;
-    }
-    return out;
+    return listKeys(st.keydir, prefix, after, limit);
   }
 
   // ---------------------------------------------------------------- writes
@@ -1492,6 +1560,7 @@ export class KvEngine implements Engine {
       blobs: b?.blobs ?? 0, blobBytes: b?.blobBytes ?? 0, orphansSwept: this.counterBase.orphansSwept + (b?.orphansSwept ?? 0),
       orphansSweptSinceOpen: b?.orphansSwept ?? 0,
       dirFsyncFailures: b?.dirFsyncFailures ?? 0, danglingPointers: b?.danglingPointers ?? 0, warnings: this.warnings,
+      readCacheBytes: this.readCache?.bytes ?? 0, readCacheHits: this.readCache?.hits ?? 0, readCacheMisses: this.readCache?.misses ?? 0,
     };
   }
 }

@@ -15,6 +15,7 @@
  * Per key: 35 bytes of entry arrays + 4 bytes per hash slot (load <= 0.75) + the key bytes.
  */
 import { fnv1a } from '../lib/hash.js';
+import { sortEntriesByKey } from './key-sort.js';
 
 const F_DEAD = 0x80;
 /** Entry flag: the record holds a blob pointer (payload = 16-byte hash). Same bit as record F_POINTER. */
@@ -339,14 +340,15 @@ export class Keydir {
       const arr = new Uint32Array(this.size);
       let n = 0;
       for (let e = 0; e < this.top; e++) if ((this.flags[e] & F_DEAD) === 0) arr[n++] = e;
-      arr.sort(cmp);
+      sortEntriesByKey(arr, n, this, cmp);
       this.sorted = arr;
       this.sortedLen = n;
       this.added = [];
       this.removedSinceSort = 0;
       this.releaseDeferred();
     } else if (this.added.length > 0 || this.removedSinceSort > 0) {
-      const add = Uint32Array.from(this.added.filter((e) => (this.flags[e] & F_DEAD) === 0)).sort(cmp);
+      const add = Uint32Array.from(this.added.filter((e) => (this.flags[e] & F_DEAD) === 0));
+      sortEntriesByKey(add, add.length, this, cmp);
       const old = this.sorted;
       const out = new Uint32Array(this.size);
       let i = 0, j = 0, n = 0;
