@@ -45,32 +45,9 @@ export async function fsyncFile(file: string): Promise<void> {
   }
 }
 
-function unescapeMount(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-export interface MountEntry {
-  source: string;
-  mountpoint: string;
-  fstype: string;
-}
-
-export function mounts(): MountEntry[] {
-  const out: MountEntry[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const f = line.split(' ');
-    const sep = f.indexOf('-');
-    if (f.length < 5 || sep < 0) continue;
-    out.push({ mountpoint: unescapeMount(f[4]), fstype: f[sep + 1], source: unescapeMount(f[sep + 2] ?? '') });
-  }
-  return out;
-}
-
-export function mountAt(dir: string): MountEntry | undefined {
-  return mounts()
-    .filter((m) => m.mountpoint === dir)
-    .pop();
-}
+// What is mounted where: one parser of /proc/self/mountinfo, in mount/ (it never loads the FUSE addon).
+import { mountAt } from '../../../mount/mountinfo.js';
+export { mounts, mountAt, type MountEntry } from '../../../mount/mountinfo.js';
 
 export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, fail?: () => string | undefined): Promise<void> {
   const end = Date.now() + timeoutMs;
