@@ -1,6 +1,7 @@
 /**
  * The concurrent variant of the model test: waves of namespace creates, drops and writes
- * fired together (Promise.all), then invariants:
+ * fired together (Promise.all, each after its own small delay), with reclaims and reads among
+ * them, then invariants:
  * - every error is a KvError, none an I/O error, poisoning or corruption;
  * - every acknowledged write is readable (the highest revision per key wins), unless its
  *   namespace was dropped in the same wave; keys of a namespace dropped and created again in
@@ -17,6 +18,8 @@ export type WaveOp =
   /** create, retried at each turn of the event loop while the name exists (up to 300 times): lands right after a drop */
   | { op: 'createRetry'; ns: string }
   | { op: 'drop'; ns: string }
+  | { op: 'reclaim'; ns: string }
+  | { op: 'get'; ns: string; key: Buffer }
   | { op: 'put'; ns: string; key: Buffer; value: Buffer }
   | { op: 'batch'; ns: string; items: Array<{ key: Buffer; value: Buffer }> };
 
@@ -34,6 +37,8 @@ export const waveArb: fc.Arbitrary<Wave> = fc.record({
     nsArb.map((ns) => ({ op: 'create' as const, ns })),
     nsArb.map((ns) => ({ op: 'createRetry' as const, ns })),
     nsArb.map((ns) => ({ op: 'drop' as const, ns })),
+    nsArb.map((ns) => ({ op: 'reclaim' as const, ns })),
+    fc.record({ op: fc.constant('get' as const), ns: nsArb, key: keyArb }),
     fc.record({ op: fc.constant('put' as const), ns: nsArb, key: keyArb, value: valueArb }),
     fc.record({ op: fc.constant('put' as const), ns: nsArb, key: keyArb, value: valueArb }),
     fc.record({ op: fc.constant('batch' as const), ns: nsArb,
@@ -94,6 +99,8 @@ export async function runConcurrent(sync: 'none' | 'batch' | 'always', waves: Wa
               }
             }
           case 'drop': return e.dropNamespace(o.ns, { force: true });
+          case 'reclaim': return e.reclaim();
+          case 'get': return e.get(o.ns, o.key);
           case 'put': return e.put(o.ns, o.key, o.value);
           case 'batch': return e.batch(o.ns, o.items.map((i) => ({ type: 'put' as const, key: i.key, value: i.value })));
         }
