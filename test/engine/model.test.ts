@@ -9,8 +9,9 @@ import { runConcurrent, waveArb } from './model/concurrent.js';
 
 const seed = process.env.MODEL_SEED !== undefined ? Number(process.env.MODEL_SEED) : undefined;
 const path = process.env.MODEL_PATH;
+// a run that hangs fails with its seed (fast-check's per-run timeout) instead of the whole test timing out
 const params = (runs: number): fc.Parameters<unknown> => ({
-  numRuns: runs, ...(seed !== undefined ? { seed } : {}), ...(path !== undefined ? { path, endOnFailure: true } : {}),
+  numRuns: runs, timeout: 60_000, ...(seed !== undefined ? { seed } : {}), ...(path !== undefined ? { path, endOnFailure: true } : {}),
 });
 
 it('the engine behaves as the model: put/delete/batch/CAS/get/list/watch/reclaim/reopen/namespaces', async () => {
@@ -21,7 +22,7 @@ it('the engine behaves as the model: put/delete/batch/CAS/get/list/watch/reclaim
     }),
     params(runs) as fc.Parameters<[unknown, unknown]>,
   );
-}, 600_000);
+}, 120_000 + 5_000 * Number(process.env.MODEL_RUNS ?? 40));
 
 it('concurrent namespace create/drop and writes: acknowledged writes survive, errors are typed', async () => {
   const runs = Number(process.env.MODEL_CONC_RUNS ?? 30);
@@ -32,4 +33,4 @@ it('concurrent namespace create/drop and writes: acknowledged writes survive, er
       }),
     params(runs) as fc.Parameters<[unknown, unknown]>,
   );
-}, 600_000);
+}, 120_000 + 5_000 * Number(process.env.MODEL_CONC_RUNS ?? 30));
