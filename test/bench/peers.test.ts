@@ -92,6 +92,34 @@ describe('bench:peers accounting', () => {
     expect(a.phases[1].compact).toBe(true);
   });
 
+  it('the chart has a bar per row and panel, and the hand-measured JuiceFS row beside a full run', () => {
+    const total = phaseRow('total', userBytesOf(FULL), 1000, traffic(14273, 1784 * 2 ** 20), null);
+    const doc = {
+      date: '2026-12-03T14:45:00.000Z',
+      quick: false,
+      workload: FULL,
+      userBytes: userBytesOf(FULL),
+      store: 'MinIO x',
+      versions: { glidekv: 'glidekv 0.1.0 (main 0123456789)', node: 'v20.20.2' },
+      rows: [
+        { id: 'glidekv-upload-separated', label: 'glidekv --fsync upload, separated', status: 'ok', total, phases: [total], outside: null, check: { server: 14273, client: null, agree: null, note: 'MinIO only' } },
+        { id: 's3backer-defaults', label: 's3backer + ext4, defaults', status: 'skipped', reason: 'no s3backer', total: null, phases: [] },
+      ],
+      handMeasured: [JUICEFS_HAND_ROW],
+    } as unknown as PeersDoc;
+    const svg = renderPeersChart(chartInput(doc));
+    expect((svg.match(/<rect /g) ?? []).length).toBe(1 + 2 * 2); // background + 2 panels × (glidekv + JuiceFS)
+    expect(svg).toContain('>14,273<');
+    expect(svg).toContain(`>${total.amplification.toFixed(0)}×  (1,784 MiB)<`);
+    expect(svg).toContain('JuiceFS 1.3 (by hand, 2026-12)');
+    expect(svg).toContain('>7,099<');
+    expect(svg).toContain(`>1.02×  (${((1.02 * doc.userBytes) / 2 ** 20).toFixed(1)} MiB)<`);
+    expect(svg).not.toContain('s3backer'); // a row that did not run has no bar
+    const table = formatTable(doc);
+    expect(table).toMatch(/JuiceFS, SQLite metadata \(hand, 2026-12\)\s+7099\s+1\.02×/);
+    expect(table).toContain('s3backer + ext4, defaults: skipped: no s3backer');
+  });
+
   it('--only takes products, row ids and prefixes, and refuses unknown names', () => {
     expect(selectSystems(undefined)).toEqual(SYSTEMS);
     expect(selectSystems('glidekv')).toEqual(['glidekv-upload-separated', 'glidekv-upload-inline', 'glidekv-local-separated', 'glidekv-local-inline']);
@@ -150,19 +178,18 @@ describe.skipIf(!canMount)('bench:peers self-check: the glidekv row alone on a f
       (t.userBytes / 2 ** 20).toFixed(3),
       expect.stringMatching(/×$/),
     ]);
-    expect(table).toContain(`${JUICEFS_HAND_ROW.label} (hand, 2026-12)`);
     expect(table).toContain('s3backer + ext4, defaults: skipped: needs the MinIO of the run');
+    expect(table).not.toContain('JuiceFS'); // the hand measurement is of the full workload only
 
     const json = JSON.parse(toJson(doc)) as PeersDoc;
     expect(json.rows[0].total!.puts).toBe(t.puts);
     expect(json.rows[0].total!.amplification).toBeCloseTo(t.amplification, 3);
-    expect(json.handMeasured[0]).toMatchObject({ puts: 7099, amplification: 1.02, measured: '2026-12' });
+    expect(json.handMeasured).toEqual([]);
     expect(Object.keys(json.versions)).toEqual(['glidekv', 'node']);
 
     const svg = renderPeersChart(chartInput(doc));
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain(`>${t.puts.toLocaleString('en-US')}<`);
-    expect(svg).toContain('JuiceFS 1.3 (by hand, 2026-12)');
-    expect((svg.match(/<rect /g) ?? []).length).toBe(1 + 2 * 2); // background + 2 panels × (glidekv + JuiceFS)
+    expect((svg.match(/<rect /g) ?? []).length).toBe(1 + 2); // background + 2 panels × the glidekv row
   });
 });

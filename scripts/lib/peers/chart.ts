@@ -59,6 +59,20 @@ function decades(lo: number, hi: number): number[] {
   return out;
 }
 
+/** Splits `text` into lines of at most `width` characters, at spaces. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ').filter(Boolean)) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
 function fmtCount(n: number): string {
   return Math.round(n).toLocaleString('en-US');
 }
@@ -91,7 +105,13 @@ export function renderPeersChart(input: ChartInput): string {
   const rows = input.bars.length;
   const plotH = rows * ROW_H;
   const early = input.bars.some((b) => b.ackBeforeStore);
-  const H = TOP + plotH + 40 + (input.footnote ? 22 : 0) + (early ? 16 : 0);
+  const notes = [
+    ...(early
+      ? ['† acknowledges a write before it is in the store (glidekv --fsync local: on the local disk; s3backer defaults: in its write-back cache).']
+      : []),
+    ...wrap(input.footnote ?? '', 150),
+  ];
+  const H = TOP + plotH + 48 + notes.length * 16;
   const panels: Panel[] = [
     {
       x: LABEL_W,
@@ -157,13 +177,9 @@ export function renderPeersChart(input: ChartInput): string {
       `<text x="${LABEL_W - 10}" y="${y}" text-anchor="end"${b.hand ? ' fill="#666" font-style="italic"' : ''}>${esc(b.label)}${b.ackBeforeStore ? ' †' : ''}</text>`,
     );
   });
-  if (early) {
-    out.push(
-      `<text x="16" y="${H - 10 - (input.footnote ? 16 : 0)}" fill="#555" font-size="11">† acknowledges a write before it is in the store ` +
-        `(glidekv --fsync local: on the local disk; s3backer defaults: in its write-back cache).</text>`,
-    );
-  }
-  if (input.footnote) out.push(`<text x="16" y="${H - 10}" fill="#555" font-size="11">${esc(input.footnote)}</text>`);
+  notes.forEach((line, i) => {
+    out.push(`<text x="16" y="${H - 10 - (notes.length - 1 - i) * 16}" fill="#555" font-size="11">${esc(line)}</text>`);
+  });
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

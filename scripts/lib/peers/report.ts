@@ -39,6 +39,8 @@ export interface PeersDoc {
   store: string;
   versions: Record<string, string>;
   machine: string;
+  /** Linux kernel release (FUSE, loop and ext4 are the kernel's). */
+  kernel: string;
   /** How MinIO's counters were read (metric names). */
   counting: string;
   rows: SystemRow[];

@@ -7,7 +7,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -86,8 +86,13 @@ function git(args: string[]): string {
 export function glidekvVersion(): string {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
   const sha = git(['rev-parse', '--short=10', 'HEAD']);
+  if (!sha) {
+    // A tree without .git (e.g. `git archive` of main, to measure exactly a commit): the exporter names it.
+    const c = process.env.GLIDEKV_COMMIT;
+    return `glidekv ${pkg.version}${c ? ` (main ${c.slice(0, 10)}, exported)` : ''}`;
+  }
   const dirty = git(['status', '--porcelain', '--untracked-files=no']) ? ' + uncommitted changes' : '';
-  return `glidekv ${pkg.version}${sha ? ` (main ${sha}${dirty})` : ''}`;
+  return `glidekv ${pkg.version} (main ${sha}${dirty})`;
 }
 
 async function makeBucket(m: MinioServer, bucket: string): Promise<void> {
@@ -104,6 +109,10 @@ async function makeBucket(m: MinioServer, bucket: string): Promise<void> {
   }
 }
 
+function sameWorkload(a: WorkloadParams, b: WorkloadParams): boolean {
+  return (Object.keys(b) as Array<keyof WorkloadParams>).every((k) => a[k] === b[k]);
+}
+
 export async function runPeers(o: PeersOptions): Promise<PeersDoc> {
   const t0 = performance.now();
   const params = o.params ?? (o.quick ? QUICK : FULL);
@@ -117,12 +126,14 @@ export async function runPeers(o: PeersOptions): Promise<PeersDoc> {
     userBytes: workload.userBytes,
     store: o.fileStore ? `file store ${o.fileStore}` : `MinIO ${minioVersion} on 127.0.0.1, one bucket per row`,
     versions: { glidekv: glidekvVersion(), node: process.version, ...(o.fileStore ? {} : { minio: minioVersion }) },
+    kernel: release(),
     machine: `${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, shared`,
     counting: o.fileStore
       ? "glidefs's own counters (uploads, uploaded bytes); no GET counter"
       : 'MinIO v3 bucket metrics (/minio/metrics/v3/bucket/api/BUCKET): PUTs = PutObject + PutObjectPart + CopyObject, GETs = GetObject, bytes = request bodies received',
     rows: [],
-    handMeasured: [JUICEFS_HAND_ROW],
+    // The hand measurement is of the full workload: beside other sizes it would compare nothing.
+    handMeasured: sameWorkload(params, FULL) ? [JUICEFS_HAND_ROW] : [],
     durationMs: 0,
     partial: true,
   };
