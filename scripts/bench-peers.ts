@@ -14,15 +14,16 @@
  *   --json        print the JSON document on stdout (the table goes to stderr)
  *   --out DIR     where peers.json and peers.svg go
  *   --store URL   a file:// store instead of MinIO: glidekv rows only, glidekv's counters
+ *   --markdown FILE  print the README's tables from a result JSON, run nothing
  *
  * Installs on demand: SlateDB's venv on the first run that needs it; s3backer
  * comes from scripts/setup.sh. A missing toolchain skips its rows with one line.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { renderPeersChart } from './lib/peers/chart.js';
-import { chartInput, formatTable, toJson, type PeersDoc } from './lib/peers/report.js';
+import { chartInput, formatTable, markdownPhases, markdownTable, toJson, type PeersDoc } from './lib/peers/report.js';
 import { runPeers, selectSystems, SYSTEMS } from './lib/peers/run.js';
 import { runCleanups } from './lib/peers/sh.js';
 
@@ -34,15 +35,21 @@ async function main(): Promise<number> {
       json: { type: 'boolean', default: false },
       out: { type: 'string' },
       store: { type: 'string' },
+      markdown: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run bench:peers -- [--only glidekv,s3backer,slatedb|ROW-IDS] [--quick] [--json] [--out DIR] [--store file:///DIR]\n' +
+      'usage: npm run bench:peers -- [--only glidekv,s3backer,slatedb|ROW-IDS] [--quick] [--json] [--out DIR] [--store file:///DIR] | --markdown FILE.json\n' +
         `rows: ${SYSTEMS.join(', ')}\n`,
     );
+    return 0;
+  }
+  if (values.markdown) {
+    const doc = JSON.parse(readFileSync(values.markdown, 'utf8')) as PeersDoc;
+    process.stdout.write(markdownTable(doc) + '\n' + markdownPhases(doc));
     return 0;
   }
   const systems = selectSystems(values.only);

@@ -155,3 +155,38 @@ export function chartInput(doc: PeersDoc): ChartInput {
     footnote: `Totals of all phases. ${versionList(doc.versions)}.`,
   };
 }
+
+/** The README's table: one line per row (totals), the hand-measured rows marked as such. */
+export function markdownTable(doc: PeersDoc): string {
+  const lines = [
+    '| system | version | writers | PUTs | MiB uploaded | amplification | GETs | wall s | PUTs: client vs MinIO |',
+    '|---|---|--:|--:|--:|--:|--:|--:|---|',
+  ];
+  for (const r of doc.rows) {
+    if (r.status !== 'ok' || !r.total) {
+      lines.push(`| ${r.label} | ${r.version} | ${r.writers} | ${r.status}: ${r.reason} | | | | | |`);
+      continue;
+    }
+    const t = r.total;
+    const check = r.check.agree === null ? r.check.note : r.check.agree ? `agree (${r.check.client})` : `${r.check.client} vs ${r.check.server}`;
+    lines.push(
+      `| ${r.label} | ${r.version.replace(/ \(main .*\)$/, '')} | ${r.writers} | ${t.puts.toLocaleString('en-US')} | ${mib(t.uploadedBytes)} | ${ampl(t.amplification)} | ${t.gets ?? '-'} | ${secs(t.wallMs)} | ${check} |`,
+    );
+  }
+  for (const h of doc.handMeasured) {
+    lines.push(`| ${h.label} — **measured by hand ${h.measured}, not rerun** | ${h.version} | 8 | ${h.puts.toLocaleString('en-US')} | | ${ampl(h.amplification)} | | | |`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** The per-phase PUTs and amplification of each row, for the README. */
+export function markdownPhases(doc: PeersDoc): string {
+  const ok = doc.rows.filter((r) => r.status === 'ok');
+  if (!ok.length) return '';
+  const names = ok[0].phases.map((p) => p.name);
+  const lines = [`| system | ${names.join(' | ')} |`, `|---|${names.map(() => '--:').join('|')}|`];
+  for (const r of ok) {
+    lines.push(`| ${r.label} | ${r.phases.map((p) => `${p.puts.toLocaleString('en-US')} / ${mib(p.uploadedBytes)}`).join(' | ')} |`);
+  }
+  return lines.join('\n') + '\n';
+}
