@@ -103,7 +103,7 @@ describe('recovery', () => {
       await e2.close();
       expect(s2.get('after')).toBe('x');
     }
-  });
+  }, 600_000); // one open per byte offset: 50 s on a quiet machine, over 120 s at load 20
 
   it('bit flips anywhere are detected: no corrupt value is ever returned', async () => {
     const src = tmpDir('flip-src');
