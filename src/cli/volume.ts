@@ -8,7 +8,10 @@
  * and exit 1 before anything changes. Bad arguments are checked before any
  * change too.
  */
-import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { once } from 'node:events';
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
@@ -17,7 +20,14 @@ import type { Volume } from '../../glidefs/volume.js';
 import { checkVolumeName } from '../../glidefs/catalog.js';
 import { checkVolumeSize, DEFAULT_GC_GRACE_MS, type GcResult } from '../../glidefs/glidefs.js';
 import { GlideFsError } from '../../glidefs/errors.js';
-import { addGlideFsOptions, openGlideFsFromOptions, resolveGlideFsOptions, type GlideFsCliOptions, type OpenedGlideFs } from './glidefs-options.js';
+import {
+  addGlideFsOptions,
+  openGlideFsFromOptions,
+  resolveGlideFsOptions,
+  type GlideFsCliOptions,
+  type OpenedGlideFs,
+  type ResolvedGlideFsOptions,
+} from './glidefs-options.js';
 import { CliError, parseNonNegative, parseSize, printJson } from './util.js';
 
 const CHUNK = 1024 * 1024;
@@ -38,12 +48,71 @@ async function withGlideFs<T>(cmd: Command, check: boolean, fn: (g: OpenedGlideF
   if (needs.length > 0 && !existsSync(resolveGlideFsOptions(globals(cmd)).catalogPath)) {
     throw GlideFsError.NO_VOLUME(needs[0]);
   }
-  const g = await openGlideFsFromOptions(globals(cmd), { check });
+  const resolved = resolveGlideFsOptions(globals(cmd));
+  const storeDir = resolved.storeUrl.startsWith('file:') ? fileDir(resolved.storeUrl) : null;
+  const before = { catalog: existsSync(resolved.catalogPath), cache: existsSync(resolved.cacheDir), store: storeDir !== null && existsSync(storeDir) };
+  let g: OpenedGlideFs;
   try {
-    return await fn(g);
+    g = await openGlideFsFromOptions(globals(cmd), { check });
+  } catch (err) {
+    undoFirstUse(resolved, storeDir, before);
+    throw err;
+  }
+  let failed = true;
+  try {
+    const out = await fn(g);
+    failed = false;
+    return out;
   } finally {
     await g.close();
+    if (failed) undoFirstUse(resolved, storeDir, before);
   }
+}
+
+function fileDir(url: string): string | null {
+  try {
+    return fileURLToPath(url);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A command that failed in an environment it set up itself (no catalog, cache
+ * or store dir before it) removes what it made, so that it changed nothing:
+ * the catalog only if it holds no volume and owns no store (a store marker may
+ * name it), directories only if empty of files.
+ */
+function undoFirstUse(r: ResolvedGlideFsOptions, storeDir: string | null, before: { catalog: boolean; cache: boolean; store: boolean }): void {
+  try {
+    if (!before.catalog && existsSync(r.catalogPath) && catalogIsEmpty(r.catalogPath)) {
+      for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(r.catalogPath + suffix, { force: true });
+    }
+    if (!before.cache && holdsNoFiles(r.cacheDir)) rmSync(r.cacheDir, { recursive: true, force: true });
+    if (!before.store && storeDir !== null && holdsNoFiles(storeDir)) rmSync(storeDir, { recursive: true, force: true });
+  } catch {
+    // best effort: the command's own error is what the user needs to see
+  }
+}
+
+function catalogIsEmpty(path: string): boolean {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    const table = (name: string) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
+    if (table('volumes') && db.prepare('SELECT count(*) FROM volumes').pluck().get() !== 0) return false;
+    // a catalog that owns (or claimed) a store must stay: the store's marker names it
+    return !(table('meta') && db.prepare("SELECT 1 FROM meta WHERE key = 'store_id'").get() !== undefined);
+  } finally {
+    db.close();
+  }
+}
+
+function holdsNoFiles(dir: string): boolean {
+  if (!existsSync(dir)) return false;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (!e.isDirectory() || !holdsNoFiles(join(dir, e.name))) return false;
+  }
+  return true;
 }
 
 /** A progress bar on stderr, only when stderr is a terminal. */

@@ -61,6 +61,29 @@ describe('a failed command changes nothing', () => {
   }, 600_000);
 });
 
+describe('one catalog per store, through the CLI', () => {
+  it("a second catalog on the store is refused for writes and gc in one line, and leaves no catalog or cache behind", async () => {
+    const dir = join(root, 'owned');
+    mkdirSync(dir);
+    const a = envFor(dir);
+    const r0 = await glidekv(['volume', 'create', 'v', '--size', '1M'], a);
+    expect(r0.stderr).toBe('');
+    const storeFiles = () => readdirSync(join(dir, 'objects'), { recursive: true }).map(String).sort();
+    const files = storeFiles();
+    expect(files).toContain('glidekv-store.json');
+    const b = { ...a, GLIDEKV_CATALOG: join(dir, 'b', 'catalog.db'), GLIDEKV_CACHE: join(dir, 'b', 'cache') };
+    mkdirSync(join(dir, 'b'));
+    for (const args of [['volume', 'create', 'w', '--size', '1M'], ['gc'], ['gc', '--dry-run']]) {
+      const r = await glidekv(args, b);
+      expect(r.code, args.join(' ')).not.toBe(0);
+      expect(r.stderr).toMatch(/^glidekv: E_STORE_OWNED: store file:\/\/.* belongs to store id [0-9a-f-]{36}; catalog .*b\/catalog.db has no store id/);
+      expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+      expect(readdirSync(join(dir, 'b')), args.join(' ')).toEqual([]);
+    }
+    expect(storeFiles()).toEqual(files);
+  }, 600_000);
+});
+
 describe('glidekv gc', () => {
   it('--dry-run lists what gc would delete with sizes and deletes nothing; gc deletes and counts it', async () => {
     const dir = join(root, 'gc');
