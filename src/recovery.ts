@@ -141,7 +141,10 @@ export async function checkSegmentVersion(io: FileIo, file: string): Promise<voi
   }
 }
 
-/** checkSegmentVersion over every segment of every namespace under `nsRoot` (`<dir>/ns`). */
+/**
+ * checkSegmentVersion over every segment of every namespace under `nsRoot` (`<dir>/ns`), up to
+ * 16 files at a time (an open costs a few thread-pool round trips per segment; in parallel they overlap).
+ */
 export async function checkSegmentVersions(io: FileIo, nsRoot: string): Promise<void> {
   let names: string[];
   try {
@@ -150,16 +153,22 @@ export async function checkSegmentVersions(io: FileIo, nsRoot: string): Promise<
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  for (const name of names) {
-    let files: string[];
+  const files: string[] = [];
+  await Promise.all(names.map(async (name) => {
+    let list: string[];
     try {
-      files = await io.readdir(path.join(nsRoot, name));
+      list = await io.readdir(path.join(nsRoot, name));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
       throw err;
     }
-    for (const f of files) if (parseSegmentName(f) >= 0) await checkSegmentVersion(io, path.join(nsRoot, name, f));
-  }
+    for (const f of list) if (parseSegmentName(f) >= 0) files.push(path.join(nsRoot, name, f));
+  }));
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < files.length) await checkSegmentVersion(io, files[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(16, files.length) }, worker));
 }
 
 /** Loads the given segments (ascending ids) of a namespace into its keydir. */
