@@ -11,6 +11,7 @@ import { MemoryStore } from '../../glidefs/memory-store.js';
 import type { ObjectStore } from '../../glidefs/object-store.js';
 import { markerKey, readMarker } from '../../glidefs/store-marker.js';
 import { blockOf } from './block-data.js';
+import { makeRawStore } from './helpers.js';
 
 const roots: string[] = [];
 const opened: GlideFs[] = [];
@@ -149,15 +150,18 @@ describe('the store marker', () => {
     expect(store.size).toBe(1);
   });
 
-  it('many catalogs racing to claim an empty store: exactly one owns it', async () => {
-    const store = new MemoryStore();
+  it.each(['memory', 'minio'] as const)('many catalogs racing to claim an empty %s store: exactly one owns it', async (kind) => {
     const root = tmp();
+    const store = makeRawStore(kind, root); // minio: a fresh prefix of the test bucket
     const gs = await Promise.all(Array.from({ length: 8 }, (_, i) => open(store, root, `c${i}`)));
     const results = await Promise.all(gs.map((g, i) => codeOf(g.createVolume(`v${i}`, 1 << 20))));
     expect(results.filter((r) => r === 'OK').length).toBe(1);
     for (const r of results) if (r !== 'OK') expect(r).toMatch(/^E_STORE_OWNED/);
     const owners = gs.map((g) => g.catalog.storeOwner());
     expect(owners.filter((o) => o !== null).length).toBe(1); // the losers dropped their claims
+    expect((await readMarker(store, ''))?.storeId).toBe(owners.find((o) => o !== null)!.storeId);
+    for (const g of gs) await g.close();
+    await store.close();
   });
 
   it('a claim on disk whose marker was never created (crash between) is completed on the next use', async () => {
