@@ -661,14 +661,32 @@ export class KvEngine implements Engine {
     const e = k.find(key);
     if (e < 0) return undefined;
     const rc = this.readCache;
-    if (rc === null || (k.flags[e] & KF_POINTER) !== 0) return null;
+    if (rc === null) return null;
     const fileId = k.fileId[e];
     const offset = k.offset[e];
+    let s = rc.lookupVerified(fileId, offset);
+    if (s >= 0) {
+      // The record at (fileId, offset) is the key's current one (the keydir says so), its bytes
+      // were checked (crc) when first read into this block and cannot change: take its size,
+      // revision and mtime from its header (the keydir holds the same values: fewer cache
+      // misses than reading them from the keydir's arrays). A pointer record goes the slow way.
+      const b = rc.buf(s);
+      const p = offset - rc.blockBase(s);
+      if (b[p + 8] !== T_PUT || (b[p + 9] & F_POINTER) !== 0 || (b[p + 12] | (b[p + 13] << 8)) !== key.length) return null;
+      const keyOff = p + HEADER_SIZE + b[p + 10];
+      for (let i = 0; i < key.length; i++) if (b[keyOff + i] !== key[i]) return null;
+      const vsize = u32(b, p + 32);
+      const value = Buffer.allocUnsafe(vsize);
+      value.set(new Uint8Array(b.buffer, b.byteOffset + keyOff + key.length, vsize));
+      return { value, revision: u32(b, p + 16) + u32(b, p + 20) * 0x1_0000_0000, mtime: b.readDoubleLE(p + 24) };
+    }
+    // not cached, or not checked yet: the keydir's fields say what the record must be
+    if ((k.flags[e] & KF_POINTER) !== 0) return null;
     const vsize = k.vsize[e];
     const rev = k.rev[e];
     const len = recordSize(st.nameBuf.length, key.length, T_PUT, 0, vsize);
     if (!rc.fits(offset, len)) return null;
-    let s = rc.lookup(fileId, offset, len);
+    s = rc.lookup(fileId, offset, len);
     if (s < 0) {
       const seg = st.segments.get(fileId);
       if (seg === undefined || this.io.readSync === undefined) return null;
@@ -689,25 +707,16 @@ export class KvEngine implements Engine {
     }
     const b = rc.buf(s);
     const p = offset - rc.blockBase(s);
-    const keyOff = p + HEADER_SIZE + b[p + 10];
-    if (rc.isVerified(s, offset)) {
-      // checked (crc) when first read from this block, and these bytes do not change: check
-      // only that it is still the record the keydir means (plain reads: this is the hot path)
-      if (u32(b, p + 4) !== len || b[p + 8] !== T_PUT || (b[p + 9] & F_POINTER) !== 0 ||
-        (b[p + 12] | (b[p + 13] << 8)) !== key.length || u32(b, p + 32) !== vsize ||
-        u32(b, p + 16) + u32(b, p + 20) * 0x1_0000_0000 !== rev) return null;
-    } else {
-      const v = this.view;
-      if (!decodeRecord(b, p, p + len, v) || v.type !== T_PUT || (v.flags & F_POINTER) !== 0 || v.revision !== rev ||
-        v.valueSize !== vsize || v.keyLen !== key.length) {
-        rc.drop(fileId, offset); // read it again next time; the slow path decides what it is
-        return null;
-      }
-      rc.setVerified(s, offset);
+    const v = this.view;
+    if (!decodeRecord(b, p, p + len, v) || v.type !== T_PUT || (v.flags & F_POINTER) !== 0 || v.revision !== rev ||
+      v.valueSize !== vsize || v.keyLen !== key.length || v.mtime !== k.mtime[e]) {
+      rc.drop(fileId, offset); // read it again next time; the slow path decides what it is
+      return null;
     }
-    for (let i = 0; i < key.length; i++) if (b[keyOff + i] !== key[i]) return null;
+    for (let i = 0; i < key.length; i++) if (b[v.keyOff + i] !== key[i]) return null;
+    rc.setVerified(s, offset);
     const value = Buffer.allocUnsafe(vsize);
-    value.set(new Uint8Array(b.buffer, b.byteOffset + keyOff + key.length, vsize));
+    value.set(new Uint8Array(b.buffer, b.byteOffset + v.payloadOff, vsize));
     return { value, revision: rev, mtime: k.mtime[e] };
   }
 

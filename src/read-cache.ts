@@ -22,9 +22,10 @@
  * - Once full, CLOCK picks the victim, and a block is admitted only on its second miss among
  *   the recent ones (a ghost list as long as the cache): a working set larger than the cache
  *   costs one small pread per get, as without a cache, instead of a block read per get.
- * - Every record is checked (crc) the first time it is read from a block; the block then
- *   remembers that offset as verified (one bit per byte of the block), so later hits check
- *   only the header fields and the key. A block read again from disk starts unverified.
+ * - Every record is checked (crc, and against the keydir's size, revision and mtime) the
+ *   first time it is read from a block; the block then remembers it as verified (one bit per
+ *   32 bytes, see lookupVerified), so later hits check only its type and key and take the
+ *   rest from its header. A block read again from disk starts unverified.
  *
  * Not covered: bytes changed on disk by someone else while the engine runs are not seen
  * (as with any cache above the page cache); the log is the engine's alone (LOCK).
@@ -83,7 +84,7 @@ export class ReadCache {
 
   /** Bytes held by block buffers (allocated lazily, up to the capacity). */
   get bytes(): number {
-    return this.used * (this.blockBytes + this.blockBytes / 8);
+    return this.used * (this.blockBytes + this.blockBytes / 256);
   }
 
   stats(): ReadCacheStats {
@@ -117,15 +118,32 @@ export class ReadCache {
     return s;
   }
 
-  /** Was the record at file offset `off` of slot s checked (crc) since the block was read? */
-  isVerified(s: number, off: number): boolean {
+  /**
+   * The slot holding the record that starts at file offset `off`, if that record was checked
+   * (crc) since its block was read; else -1. Marks the slot used.
+   *
+   * One bit per 32 bytes of block: a record is at least 37 bytes long and records lie end to
+   * end, so at most one record starts in an aligned 32-byte window, and a keydir offset is
+   * always a record start: the window's bit names that record.
+   */
+  lookupVerified(fileId: number, off: number): number {
+    const t = this.index.get(fileId);
+    if (t === undefined) return -1;
+    const b = off >>> this.shift;
+    if (b >= t.length) return -1;
+    const s = t[b] - 1;
+    if (s < 0) return -1;
     const r = off & (this.blockBytes - 1);
-    return (this.verifiedBits[s][r >>> 3] & (1 << (r & 7))) !== 0;
+    if ((this.verifiedBits[s][r >>> 8] & (1 << ((r >>> 5) & 7))) === 0) return -1;
+    this.ref[s] = 1;
+    this.hits++;
+    return s;
   }
 
+  /** Marks the record starting at file offset `off` of slot s as checked (see lookupVerified). */
   setVerified(s: number, off: number): void {
     const r = off & (this.blockBytes - 1);
-    this.verifiedBits[s][r >>> 3] |= 1 << (r & 7);
+    this.verifiedBits[s][r >>> 8] |= 1 << ((r >>> 5) & 7);
   }
 
   /**
@@ -226,7 +244,7 @@ export class ReadCache {
     if (this.used < this.nslots) {
       const s = this.used++;
       this.bufs.push(Buffer.allocUnsafeSlow(this.blockBytes));
-      this.verifiedBits.push(new Uint8Array(this.blockBytes / 8));
+      this.verifiedBits.push(new Uint8Array(this.blockBytes / 256));
       return s;
     }
     for (;;) {
