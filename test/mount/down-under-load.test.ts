@@ -4,7 +4,8 @@
 // ext4 stays busy (a process still inside it, as a slow-to-exit user would be) for longer than main waited, and
 // down must wait it out with retries instead of failing; and when it stays busy past the deadline, down fails in
 // one line naming the step and the holder, leaves the device daemon serving the still-attached loop device, and a
-// second down finishes the job once the holder is gone.
+// second down finishes the job once the holder is gone. Last, a device daemon that hangs while stopping (seen once
+// under load: its event loop blocked after SIGTERM) must not hang down for its 30 min flush grace.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -76,6 +77,24 @@ describe.skipIf(skipReason !== undefined)('up / down on a loaded machine', () =>
     expect(Date.now() - t0).toBeGreaterThan(30_000);
     expect(leftovers(root)).toEqual({ mounts: [], loops: [], pids: [] });
     expect(JSON.parse(await ok(glidekv(['status', '--json'], env)))).toEqual([]);
+  }, 600_000);
+
+  it('a device daemon whose event loop blocks while stopping is killed once its heartbeat goes stale, and down flushes its cache itself', async () => {
+    // GLIDEKV_TEST_DEVICE_STOP_HANG makes the daemon (started by up, which passes its environment on) block on SIGTERM.
+    const u = await glidekv(['up', 'v', mnt], { ...env, GLIDEKV_TEST_DEVICE_STOP_HANG: '1' }, 300_000);
+    expect(u.code, u.stderr).toBe(0);
+    await ok(sh(`mkdir -p ${q(mnt + '/ns')} && echo hung > ${q(mnt + '/ns/hung')}`));
+    const d = await glidekv(['down', mnt], { ...env, GLIDEKV_DEVICE_STALE_MS: '5000' }, 300_000);
+    expect(d.code, `${d.stdout}\n${d.stderr}`).toBe(0);
+    expect(d.stdout).toMatch(/device daemon \(pid \d+\) shows no sign of life for 5 s while stopping: killing it and flushing its cache here/);
+    expect(d.stdout).toMatch(/device daemon \(pid \d+\) was stuck while stopping and was killed; its \d+ dirty block\(s\) flushed from the cache/);
+    expect(leftovers(root)).toEqual({ mounts: [], loops: [], pids: [] });
+    expect(JSON.parse(await ok(glidekv(['volume', 'stats', 'v', '--json'], env))).dirtyBlocks).toBe(0);
+    const u2 = await glidekv(['up', 'v', mnt], env, 300_000);
+    expect(u2.code, u2.stderr).toBe(0);
+    expect(await ok(sh(`cat ${q(mnt + '/ns/hung')}`))).toBe('hung\n');
+    const d2 = await glidekv(['down', mnt], env, 300_000);
+    expect(d2.code, d2.stderr).toBe(0);
   }, 600_000);
 
   it('busy past the deadline: one line naming the step and the holder, the device daemon keeps serving the loop, a second down finishes', async () => {

@@ -52,6 +52,13 @@ export interface DeviceStatusFile {
   pid: number;
   volume: string;
   storeRetryTimeoutMs: number;
+  /**
+   * 'serving', or 'stopping' after SIGTERM/SIGINT: then the file is rewritten
+   * every STOP_HEARTBEAT_MS (updatedMs moves) until the daemon exits, so that
+   * `glidekv down` can tell a long final flush from a daemon whose event loop
+   * is blocked (teardown.ts).
+   */
+  phase: 'serving' | 'stopping';
   /** 'ok', or 'waiting': requests are failing and being retried (see outage). */
   store: 'ok' | 'waiting';
   outage?: RetryOutage;
@@ -62,6 +69,8 @@ export interface DeviceStatusFile {
 
 /** How often the daemon looks at its store's outage state while running. */
 const STATUS_POLL_MS = 250;
+/** How often a stopping daemon rewrites its status file (a sign of life for `down`). */
+export const STOP_HEARTBEAT_MS = 1000;
 
 async function writeStatusFile(file: string, st: DeviceStatusFile): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
@@ -119,7 +128,7 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
       // The store's outage state, published for `glidekv status` and logged
       // when it starts and ends.
       const retry = g.store instanceof RetryStore ? g.store : undefined;
-      const status: DeviceStatusFile = { version: 1, pid: process.pid, volume: volumeName, storeRetryTimeoutMs, store: 'ok', updatedMs: Date.now() };
+      const status: DeviceStatusFile = { version: 1, pid: process.pid, volume: volumeName, storeRetryTimeoutMs, phase: 'serving', store: 'ok', updatedMs: Date.now() };
       let writing: Promise<void> = Promise.resolve();
       const publish = () => {
         if (!statusFile) return;
@@ -162,13 +171,26 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
         signals: { SIGUSR1: onUsr1 },
         async stop() {
           clearInterval(timer);
+          status.phase = 'stopping';
+          publish();
+          const heartbeat = setInterval(publish, STOP_HEARTBEAT_MS);
+          // Test hook (like up's GLIDEKV_UP_FAIL_AT): block the event loop as a
+          // stuck stop would, to test how `down` deals with it.
+          if (process.env.GLIDEKV_TEST_DEVICE_STOP_HANG === '1') {
+            await writing;
+            Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+          }
           try {
             await mount.unmount({ lazy: true });
           } finally {
-            clearInterval(watcher);
-            await g.close();
-            await writing;
-            if (statusFile) await rm(statusFile, { force: true }).catch(() => undefined);
+            try {
+              await g.close();
+            } finally {
+              clearInterval(heartbeat);
+              clearInterval(watcher);
+              await writing;
+              if (statusFile) await rm(statusFile, { force: true }).catch(() => undefined);
+            }
           }
           process.stdout.write(`glidekv: device ${volumeName} unmounted\n`);
         },

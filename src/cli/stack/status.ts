@@ -38,7 +38,7 @@ export interface StackStatus {
 }
 
 /** The device daemon's status file, if it is the running daemon's. */
-function deviceStatus(s: StackState): DeviceStatusFile | undefined {
+export function deviceStatus(s: StackState): DeviceStatusFile | undefined {
   if (!s.deviceStatusFile || !s.devicePid) return undefined;
   try {
     const d = JSON.parse(readFileSync(s.deviceStatusFile, 'utf8')) as DeviceStatusFile;

@@ -28,6 +28,8 @@
  */
 import { alive, holdersOf, isOurs, loopBackingFile, loopDetach, loopsFor, mountAt, run, stopProcess, StepError, unmountRetrying, waitFor } from './system.js';
 import { dropState, saveState, type StackState } from './state.js';
+import { deviceStatus } from './status.js';
+import { DEFAULT_STORE_RETRY_TIMEOUT, openGlideFsFromOptions, retryOptionsFor } from '../glidefs-options.js';
 
 export interface TeardownReport {
   steps: string[];
@@ -47,6 +49,67 @@ export const DEFAULT_BUSY_TIMEOUT_MS = 60_000;
 const LOOP_RELEASE_MS = 60_000;
 /** How long the mounts may take to leave the mount table at the end. */
 const MOUNTS_GONE_MS = 60_000;
+
+/**
+ * How long a stopping device daemon may show no sign of life (its status
+ * file's heartbeat, device-daemon.ts STOP_HEARTBEAT_MS) before `down`
+ * treats its event loop as blocked. GLIDEKV_DEVICE_STALE_MS overrides it
+ * (tests).
+ */
+const DEVICE_STALE_MS = 90_000;
+
+/**
+ * Stops the device daemon: SIGTERM, then it unmounts, flushes and exits;
+ * that may take long (uploads), up to DEVICE_FLUSH_GRACE_MS. A daemon that
+ * shows no sign of life for DEVICE_STALE_MS while stopping (its event loop
+ * is blocked: it would never finish) is killed, and its flush is done here
+ * instead: its dirty blocks are in the local cache (the dirty set survives
+ * kill -9), so opening the volume on the same catalog and cache and flushing
+ * it uploads exactly what the daemon would have. Returns the step's line.
+ */
+async function stopDevice(s: StackState, log: (line: string) => void): Promise<string> {
+  const pid = s.devicePid!;
+  const staleMs = Number(process.env.GLIDEKV_DEVICE_STALE_MS) || DEVICE_STALE_MS;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return `device daemon (pid ${pid}) was gone`;
+  }
+  const t0 = Date.now();
+  const end = t0 + DEVICE_FLUSH_GRACE_MS;
+  let stuck = false;
+  while (Date.now() < end) {
+    if (!alive(pid)) return `device daemon (pid ${pid}) flushed and stopped`;
+    if (s.deviceStatusFile) {
+      const st = deviceStatus(s);
+      const lastSign = Math.max(t0, st?.phase === 'stopping' ? st.updatedMs : 0);
+      if (Date.now() - lastSign > staleMs) {
+        stuck = true;
+        break;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  if (!stuck) {
+    await stopProcess(pid, 0);
+    throw new StepError(`device daemon (pid ${pid}) did not stop in ${DEVICE_FLUSH_GRACE_MS / 60_000} min and was killed; its dirty blocks stay in the cache for the next mount`);
+  }
+  log(`device daemon (pid ${pid}) shows no sign of life for ${Math.round(staleMs / 1000)} s while stopping: killing it and flushing its cache here`);
+  await stopProcess(pid, 0);
+  if (mountAt(s.deviceMountpoint)) await run('umount', ['-l', s.deviceMountpoint]);
+  const g = await openGlideFsFromOptions(
+    { store: s.glidefs.store, catalog: s.glidefs.catalog, cache: s.glidefs.cache },
+    { check: true, retry: retryOptionsFor(s.storeRetryTimeoutMs ?? DEFAULT_STORE_RETRY_TIMEOUT) },
+  );
+  try {
+    const v = await g.fs.openVolume(s.volume);
+    const dirty = v.dirtyBlocks;
+    await v.flush();
+    return `device daemon (pid ${pid}) was stuck while stopping and was killed; its ${dirty} dirty block(s) flushed from the cache`;
+  } finally {
+    await g.close();
+  }
+}
 
 export async function teardown(s: StackState, log: (line: string) => void = () => {}, opts: TeardownOptions = {}): Promise<TeardownReport> {
   const busyMs = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
@@ -126,9 +189,7 @@ export async function teardown(s: StackState, log: (line: string) => void = () =
     }
     let what: string | undefined;
     if (s.devicePid && isOurs(s.devicePid, ['device', 'mount', s.volume])) {
-      const clean = await stopProcess(s.devicePid, DEVICE_FLUSH_GRACE_MS);
-      if (!clean) throw new StepError(`device daemon (pid ${s.devicePid}) did not stop in time and was killed; its dirty blocks stay in the cache for the next mount`);
-      what = `device daemon (pid ${s.devicePid}) flushed and stopped`;
+      what = await stopDevice(s, log);
     }
     s.devicePid = undefined;
     if (mountAt(s.deviceMountpoint)) {
