@@ -432,6 +432,7 @@ export class KvEngine implements Engine {
           st.active = { seg: last, fd, footer: fb };
         }
         dropTombstones(st);
+        st.keydir.trim(); // no spare capacity left from the rebuild
         if (st.active === null) await this.newActive(st);
         st.recount();
         this.namespaces.set(st.name, st);

@@ -255,6 +255,41 @@ export class Keydir {
     this.arena = b;
   }
 
+  /**
+   * Drops spare capacity after a bulk load (recovery): the entry arrays shrink to the entry
+   * numbers handed out and the key arena to the live keys. Inserts grow them again as usual.
+   */
+  trim(): void {
+    if (this.sorted !== null) return; // deferred entries wait for the merge: leave everything as is
+    if (this.arena.length > this.arenaUsed - this.arenaGarbage) {
+      const b = Buffer.allocUnsafe(Math.max(1, this.arenaUsed - this.arenaGarbage));
+      let p = 0;
+      for (let e = 0; e < this.top; e++) {
+        if ((this.flags[e] & F_DEAD) !== 0) continue;
+        const o = this.keyOff[e];
+        const l = this.keyLen[e];
+        this.arena.copy(b, p, o, o + l);
+        this.keyOff[e] = p;
+        p += l;
+      }
+      this.arena = b;
+      this.arenaUsed = p;
+      this.arenaGarbage = 0;
+    }
+    const n = Math.max(4, this.top);
+    if (this.cap > n) {
+      this.keyOff = this.keyOff.slice(0, n);
+      this.keyLen = this.keyLen.slice(0, n);
+      this.flags = this.flags.slice(0, n);
+      this.fileId = this.fileId.slice(0, n);
+      this.offset = this.offset.slice(0, n);
+      this.vsize = this.vsize.slice(0, n);
+      this.rev = this.rev.slice(0, n);
+      this.mtime = this.mtime.slice(0, n);
+      this.cap = n;
+    }
+  }
+
   /** Copies the live keys into a new arena with room for at least `need` more bytes. */
   private compactArena(need = 0): void {
     const live = this.arenaUsed - this.arenaGarbage;
