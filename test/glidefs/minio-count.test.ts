@@ -1,4 +1,4 @@
-// Goal: the uploads the client counts for a volume flush equal the PUTs MinIO itself counted (Prometheus metrics), on a private MinIO.
+// Goal: the PUTs the client counts (block uploads + log records) equal the PUTs MinIO itself counted (Prometheus metrics), on a private MinIO.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,18 +44,23 @@ it('client-counted uploads == MinIO PUT count delta', async () => {
   const v = await fs.openVolume('v');
   await new Promise((r) => setTimeout(r, 1500));
   const before = await minioPutCount(server.endpoint);
+  const logBefore = fs.stats('v').logPuts; // the create record
   for (let i = 0; i < 40; i++) await v.write(i * BLOCK_SIZE, blockOf(i + 1));
   await v.write(50 * BLOCK_SIZE, Buffer.alloc(BLOCK_SIZE)); // a hole: no PUT
-  let r = await v.flush();
+  let r = await v.flush(); // 40 block objects + 1 log record
+  expect(r).toMatchObject({ uploads: 40, logPuts: 1 });
   for (let i = 0; i < 10; i++) await v.write(i * BLOCK_SIZE, blockOf(i + 1)); // unchanged: no PUT
-  for (let i = 10; i < 15; i++) await v.write(i * BLOCK_SIZE + 4096, Buffer.from('changed')); // 5 new
+  for (let i = 10; i < 15; i++) await v.write(i * BLOCK_SIZE + 4096, Buffer.from('changed')); // 5 blocks' sectors
   r = await v.flush();
-  expect(r.uploads).toBe(5);
-  await fs.fork('v', 'w'); // no PUT
+  expect(r).toMatchObject({ uploads: 0, loggedBlocks: 5, logPuts: 1 }); // one log record, no block object
+  await fs.fork('v', 'w'); // the 5 logged blocks folded into block objects for the fork, + its first record
   const s = fs.stats('v');
-  const after = await settledPutCount(before, s.uploads);
-  expect(s.uploads).toBe(45);
-  expect(after - before).toBe(s.uploads);
+  const w = fs.stats('w');
+  expect(w).toMatchObject({ uploads: 5, logPuts: 1 });
+  const client = s.uploads + s.logPuts - logBefore + w.uploads + w.logPuts;
+  const after = await settledPutCount(before, client);
+  expect(s.uploads).toBe(40);
+  expect(after - before).toBe(client);
   await fs.close();
   await store.close();
 });
