@@ -433,6 +433,7 @@ export class KvEngine implements Engine {
         }
         dropTombstones(st);
         st.keydir.trim(); // no spare capacity left from the rebuild
+        st.keydir.renumberSorted(false); // entries in key order: list walks the arrays in order
         if (st.active === null) await this.newActive(st);
         st.recount();
         this.namespaces.set(st.name, st);
@@ -811,6 +812,9 @@ export class KvEngine implements Engine {
     const after = opts?.after !== undefined ? toBytes(opts.after, 'after') : null;
     const limit = opts?.limit ?? Infinity;
     if (typeof limit !== 'number' || limit < 0 || Number.isNaN(limit)) throw new KvError('E_INVALID_ARGUMENT', 'limit must be >= 0');
+    // entries in key order make list walk the keydir's arrays front to back; reclaim holds entry
+    // numbers across its awaits, so never while one runs
+    if (st.reclaiming === null && st.keydir.wantsRenumber()) st.keydir.renumberSorted();
     return listKeys(st.keydir, prefix, after, limit);
   }
 

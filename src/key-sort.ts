@@ -19,6 +19,10 @@ export interface KeyArena {
 /** Sorts arr[0, n) (entry numbers) by their keys; `compare` is the full key order (ties). */
 export function sortEntriesByKey(arr: Uint32Array, n: number, k: KeyArena, compare: (a: number, b: number) => number): void {
   if (n < 2) return;
+  // already in order (entries renumbered in key order, Keydir.renumberSorted): one pass, no sort
+  let sorted = true;
+  for (let i = 1; i < n && sorted; i++) if (compare(arr[i - 1], arr[i]) > 0) sorted = false;
+  if (sorted) return;
   const tmp = new Uint32Array(n);
   const hi = new Uint32Array(n);
   const lo = new Uint32Array(n);

@@ -152,6 +152,7 @@ export class Keydir {
     this.keyLen[e] = key.length;
     this.arenaUsed += key.length;
     this.size++;
+    this.unordered++;
     if ((this.size + 1) > this.slots.length * 0.75) this.rehash(this.slots.length * 2);
     let i = fnv1a(key, 0, key.length) & this.mask;
     while (this.slots[i] !== 0) i = (i + 1) & this.mask;
@@ -399,6 +400,80 @@ export class Keydir {
       this.releaseDeferred();
     }
     return { arr: this.sorted, len: this.sortedLen };
+  }
+
+  /** Entries inserted since the last renumberSorted (they sit out of key order). */
+  private unordered = Infinity;
+
+  /**
+   * Is renumberSorted worth it? (never done, or more than 1/8 of the keys came since.) list's
+   * cost per key is mostly cache misses on the entry arrays when entry numbers (insertion
+   * order) are not key order.
+   */
+  wantsRenumber(): boolean {
+    return this.size >= 1024 && this.unordered * 8 > this.size;
+  }
+
+  /**
+   * Renumbers the live entries in key order (and lays the arena out in that order), so a list
+   * walks every array front to back. Every entry number held by a caller becomes invalid:
+   * call only when none is held across this call (the engine: no reclaim running).
+   * `keepView` false drops the sorted array afterwards (its next build finds the entries in
+   * order and skips the sort): what open does, so the keydir holds no array it does not need.
+   */
+  renumberSorted(keepView = true): void {
+    const { arr, len: n } = this.sortedEntries();
+    this.unordered = 0;
+    const newOf = new Int32Array(this.top).fill(-1);
+    for (let i = 0; i < n; i++) newOf[arr[i]] = i;
+    const cap = this.cap;
+    const keyOff = new Uint32Array(cap);
+    const keyLen = new Uint16Array(cap);
+    const flags = new Uint8Array(cap);
+    const fileId = new Uint32Array(cap);
+    const offset = new Uint32Array(cap);
+    const vsize = new Uint32Array(cap);
+    const rev = new Float64Array(cap);
+    const mtime = new Float64Array(cap);
+    const arena = Buffer.allocUnsafe(Math.max(256, this.arena.length));
+    let p = 0;
+    for (let i = 0; i < n; i++) {
+      const e = arr[i];
+      const o = this.keyOff[e];
+      const l = this.keyLen[e];
+      this.arena.copy(arena, p, o, o + l);
+      keyOff[i] = p;
+      keyLen[i] = l;
+      p += l;
+      flags[i] = this.flags[e];
+      fileId[i] = this.fileId[e];
+      offset[i] = this.offset[e];
+      vsize[i] = this.vsize[e];
+      rev[i] = this.rev[e];
+      mtime[i] = this.mtime[e];
+    }
+    for (let i = n; i < cap; i++) flags[i] = F_DEAD;
+    const slots = this.slots;
+    for (let i = 0; i < slots.length; i++) if (slots[i] !== 0) slots[i] = newOf[slots[i] - 1] + 1;
+    const hashes = [...this.hashes];
+    this.hashes.clear();
+    for (const [e, h] of hashes) if (newOf[e] >= 0) this.hashes.set(newOf[e], h);
+    this.keyOff = keyOff;
+    this.keyLen = keyLen;
+    this.flags = flags;
+    this.fileId = fileId;
+    this.offset = offset;
+    this.vsize = vsize;
+    this.rev = rev;
+    this.mtime = mtime;
+    this.arena = arena;
+    this.arenaUsed = p;
+    this.arenaGarbage = 0;
+    this.top = n;
+    this.freeHead = -1;
+    this.deferredHead = -1;
+    for (let i = 0; i < n; i++) arr[i] = i;
+    if (!keepView) this.dropSorted();
   }
 
   /** First position in the sorted array whose key is >= key (or > key when `strict`). */

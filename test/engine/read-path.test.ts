@@ -253,6 +253,55 @@ describe('read path: the cache follows a growing active segment and evicts', () 
   });
 });
 
+describe('list renumbers the keydir in key order, never under a running reclaim', () => {
+  it('lists while a reclaim runs (entries it holds keep their numbers), then every key reads as the model says', async () => {
+    const dir = newDir('read-path-renumber');
+    const opts = { sync: 'none' as const, segmentMaxBytes: 64 * 1024, reclaimDeadRatio: 1 };
+    let e = (await open(dir, opts)) as Eng;
+    await e.createNamespace('n');
+    const model = new Map<string, Buffer>();
+    const put = async (k: string, v: Buffer): Promise<void> => {
+      await e.put('n', k, v);
+      model.set(k, v);
+    };
+    for (let i = 0; i < 3000; i++) await put(`k${(i * 7919) % 3000}`, Buffer.alloc(50, i & 0xff));
+    await e.close();
+    e = (await open(dir, opts)) as Eng; // renumbered in key order at open
+    // dead bytes for reclaim, and 1/8+ new keys so that the next list wants to renumber
+    for (let i = 0; i < 3000; i += 2) await put(`k${i}`, Buffer.alloc(60, (i + 1) & 0xff));
+    for (let i = 0; i < 600; i++) await put(`new${(i * 31) % 600}`, Buffer.alloc(40, i & 0xff));
+    const st = e.namespaces.get('n')!;
+    expect(st.keydir.wantsRenumber()).toBe(true);
+    const r = e.reclaim();
+    for (let i = 0; i < 1000 && st.reclaiming === null; i++) await Promise.resolve(); // until it holds entry numbers
+    let listsDuringReclaim = 0;
+    let batchNo = 0;
+    while (st.reclaiming !== null) {
+      // new keys (1/8+ of them) while the reclaim copies: the next list wants to renumber again
+      const ops = Array.from({ length: 600 }, (_, i) => ({ type: 'put' as const, key: `b${batchNo}-${i}`, value: Buffer.alloc(30, batchNo) }));
+      batchNo++;
+      await e.batch('n', ops);
+      for (const o of ops) model.set(o.key, o.value);
+      if (st.reclaiming === null) break;
+      const want = [...model.keys()].sort((a, b) => cmpBuf(Buffer.from(a), Buffer.from(b)));
+      expect(e.list('n').map((x) => x.key.toString())).toEqual(want);
+      listsDuringReclaim++;
+    }
+    expect((await r).relocatedBytes).toBeGreaterThan(0);
+    expect(listsDuringReclaim, 'list ran while the reclaim held entry numbers').toBeGreaterThan(0);
+    e.list('n'); // no reclaim now: renumbers
+    expect(st.keydir.wantsRenumber()).toBe(false);
+    for (const [k, v] of model) {
+      expect((await e.get('n', k))?.value, k).toEqual(v);
+      expect((await slowGet(e, 'n', Buffer.from(k)))?.value, k).toEqual(v);
+    }
+    await e.close();
+    e = (await open(dir, opts)) as Eng;
+    for (const [k, v] of model) expect((await e.get('n', k))?.value, `${k} after reopen`).toEqual(v);
+    await e.close();
+  });
+});
+
 describe('key sort: the radix sort orders as Buffer.compare', () => {
   it('random keys with long shared prefixes, 0x00 bytes, prefixes of each other (enough of them for the radix passes)', () => {
     fc.assert(
