@@ -17,8 +17,9 @@
  *   the block read the rest, up to the current size). A record that straddles two blocks or
  *   is larger than a block is not cached (the caller reads it).
  * - While the cache has free blocks, a miss reads the aligned window of `readAroundBlocks`
- *   blocks around it in one pread and keeps them all (what the kernel's read-around does for
- *   an mmap fault: a cold store warms up in few I/Os).
+ *   blocks around it (default 32: 1 MiB) in one pread and keeps them all (what the kernel's
+ *   read-around does for an mmap fault: a cold store warms up in few large reads; at most the
+ *   cache's capacity is read this way, since it stops once the cache is full).
  * - Once full, CLOCK picks the victim, and a block is admitted only on its second miss among
  *   the recent ones (a ghost list as long as the cache): a working set larger than the cache
  *   costs one small pread per get, as without a cache, instead of a block read per get.
@@ -68,7 +69,7 @@ export class ReadCache {
    * @param blockBytes a power of two
    * @param readAroundBlocks blocks read together on a miss while the cache has room (power of two)
    */
-  constructor(capacityBytes: number, blockBytes = 32 * 1024, readAroundBlocks = 4) {
+  constructor(capacityBytes: number, blockBytes = 32 * 1024, readAroundBlocks = 32) {
     if (blockBytes < 4096 || (blockBytes & (blockBytes - 1)) !== 0) throw new RangeError('read cache: blockBytes must be a power of two >= 4096');
     if (readAroundBlocks < 1 || (readAroundBlocks & (readAroundBlocks - 1)) !== 0) throw new RangeError('read cache: readAroundBlocks must be a power of two');
     this.blockBytes = blockBytes;
