@@ -23,7 +23,7 @@ import { GlideFsError } from './errors.js';
 import { blockHash, blockKey, keyHash } from './block-key.js';
 import type { BlockChange } from './catalog.js';
 import { FULL_MASK, KIND_CHECKPOINT, KIND_DELETE, logKey, type CheckpointRecord, type LogRecord } from './log-record.js';
-import { fencedError, listLog, materialize, readRecord, RecordGone, ZERO_HASH } from './volume-log.js';
+import { fencedError, listLog, materializeMany, readRecord, RecordGone, ZERO_HASH } from './volume-log.js';
 import { appendRecord, crashPoint, deleteObjects } from './flush.js';
 import { STATE_CLEAN } from './cache.js';
 import type { OpenVolume } from './volume.js';
@@ -65,18 +65,20 @@ export async function runCheckpoint(vol: OpenVolume): Promise<CheckpointResult> 
     const uploadSet = new Set(plan.upload);
     const limit = pLimit(vol.deps.uploadConcurrency);
     let n = 0;
-    await Promise.all(
-      keyed
-        .filter((c) => uploadSet.has(c.newKey!))
-        .map((c) =>
+    const todo = keyed.filter((c) => uploadSet.has(c.newKey!));
+    for (let b = 0; b < todo.length; b += 256) {
+      const batch = todo.slice(b, b + 256);
+      const bytes = await committedBytesMany(vol, batch.map((c) => ({ i: c.blockIndex, base: c.oldKey ?? undefined, logged: logged.get(c.blockIndex)! })));
+      await Promise.all(
+        batch.map((c) =>
           limit(async () => {
-            const bytes = await committedBytes(vol, c.blockIndex, logged.get(c.blockIndex)!, c.oldKey ?? undefined);
-            await store.put(c.newKey!, bytes);
+            await store.put(c.newKey!, bytes.get(c.blockIndex)!);
             c.uploaded = true;
             if (++n === 1) crashPoint('checkpoint-between-block-uploads');
           }),
         ),
-    );
+      );
+    }
     const final = new Map(vol.map);
     for (const c of folds) {
       if (c.newKey === null) final.delete(c.blockIndex);
@@ -130,16 +132,27 @@ export async function runCheckpoint(vol: OpenVolume): Promise<CheckpointResult> 
   }
 }
 
-/** The committed bytes of a logged block: the cache's clean copy when it hashes right, else base + records from the store. */
-async function committedBytes(vol: OpenVolume, i: number, l: { hash: string; seqs: number[] }, base: string | undefined): Promise<Buffer> {
-  if (vol.cache.state(i) === STATE_CLEAN) {
-    const buf = vol.cache.readBlock(i);
-    if (blockHash(buf) === l.hash) return buf;
+/** The committed bytes of logged blocks: the cache's clean copy when it hashes right, else base + records from the store (each record read once). */
+async function committedBytesMany(vol: OpenVolume, items: Array<{ i: number; base: string | undefined; logged: { hash: string; seqs: number[] } }>): Promise<Map<number, Buffer>> {
+  const out = new Map<number, Buffer>();
+  const rest: typeof items = [];
+  for (const it of items) {
+    if (vol.cache.state(it.i) === STATE_CLEAN) {
+      const buf = vol.cache.readBlock(it.i);
+      if (blockHash(buf) === it.logged.hash) {
+        out.set(it.i, buf);
+        continue;
+      }
+    }
+    rest.push(it);
   }
+  if (rest.length === 0) return out;
   try {
-    return await materialize(vol.deps.store, vol.records, `volume '${vol.name}'`, i, base, l, () => vol.unsavedGets++);
+    const got = await materializeMany(vol.deps.store, vol.records, `volume '${vol.name}'`, rest, () => vol.unsavedGets++);
+    for (const [i, b] of got) out.set(i, b);
+    return out;
   } catch (err) {
-    if (err instanceof RecordGone) throw GlideFsError.CORRUPT(`block ${i} of volume '${vol.name}': log record ${err.seq} is missing from the store`);
+    if (err instanceof RecordGone) throw GlideFsError.CORRUPT(`volume '${vol.name}': log record ${err.seq} is missing from the store`);
     throw err;
   }
 }

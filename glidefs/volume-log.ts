@@ -10,6 +10,7 @@
  * flush of ours that failed on our side but landed (caught up, then the next
  * seq); anything else is another writer: E_FENCED.
  */
+import pLimit from 'p-limit';
 import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
 import { BLOCK_SIZE, blockHash, keyHash } from './block-key.js';
@@ -139,4 +140,69 @@ export async function materialize(
     throw GlideFsError.CORRUPT(`block ${i} of ${what}: base ${baseKey ?? '(zeros)'} + log records ${logged.seqs.join(',')} do not match hash ${logged.hash}`);
   }
   return block;
+}
+
+/**
+ * The committed bytes of many logged blocks at once: each base object is
+ * GET once, each record once (in seq order, a window of `window` GETs in
+ * flight), and applied to every block it holds sectors of. Checked against
+ * each block's hash. A record gone (folded by a checkpoint meanwhile) throws
+ * RecordGone.
+ */
+export async function materializeMany(
+  store: ObjectStore,
+  records: RecordCache,
+  what: string,
+  items: Array<{ i: number; base: string | undefined; logged: LoggedBlock }>,
+  onGet: () => void = () => undefined,
+  window = 8,
+): Promise<Map<number, Buffer>> {
+  const out = new Map<number, Buffer>();
+  const limit = pLimit(window);
+  await Promise.all(
+    items.map((it) =>
+      limit(async () => {
+        if (it.base === undefined) {
+          out.set(it.i, Buffer.alloc(BLOCK_SIZE));
+          return;
+        }
+        const data = await store.get(it.base);
+        onGet();
+        if (data === null) throw GlideFsError.CORRUPT(`object ${it.base} (block ${it.i} of ${what}) is missing from the store`);
+        if (data.length !== BLOCK_SIZE || blockHash(data) !== keyHash(it.base)) {
+          throw GlideFsError.CORRUPT(`object ${it.base} (block ${it.i} of ${what}) does not match its hash`);
+        }
+        out.set(it.i, Buffer.from(data));
+      }),
+    ),
+  );
+  const need = new Map<number, Set<number>>();
+  for (const it of items) {
+    for (const seq of it.logged.seqs) {
+      let s = need.get(seq);
+      if (!s) need.set(seq, (s = new Set()));
+      s.add(it.i);
+    }
+  }
+  const seqs = [...need.keys()].sort((a, b) => a - b);
+  const inflight: Array<Promise<FlushRecord | null>> = [];
+  let next = 0;
+  for (let k = 0; k < seqs.length; k++) {
+    while (inflight.length < window && next < seqs.length) {
+      const p = records.get(seqs[next++]);
+      p.catch(() => undefined);
+      inflight.push(p);
+    }
+    const rec = await inflight.shift()!;
+    onGet();
+    if (rec === null) throw new RecordGone(seqs[k]);
+    const blocks = need.get(seqs[k])!;
+    for (const e of rec.sectors) if (blocks.has(e.index)) applySectors(out.get(e.index)!, e);
+  }
+  for (const it of items) {
+    if (blockHash(out.get(it.i)!) !== it.logged.hash) {
+      throw GlideFsError.CORRUPT(`block ${it.i} of ${what}: base ${it.base ?? '(zeros)'} + log records ${it.logged.seqs.length} do not match hash ${it.logged.hash}`);
+    }
+  }
+  return out;
 }

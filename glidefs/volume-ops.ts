@@ -11,7 +11,7 @@ import type { ObjectStore } from './object-store.js';
 import { blockKey, keyHash } from './block-key.js';
 import type { Catalog, Owner, VolumeRow } from './catalog.js';
 import { encodeRecord, KIND_CHECKPOINT, KIND_DELETE, logKey, type CheckpointRecord, type DeleteRecord } from './log-record.js';
-import { createRecord, fencedError, listLog, materialize, RecordCache, RecordGone, ZERO_HASH } from './volume-log.js';
+import { createRecord, fencedError, listLog, materializeMany, RecordCache, RecordGone, ZERO_HASH } from './volume-log.js';
 
 export interface OpsDeps {
   catalog: Catalog;
@@ -73,20 +73,23 @@ export async function forkInStore(d: OpsDeps, src: string, dst: string, snapshot
       );
       pendingKeys.push(...folds.map((f) => f.key));
       const need = new Set(up.upload);
-      const records = new RecordCache(d.store, d.prefix, s.uuid);
+      const records = new RecordCache(d.store, d.prefix, s.uuid, 32);
       const limit = pLimit(d.uploadConcurrency);
       const uploads: Array<{ blockIndex: number; key: string }> = [];
-      await Promise.all(
-        folds
-          .filter((f) => need.has(f.key))
-          .map((f) =>
+      const todo = folds.filter((f) => need.has(f.key));
+      // in batches: each record is read once per batch, whatever the number of blocks it holds sectors of
+      for (let b = 0; b < todo.length; b += 256) {
+        const batch = todo.slice(b, b + 256);
+        const bytes = await materializeMany(d.store, records, `volume '${src}'`, batch.map((f) => ({ i: f.i, base: f.base, logged: f.l })));
+        await Promise.all(
+          batch.map((f) =>
             limit(async () => {
-              const bytes = await materialize(d.store, records, `volume '${src}'`, f.i, f.base, f.l);
-              await d.store.put(f.key, bytes);
+              await d.store.put(f.key, bytes.get(f.i)!);
               uploads.push({ blockIndex: f.i, key: f.key });
             }),
           ),
-      );
+        );
+      }
       const uuid = randomBytes(16).toString('hex');
       const createdAt = Date.now();
       const rec: CheckpointRecord = {

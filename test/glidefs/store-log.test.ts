@@ -67,11 +67,17 @@ describe('volume log (directory store)', () => {
     // the cache is lost: another cache dir reads base + log
     const expected = Buffer.from(await v.read(0, 8 * BS));
     await g.close();
-    const g2 = await env.reopen({ fresh: true });
+    const g2 = await GlideFs.open({ store: env.store, catalogPath: env.catalogPath, cacheDir: join(env.root, 'c2'), checkpoint: { onClose: false } });
     expect(g2.stats('v')).toMatchObject({ loggedBlocks: 2, checkpoints: 0 });
     const v2 = await g2.openVolume('v');
     expect((await v2.read(0, 8 * BS)).equals(expected)).toBe(true);
     expect((await v2.read(2 * BS + 4096 * 3 + 10, 13)).toString()).toBe('journal entry');
+    await g2.close();
+    // a checkpoint with nothing cached folds from the store (base + records, each record read once)
+    const g3 = await env.reopen({ fresh: true });
+    const v3 = await g3.openVolume('v');
+    expect(await v3.checkpoint()).toMatchObject({ foldedBlocks: 2, uploads: 2 });
+    expect((await v3.read(0, 8 * BS)).equals(expected)).toBe(true);
   });
 
   it('a checkpoint folds the log into block objects, deletes the records it covers, and reads stay identical', async () => {
