@@ -174,7 +174,7 @@ export function markdownTable(doc: PeersDoc): string {
     );
   }
   for (const h of doc.handMeasured) {
-    lines.push(`| ${h.label} — **measured by hand ${h.measured}, not rerun** | ${h.version} | 8 | ${h.puts.toLocaleString('en-US')} | | ${ampl(h.amplification)} | | | |`);
+    lines.push(`| ${h.label} — **measured by hand ${h.measured}, not rerun** (cannot be installed here) | ${h.version} | | ${h.puts.toLocaleString('en-US')} | | ${ampl(h.amplification)} | | | |`);
   }
   return lines.join('\n') + '\n';
 }
