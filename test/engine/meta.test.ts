@@ -169,7 +169,9 @@ it('kill -9 during concurrent meta writers, many times: the next open never fail
     }
     const e = await open(dir);
     expect(e.listNamespaces()).toContain('keep');
-    expect(e.list('keep').length).toBe(13);
+    // all 13 keys once any child finished a round (before that, a kill may land mid first round)
+    if (rounds > 0) expect(e.list('keep').length).toBe(13);
+    else expect(e.list('keep').length).toBeLessThanOrEqual(13);
     await e.close();
   }
   expect(rounds).toBeGreaterThan(0); // the children got through whole rounds, so the kills landed mid-work
