@@ -48,6 +48,22 @@ export interface FlushResult {
   durationMs: number;
 }
 
+/** The result of a flush that had nothing to do (or ran on a read-only volume). */
+export function emptyFlushResult(durationMs: number): FlushResult {
+  return {
+    uploads: 0,
+    uploadedBytes: 0,
+    reuploads: 0,
+    skippedUnchanged: 0,
+    committedBlocks: 0,
+    loggedBlocks: 0,
+    logPuts: 0,
+    logBytes: 0,
+    deletes: 0,
+    durationMs,
+  };
+}
+
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
 export interface FlushProgress {
@@ -82,18 +98,7 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
   const { catalog, store, prefix, owner } = vol.deps;
   if (vol.fenced) throw vol.fenced;
   vol.cache.sync();
-  const empty = (): FlushResult => ({
-    uploads: 0,
-    uploadedBytes: 0,
-    reuploads: 0,
-    skippedUnchanged: 0,
-    committedBlocks: 0,
-    loggedBlocks: 0,
-    logPuts: 0,
-    logBytes: 0,
-    deletes: 0,
-    durationMs: performance.now() - t0,
-  });
+  const empty = (): FlushResult => emptyFlushResult(performance.now() - t0);
 
   // 1. the dirty set, taken synchronously
   const dirty = vol.cache.dirtyIndices();

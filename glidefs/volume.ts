@@ -25,7 +25,7 @@ import type { ObjectStore } from './object-store.js';
 import { BLOCK_SIZE, blockHash, keyHash } from './block-key.js';
 import { STATE_CLEAN, STATE_DIRTY, STATE_NONE, type VolumeCache } from './cache.js';
 import type { Catalog, LoggedBlock, Owner, VolumeRow } from './catalog.js';
-import { runFlush, type FlushOptions, type FlushResult } from './flush.js';
+import { emptyFlushResult, runFlush, type FlushOptions, type FlushResult } from './flush.js';
 import { runCheckpoint, catchUp, type CheckpointResult } from './checkpoint.js';
 import { FULL_MASK, sectorMask } from './log-record.js';
 import { materialize, RecordCache, RecordGone, ZERO_HASH } from './volume-log.js';
@@ -327,18 +327,7 @@ export class OpenVolume implements Volume {
   flush(opts: FlushOptions = {}): Promise<FlushResult> {
     this.checkOpen();
     if (this.readOnly) {
-      return Promise.resolve({
-        uploads: 0,
-        uploadedBytes: 0,
-        reuploads: 0,
-        skippedUnchanged: 0,
-        committedBlocks: 0,
-        loggedBlocks: 0,
-        logPuts: 0,
-        logBytes: 0,
-        deletes: 0,
-        durationMs: 0,
-      });
+      return Promise.resolve(emptyFlushResult(0));
     }
     if (this.fenced) return Promise.reject(this.fenced);
     this.flushing++;
