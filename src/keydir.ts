@@ -263,19 +263,7 @@ export class Keydir {
   trim(): void {
     if (this.sorted !== null) return; // deferred entries wait for the merge: leave everything as is
     if (this.arena.length > this.arenaUsed - this.arenaGarbage) {
-      const b = Buffer.allocUnsafe(Math.max(1, this.arenaUsed - this.arenaGarbage));
-      let p = 0;
-      for (let e = 0; e < this.top; e++) {
-        if ((this.flags[e] & F_DEAD) !== 0) continue;
-        const o = this.keyOff[e];
-        const l = this.keyLen[e];
-        this.arena.copy(b, p, o, o + l);
-        this.keyOff[e] = p;
-        p += l;
-      }
-      this.arena = b;
-      this.arenaUsed = p;
-      this.arenaGarbage = 0;
+      this.moveLiveKeys(Buffer.allocUnsafe(Math.max(1, this.arenaUsed - this.arenaGarbage)));
     }
     const n = Math.max(4, this.top);
     if (this.cap > n) {
@@ -294,7 +282,11 @@ export class Keydir {
   /** Copies the live keys into a new arena with room for at least `need` more bytes. */
   private compactArena(need = 0): void {
     const live = this.arenaUsed - this.arenaGarbage;
-    const b = Buffer.allocUnsafe(Math.max(256, Math.ceil(live * 1.25), live + need));
+    this.moveLiveKeys(Buffer.allocUnsafe(Math.max(256, Math.ceil(live * 1.25), live + need)));
+  }
+
+  /** Copies the live keys, in entry order, to the start of `b`, which becomes the arena. */
+  private moveLiveKeys(b: Buffer): void {
     let p = 0;
     for (let e = 0; e < this.top; e++) {
       if ((this.flags[e] & F_DEAD) !== 0) continue;
