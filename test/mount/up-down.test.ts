@@ -87,6 +87,10 @@ describe.skipIf(skipReason !== undefined)('glidekv up / down / fork', () => {
     const [st] = await status();
     expect(st).toMatchObject({ volume: 'v1', mountpoint: mnt, state: 'up', problems: [] });
     expect(readFileSync(`/sys/block/${st.loopDevice.slice(5)}/loop/backing_file`, 'utf8').trim()).toBe(join(root, 'run', 'v1', 'dev', 'volume'));
+    // ext4 commits its journal with one device flush (one log PUT per fsync), not a preflush + emulated FUA
+    const ext4Line = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.startsWith(`${st.loopDevice} `));
+    expect(ext4Line, 'the ext4 of the stack in /proc/self/mounts').toMatch(/\bjournal_async_commit\b/);
+    expect(ext4Line).toMatch(/\bdata=writeback\b/);
 
     await ok(sh(`mkdir ${q(mnt + '/ns')} && echo small > ${q(mnt + '/ns/s1')} && cp ${q(files + '/big1')} ${q(mnt + '/ns/big1')}`));
     expect(await ok(sh(`cat ${q(mnt + '/ns/s1')}`))).toBe('small\n');
