@@ -11,7 +11,7 @@
  * object or found the key taken (S3 answers 412 to a PUT, and MinIO counts that
  * request too); `putsRefused` counts the ones that found it taken.
  */
-import type { ObjectHead, ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore, TaggedObject } from './object-store.js';
 
 export interface CountingStats {
   puts: number;
@@ -63,6 +63,35 @@ export class CountingStore implements ObjectStore {
     this.counters.putBytes += body.byteLength;
     if (!created) this.counters.putsRefused++;
     return created;
+  }
+
+  /** One PUT whether it replaced the object or not (`putsRefused` counts the refused ones). */
+  async putIfMatch(key: string, body: Uint8Array, etag: string): Promise<string | null> {
+    let tag: string | null;
+    try {
+      tag = await this.inner.putIfMatch(key, body, etag);
+    } catch (err) {
+      this.counters.errors++;
+      throw err;
+    }
+    this.counters.puts++;
+    this.counters.putBytes += body.byteLength;
+    if (tag === null) this.counters.putsRefused++;
+    return tag;
+  }
+
+  async getTagged(key: string): Promise<TaggedObject | null> {
+    let v: TaggedObject | null;
+    try {
+      v = await this.inner.getTagged(key);
+    } catch (err) {
+      this.counters.errors++;
+      throw err;
+    }
+    this.counters.gets++;
+    if (v) this.counters.getBytes += v.data.byteLength;
+    else this.counters.getMisses++;
+    return v;
   }
 
   async head(key: string): Promise<ObjectHead | null> {

@@ -20,17 +20,25 @@
  * one links (true) and the others get EEXIST (false); the existing file is
  * untouched. The temp name is then unlinked and the directory fsynced.
  *
+ * putIfMatch takes a per-key lock file `<dir>/.tmp-cas.<name>` (lib/pid-lock:
+ * link(2), a dead holder's lock is broken), reads the object, compares its
+ * tag (BLAKE3-128 of the bytes) and, when it matches, replaces it as `put`
+ * does (temp file, fsync, rename, directory fsync), then drops the lock. The
+ * name is never absent meanwhile, so putIfAbsent stays atomic beside it.
+ *
  * delete removes the file and then the directories it leaves empty (up to the
  * root); a concurrent put that loses its directory to that cleanup retries.
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { link, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink } from 'node:fs/promises';
-import { dirname, join, sep } from 'node:path';
+import { basename, dirname, join, sep } from 'node:path';
+import { hash as blake3 } from 'blake3';
+import { LockHeldError, PidLock } from '../lib/pid-lock.js';
 import { pathToFileURL } from 'node:url';
 import { fsyncDir } from '../lib/fsync.js';
 import { GlideFsError } from './errors.js';
-import type { ObjectHead, ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore, TaggedObject } from './object-store.js';
 
 const TMP_PREFIX = '.tmp-';
 
@@ -157,6 +165,50 @@ export class DirStore implements ObjectStore {
       }
     }
     return true;
+  }
+
+  async getTagged(key: string): Promise<TaggedObject | null> {
+    const data = await this.get(key);
+    return data === null ? null : { data, etag: tagOf(data) };
+  }
+
+  async putIfMatch(key: string, body: Uint8Array, etag: string): Promise<string | null> {
+    this.checkOpen();
+    const path = this.pathOf(key);
+    const dir = dirname(path);
+    const lockFile = join(dir, `${TMP_PREFIX}cas.${basename(path)}`);
+    let lock: PidLock;
+    for (const deadline = Date.now() + 10_000; ; ) {
+      try {
+        lock = await PidLock.acquire(lockFile, { waitMs: 10_000 });
+        break;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return null; // no directory: no object
+        if (!(err instanceof LockHeldError)) throw this.fsError('putIfMatch', key, err);
+        if (Date.now() > deadline) throw GlideFsError.CONFLICT(`conditional replace of '${key}' on ${this.description}: its lock stayed held for 10 s`);
+        await new Promise((r) => setTimeout(r, 2 + Math.random() * 8));
+      }
+    }
+    try {
+      let cur: Buffer;
+      try {
+        cur = await readFile(path);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return null;
+        throw this.fsError('putIfMatch', key, err);
+      }
+      if (tagOf(cur) !== etag) return null;
+      try {
+        await this.putOnce(path, dir, body);
+      } catch (err) {
+        throw this.fsError('putIfMatch', key, err);
+      }
+      return tagOf(body);
+    } finally {
+      await lock.release();
+    }
   }
 
   async head(key: string): Promise<ObjectHead | null> {
@@ -303,4 +355,9 @@ export function checkKey(key: string): void {
     if (seg.startsWith(TMP_PREFIX)) throw GlideFsError.BAD_KEY(key, `segments may not start with '${TMP_PREFIX}'`);
     if (Buffer.byteLength(seg) > 255) throw GlideFsError.BAD_KEY(key, 'segment longer than 255 bytes');
   }
+}
+
+/** A directory store's entity tag: BLAKE3-128 of the bytes, hex. */
+function tagOf(data: Uint8Array): string {
+  return (blake3(data, { length: 16 }) as Buffer).toString('hex');
 }

@@ -13,13 +13,13 @@
  *   (retryable, injected). A timed-out put or putIfAbsent is carried out on
  *   the inner store half of the time first, as a real timeout may or may not
  *   have stored the object. putIfAbsent draws like put (putErrorProbability),
- *   head like get (getErrorProbability).
+ *   head and getTagged like get (getErrorProbability), putIfMatch like put.
  * - `failAll` (a plain field, switchable at run time) fails every request.
  * Faults happen before the inner call, so a failed put/delete changed nothing
  * (except the timed-out puts above).
  */
 import { GlideFsError } from './errors.js';
-import type { ObjectHead, ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore, TaggedObject } from './object-store.js';
 import { mulberry32 } from '../lib/prng.js';
 
 export interface FaultyStoreOptions {
@@ -81,6 +81,18 @@ export class FaultyStore implements ObjectStore {
       await this.inner.putIfAbsent(key, body);
     });
     return this.inner.putIfAbsent(key, body);
+  }
+
+  async putIfMatch(key: string, body: Uint8Array, etag: string): Promise<string | null> {
+    await this.fault('putIfMatch', key, this.opts.putErrorProbability, async () => {
+      await this.inner.putIfMatch(key, body, etag);
+    });
+    return this.inner.putIfMatch(key, body, etag);
+  }
+
+  async getTagged(key: string): Promise<TaggedObject | null> {
+    await this.fault('get', key, this.opts.getErrorProbability);
+    return this.inner.getTagged(key);
   }
 
   async head(key: string): Promise<ObjectHead | null> {

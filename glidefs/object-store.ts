@@ -18,6 +18,17 @@ export interface ObjectHead {
   modifiedAt: number;
 }
 
+/** An object's bytes and its entity tag (`getTagged`). */
+export interface TaggedObject {
+  data: Buffer;
+  /**
+   * Opaque; changes whenever the object is written with other bytes. S3: the
+   * ETag (quotes included); directory: BLAKE3-128 of the bytes; memory: a
+   * per-key write counter. Only meaningful to `putIfMatch` of the same store.
+   */
+  etag: string;
+}
+
 export interface ObjectStore {
   /**
    * A human-readable name of the store, e.g. `s3://bucket/prefix` or
@@ -61,6 +72,23 @@ export interface ObjectStore {
 
   /** Returns the object's bytes, or null when no object has that key. */
   get(key: string): Promise<Buffer | null>;
+
+  /** `get` with the object's entity tag, for a later `putIfMatch`; null when no object has that key. */
+  getTagged(key: string): Promise<TaggedObject | null>;
+
+  /**
+   * Conditional replace: stores `body` under `key` only if an object has that
+   * key and its entity tag is `etag`, atomically with respect to every other
+   * putIfMatch and putIfAbsent of the store (S3 `PutObject` with `If-Match`;
+   * a directory store compares and renames under a per-key lock file).
+   * Resolves the new entity tag, or null when the key is missing or its tag
+   * is another (the object is left unchanged). Of concurrent calls with one
+   * tag, at most one succeeds. Throws on failure like `put`; as with
+   * putIfAbsent, a retried call whose first attempt landed resolves null for
+   * the caller's own bytes (read back and compare to tell). S3 409
+   * ConditionalRequestConflict: a retryable E_CONFLICT.
+   */
+  putIfMatch(key: string, body: Uint8Array, etag: string): Promise<string | null>;
 
   /** Deletes the object. Deleting a missing key is not an error. */
   delete(key: string): Promise<void>;

@@ -31,7 +31,7 @@
  * with the same code and ` (gave up after N attempts)` appended.
  */
 import { GlideFsError } from './errors.js';
-import type { ObjectHead, ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore, TaggedObject } from './object-store.js';
 import { mulberry32 } from '../lib/prng.js';
 
 /** How long openStore's s3:// stores retry a failing request by default (ms). */
@@ -139,6 +139,15 @@ export class RetryStore implements ObjectStore {
    */
   putIfAbsent(key: string, body: Uint8Array): Promise<boolean> {
     return this.run('putIfAbsent', key, () => this.inner.putIfAbsent(key, body));
+  }
+
+  /** The inner store's conditional replace, retried like putIfAbsent: null is an answer; a retried replace whose first attempt landed answers null (read back to tell). */
+  putIfMatch(key: string, body: Uint8Array, etag: string): Promise<string | null> {
+    return this.run('putIfMatch', key, () => this.inner.putIfMatch(key, body, etag));
+  }
+
+  getTagged(key: string): Promise<TaggedObject | null> {
+    return this.run('get', key, () => this.inner.getTagged(key));
   }
 
   head(key: string): Promise<ObjectHead | null> {

@@ -25,7 +25,7 @@ import {
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
 import { GlideFsError } from './errors.js';
-import type { ObjectHead, ObjectStore } from './object-store.js';
+import type { ObjectHead, ObjectStore, TaggedObject } from './object-store.js';
 
 export interface S3StoreOptions {
   bucket: string;
@@ -132,6 +132,49 @@ export class S3Store implements ObjectStore {
         throw GlideFsError.CONFLICT(`conditional create of '${key}' on ${this.description} raced another (HTTP 409 ${e?.name ?? ''})`, status);
       }
       throw this.mapError(err, 'putIfAbsent', key);
+    }
+  }
+
+  /**
+   * PutObject with `If-Match: <etag>`: 412 PreconditionFailed (another tag)
+   * and 404 (no object) = null; 409 ConditionalRequestConflict = retryable
+   * E_CONFLICT. Resolves the new ETag.
+   */
+  async putIfMatch(key: string, body: Uint8Array, etag: string): Promise<string | null> {
+    this.checkOpen();
+    checkS3Key(key);
+    try {
+      const res = await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key), Body: body, ContentLength: body.byteLength, IfMatch: etag }),
+      );
+      if (!res.ETag) throw GlideFsError.STORE(`conditional replace of '${key}' on ${this.description}: the answer has no ETag`);
+      return res.ETag;
+    } catch (err) {
+      if (err instanceof GlideFsError) throw err;
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      const status = e?.$metadata?.httpStatusCode;
+      if (status === 412 || e?.name === 'PreconditionFailed') return null;
+      if (e?.name === 'NoSuchKey' || (status === 404 && e?.name !== 'NoSuchBucket')) return null;
+      if (status === 409 || e?.name === 'ConditionalRequestConflict') {
+        throw GlideFsError.CONFLICT(`conditional replace of '${key}' on ${this.description} raced another (HTTP 409 ${e?.name ?? ''})`, status);
+      }
+      throw this.mapError(err, 'putIfMatch', key);
+    }
+  }
+
+  async getTagged(key: string): Promise<TaggedObject | null> {
+    this.checkOpen();
+    checkS3Key(key);
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }));
+      const bytes = res.Body ? await res.Body.transformToByteArray() : new Uint8Array(0);
+      if (!res.ETag) throw GlideFsError.STORE(`get of '${key}' on ${this.description}: the answer has no ETag`);
+      return { data: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), etag: res.ETag };
+    } catch (err) {
+      if (err instanceof GlideFsError) throw err;
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      if (e?.name === 'NoSuchKey' || (e?.name === 'NotFound' && e.$metadata?.httpStatusCode === 404)) return null;
+      throw this.mapError(err, 'get', key);
     }
   }
 

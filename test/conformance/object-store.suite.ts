@@ -179,6 +179,65 @@ export function objectStoreSuite(name: string, factory: () => Promise<StoreFixtu
       expect(await collect(fx.store.list('race/'))).toEqual(['race/0', 'race/1', 'race/2']);
     });
 
+    it('getTagged returns the bytes and a tag; putIfMatch replaces only under the current tag', async () => {
+      expect(await fx.store.getTagged('cas/none')).toBeNull();
+      expect(await fx.store.putIfMatch('cas/none', Buffer.from('x'), '"abc"')).toBeNull(); // no object: nothing to match
+      expect(await fx.store.get('cas/none')).toBeNull();
+      await fx.store.put('cas/a', Buffer.from('one'));
+      const t1 = (await fx.store.getTagged('cas/a'))!;
+      expect(t1.data.toString()).toBe('one');
+      expect(typeof t1.etag).toBe('string');
+      const t2 = await fx.store.putIfMatch('cas/a', Buffer.from('two'), t1.etag);
+      expect(t2).not.toBeNull();
+      expect(t2).not.toBe(t1.etag);
+      const now = (await fx.store.getTagged('cas/a'))!;
+      expect(now.data.toString()).toBe('two');
+      expect(now.etag).toBe(t2);
+      // the old tag is refused, the object unchanged
+      expect(await fx.store.putIfMatch('cas/a', Buffer.from('three'), t1.etag)).toBeNull();
+      expect(await fx.store.putIfMatch('cas/a', Buffer.from('three'), 'not-a-tag')).toBeNull();
+      expect((await fx.store.get('cas/a'))!.toString()).toBe('two');
+      // a plain put with other bytes changes the tag too
+      await fx.store.put('cas/a', Buffer.from('plain'));
+      expect(await fx.store.putIfMatch('cas/a', Buffer.from('four'), t2!)).toBeNull();
+      expect((await fx.store.get('cas/a'))!.toString()).toBe('plain');
+      // a created object has a tag putIfMatch accepts; a deleted one none
+      expect(await fx.store.putIfAbsent('cas/b', Buffer.from('created'))).toBe(true);
+      const tb = (await fx.store.getTagged('cas/b'))!;
+      expect(await fx.store.putIfMatch('cas/b', Buffer.from('replaced'), tb.etag)).not.toBeNull();
+      const tb2 = (await fx.store.getTagged('cas/b'))!;
+      await fx.store.delete('cas/b');
+      expect(await fx.store.putIfMatch('cas/b', Buffer.from('ghost'), tb2.etag)).toBeNull();
+      expect(await fx.store.get('cas/b')).toBeNull();
+      expect(await collect(fx.store.list('cas/'))).toEqual(['cas/a']);
+    });
+
+    it('concurrent putIfMatch with one tag: exactly one replaces, and its bytes are the ones stored', async () => {
+      for (let round = 0; round < 3; round++) {
+        const key = `casrace/${round}`;
+        await fx.store.put(key, Buffer.from(`base ${round}`));
+        const { etag } = (await fx.store.getTagged(key))!;
+        const bodies = Array.from({ length: 12 }, (_, i) => Buffer.from(`replacer ${i} of round ${round} `.repeat(20 + i)));
+        const results = await Promise.all(
+          bodies.map(async (b) => {
+            for (;;) {
+              try {
+                return await fx.store.putIfMatch(key, b, etag);
+              } catch (err) {
+                if ((err as { code?: string }).code !== 'E_CONFLICT') throw err;
+                await new Promise((r) => setTimeout(r, 10));
+              }
+            }
+          }),
+        );
+        const winners = results.filter((x) => x !== null);
+        expect(winners.length, `round ${round}`).toBe(1);
+        const got = (await fx.store.getTagged(key))!;
+        expect(got.data.equals(bodies[results.findIndex((x) => x !== null)])).toBe(true);
+        expect(got.etag).toBe(winners[0]);
+      }
+    });
+
     if (opts.manyKeys) {
       const n = opts.manyKeys;
       it(`lists all ${n} keys under a prefix (more than one page)`, async () => {
@@ -199,6 +258,8 @@ export function objectStoreSuite(name: string, factory: () => Promise<StoreFixtu
       await expect(fx.store.putIfAbsent('c3', Buffer.from('1'))).rejects.toThrow(/E_CLOSED/);
       await expect(fx.store.get('c')).rejects.toThrow(/E_CLOSED/);
       await expect(fx.store.head('c')).rejects.toThrow(/E_CLOSED/);
+      await expect(fx.store.getTagged('c')).rejects.toThrow(/E_CLOSED/);
+      await expect(fx.store.putIfMatch('c', Buffer.from('2'), 'x')).rejects.toThrow(/E_CLOSED/);
       await expect(fx.store.delete('c')).rejects.toThrow(/E_CLOSED/);
       await expect(collect(fx.store.list(''))).rejects.toThrow(/E_CLOSED/);
     });

@@ -1,5 +1,5 @@
 /**
- * GateStore: a test layer that holds every PUT and putIfAbsent (after storing it in the inner
+ * GateStore: a test layer that holds every PUT, putIfAbsent and putIfMatch (after storing it in the inner
  * store) until `open()`, so a test can stop a flush in the middle of its
  * uploads and act while it waits. `arrived` counts the PUTs that reached it.
  */
@@ -25,6 +25,15 @@ export class GateStore implements ObjectStore {
     this.arrived++;
     if (this.closed) await new Promise<void>((r) => this.waiters.push(r));
     return created;
+  }
+  async putIfMatch(key: string, data: Uint8Array, etag: string): Promise<string | null> {
+    const tag = await this.inner.putIfMatch(key, data, etag);
+    this.arrived++;
+    if (this.closed) await new Promise<void>((r) => this.waiters.push(r));
+    return tag;
+  }
+  getTagged(key: string) {
+    return this.inner.getTagged(key);
   }
   head(key: string) {
     return this.inner.head(key);

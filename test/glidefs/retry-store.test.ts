@@ -195,6 +195,8 @@ describe('RetryStore', () => {
       description: 'flaky',
       put: (k, d) => inner.put(k, d),
       putIfAbsent: (k, d) => inner.putIfAbsent(k, d),
+      putIfMatch: (k, d, t) => inner.putIfMatch(k, d, t),
+      getTagged: (k) => inner.getTagged(k),
       head: (k) => inner.head(k),
       get: (k) => inner.get(k),
       delete: (k) => inner.delete(k),
