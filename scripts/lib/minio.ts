@@ -17,7 +17,7 @@ import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { minioPutCount as minioPutCountOf } from '../../src/cli/bench/minio-metrics.js';
+import { minioPutCount as minioPutCountOf, readMinioMetrics, sumMetric } from '../../src/cli/bench/minio-metrics.js';
 
 export interface MinioServer {
   /** http://127.0.0.1:PORT */
@@ -130,14 +130,7 @@ export async function startMinio(opts: { bucket?: string } = {}): Promise<MinioS
   process.on('exit', onExit);
   try {
     await waitLive(endpoint, proc, 30_000);
-    const s3 = new S3Client({
-      endpoint,
-      region,
-      forcePathStyle: true,
-      credentials: { accessKeyId, secretAccessKey },
-    });
-    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-    s3.destroy();
+    await makeBucket({ endpoint, region, accessKeyId, secretAccessKey }, bucket);
   } catch (err) {
     await stop();
     throw new Error(`could not start MinIO: ${(err as Error).message}${stderr ? `\n${stderr}` : ''}`);
@@ -159,10 +152,33 @@ export async function startMinio(opts: { bucket?: string } = {}): Promise<MinioS
   };
 }
 
+type MinioAccess = Pick<MinioServer, 'endpoint' | 'region' | 'accessKeyId' | 'secretAccessKey'>;
+
+/** An S3 client of the server (path-style, its root credentials); the caller destroys it. */
+export function s3ClientOf(m: MinioAccess): S3Client {
+  return new S3Client({
+    endpoint: m.endpoint,
+    region: m.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey },
+  });
+}
+
+/** Creates `bucket` on the server. */
+export async function makeBucket(m: MinioAccess, bucket: string): Promise<void> {
+  const s3 = s3ClientOf(m);
+  try {
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  } finally {
+    s3.destroy();
+  }
+}
+
 /**
  * PUT requests counted by MinIO, from its Prometheus v2 cluster metrics
  * (`minio_s3_requests_total{api="putobject"}`, summed over servers). Defined in
- * the product (the re-upload bench reads it); scripts may import the product.
+ * the product with the one metrics parser (the re-upload bench reads it);
+ * scripts may import the product.
  */
 export { minioPutCount } from '../../src/cli/bench/minio-metrics.js';
 
@@ -172,16 +188,7 @@ export { minioPutCount } from '../../src/cli/bench/minio-metrics.js';
  * own per measurement keeps other clients of the same server out of the count.
  */
 export async function minioBucketPutCount(endpoint: string, bucket: string): Promise<number> {
-  const res = await fetch(`${endpoint}/minio/v2/metrics/bucket`);
-  if (!res.ok) throw new Error(`MinIO metrics: HTTP ${res.status}`);
-  const text = await res.text();
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('minio_bucket_requests_total{') && line.includes('api="putobject"') && line.includes(`bucket="${bucket}"`)) {
-      total += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return total;
+  return sumMetric(await readMinioMetrics(endpoint, '/minio/v2/metrics/bucket'), 'minio_bucket_requests_total', { api: 'putobject', bucket });
 }
 
 /**

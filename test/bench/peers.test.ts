@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { renderPeersChart } from '../../scripts/lib/peers/chart.js';
-import { diff, parseMetrics, type BucketCounters } from '../../scripts/lib/peers/minio-counters.js';
+import { diff, type BucketCounters } from '../../scripts/lib/peers/minio-counters.js';
+import { parseMetrics, sumMetric } from '../../src/cli/bench/minio-metrics.js';
 import { chartInput, formatTable, JUICEFS_HAND_ROW, toJson, type PeersDoc } from '../../scripts/lib/peers/report.js';
 import { crossCheck, phaseRow, totalOf } from '../../scripts/lib/peers/results.js';
 import { runPeers, selectSystems, SYSTEMS } from '../../scripts/lib/peers/run.js';
@@ -59,6 +60,18 @@ describe('bench:peers accounting', () => {
     const s = parseMetrics(page);
     expect(s).toHaveLength(3);
     expect(s[0]).toEqual({ name: 'minio_bucket_api_total', labels: { bucket: 'b1', name: 'PutObject', server: '127.0.0.1:9000', type: 's3' }, value: 12 });
+    // One parser for every MinIO page (v2 cluster, v2 bucket, v3 bucket): sums over servers, only the matching labels.
+    const v2 = parseMetrics(
+      [
+        'minio_s3_requests_total{api="putobject",server="127.0.0.1:9000"} 5',
+        'minio_s3_requests_total{api="putobject",server="127.0.0.1:9001"} 2',
+        'minio_s3_requests_total{api="getobject",server="127.0.0.1:9000"} 40',
+        'minio_s3_requests_total_other{api="putobject"} 100',
+      ].join('\n'),
+    );
+    expect(sumMetric(v2, 'minio_s3_requests_total', { api: 'putobject' })).toBe(7);
+    expect(sumMetric(v2, 'minio_s3_requests_total')).toBe(47);
+    expect(sumMetric(s, 'minio_bucket_api_total', { bucket: 'b2' })).toBe(0);
     const a: BucketCounters = { requests: { PutObject: 10, GetObject: 3 }, bytesIn: 1000, bytesOut: 0 };
     const b: BucketCounters = { requests: { PutObject: 15, PutObjectPart: 2, GetObject: 4, ListObjectsV2: 1 }, bytesIn: 3000, bytesOut: 50 };
     expect(diff(a, b)).toEqual({

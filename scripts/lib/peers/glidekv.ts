@@ -15,8 +15,9 @@ import { join } from 'node:path';
 import { runMode, type ModeResult, type PhaseResult, type RunContext } from '../../../src/cli/bench/reupload.js';
 import type { Stack, StackDriver, UpOptions, VolumeSnapshot } from '../../../src/cli/bench/stack.js';
 import { CliStackDriver } from '../../../src/cli/bench/stack-cli.js';
-import { diff, subTraffic, type BucketCounters, type MinioCounters } from './minio-counters.js';
-import { crossCheck, phaseRow, totalOf, type ClientCount, type PhaseRow, type SystemRow } from './results.js';
+import { diff, type BucketCounters, type MinioCounters } from './minio-counters.js';
+import { okRow } from './phases.js';
+import { phaseRow, type ClientCount, type PhaseRow, type SystemRow } from './results.js';
 import { onInterrupt } from './sh.js';
 import type { Workload } from './workload.js';
 
@@ -179,20 +180,8 @@ export async function runGlidekvRow(o: GlidekvRowOptions): Promise<SystemRow> {
   const lastSnap = !teardown && close.ups ? await lastCounters(inner, lastUp) : undefined;
   const closeClient = teardown ? clientOf(teardown) : lastSnap ? clientDiff(endOfPhases(result), lastSnap) : null;
   phases.push(phaseRow('close', 0, close.ms, close.server.length === 2 ? diff(close.server[0], close.server[1]) : null, closeClient));
-  const total = totalOf(phases);
-  return {
-    id: `glidekv-${o.fsync}-${o.mode}`,
-    label: glidekvLabel(o.fsync, o.mode),
-    version: o.version,
-    config: glidekvConfig(o.fsync, o.mode),
-    writers: 8,
-    store: o.store,
-    status: 'ok',
-    phases,
-    total,
-    outside: start && end && total.server ? subTraffic(diff(start, end), total.server) : null,
-    check: crossCheck(phases, 'glidefs'),
-  };
+  const base = { id: `glidekv-${o.fsync}-${o.mode}`, label: glidekvLabel(o.fsync, o.mode), version: o.version, config: glidekvConfig(o.fsync, o.mode), writers: 8, store: o.store } as const;
+  return okRow(base, phases, 'glidefs', start, end);
 }
 
 /** The volume's glidefs counters now (its stack is down: read from its catalog). */

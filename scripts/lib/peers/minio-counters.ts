@@ -15,10 +15,12 @@
  * of a known size into a bucket of its own and see which counter grew by it.
  *
  * The servers need MINIO_PROMETHEUS_AUTH_TYPE=public (scripts/lib/minio.ts
- * sets it).
+ * sets it). The page is parsed by the project's one Prometheus parser
+ * (src/cli/bench/minio-metrics.ts).
  */
-import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import type { MinioServer } from '../minio.js';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { readMinioMetrics, sumMetric } from '../../../src/cli/bench/minio-metrics.js';
+import { makeBucket, s3ClientOf, type MinioServer } from '../minio.js';
 
 /** One bucket's counters at one instant (all monotonic). */
 export interface BucketCounters {
@@ -49,20 +51,6 @@ export const GET_APIS = ['GetObject'];
 
 export const ZERO: Traffic = { puts: 0, gets: 0, uploadedBytes: 0, downloadedBytes: 0, requests: {} };
 
-/** Parses `name{labels} value` lines of a Prometheus text page. */
-export function parseMetrics(text: string): Array<{ name: string; labels: Record<string, string>; value: number }> {
-  const out: Array<{ name: string; labels: Record<string, string>; value: number }> = [];
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
-    out.push({ name: m[1], labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
 export class MinioCounters {
   /** Which v3 traffic counter holds uploaded bytes (see calibrate()). */
   private inName = 'minio_bucket_api_traffic_received_bytes';
@@ -71,14 +59,10 @@ export class MinioCounters {
   constructor(private readonly endpoint: string) {}
 
   async read(bucket: string): Promise<BucketCounters> {
-    const res = await fetch(`${this.endpoint}/minio/metrics/v3/bucket/api/${encodeURIComponent(bucket)}`);
-    if (!res.ok) throw new Error(`MinIO metrics for bucket ${bucket}: HTTP ${res.status}`);
-    const c: BucketCounters = { requests: {}, bytesIn: 0, bytesOut: 0 };
-    for (const s of parseMetrics(await res.text())) {
-      if (s.labels.bucket !== bucket) continue;
-      if (s.name === 'minio_bucket_api_total') c.requests[s.labels.name] = (c.requests[s.labels.name] ?? 0) + s.value;
-      else if (s.name === this.inName) c.bytesIn += s.value;
-      else if (s.name === this.outName) c.bytesOut += s.value;
+    const samples = await readMinioMetrics(this.endpoint, `/minio/metrics/v3/bucket/api/${encodeURIComponent(bucket)}`);
+    const c: BucketCounters = { requests: {}, bytesIn: sumMetric(samples, this.inName, { bucket }), bytesOut: sumMetric(samples, this.outName, { bucket }) };
+    for (const s of samples) {
+      if (s.name === 'minio_bucket_api_total' && s.labels.bucket === bucket) c.requests[s.labels.name] = (c.requests[s.labels.name] ?? 0) + s.value;
     }
     return c;
   }
@@ -88,37 +72,31 @@ export class MinioCounters {
    * odd size into `bucket` (created here) and GETs it back.
    */
   async calibrate(m: MinioServer, bucket: string): Promise<string> {
-    const s3 = new S3Client({
-      endpoint: m.endpoint,
-      region: m.region,
-      forcePathStyle: true,
-      credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey },
-    });
+    await makeBucket(m, bucket);
+    const s3 = s3ClientOf(m);
+    const size = 123_457;
     try {
-      await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-      const size = 123_457;
       await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'calibrate', Body: Buffer.alloc(size, 1) }));
       await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: 'calibrate', Range: 'bytes=0-9' }))).Body!.transformToByteArray();
-      const res = await fetch(`${this.endpoint}/minio/metrics/v3/bucket/api/${bucket}`);
-      const samples = parseMetrics(await res.text()).filter((s) => s.labels.bucket === bucket);
-      const sent = samples.find((s) => s.name === 'minio_bucket_api_traffic_sent_bytes')?.value;
-      const received = samples.find((s) => s.name === 'minio_bucket_api_traffic_received_bytes')?.value;
-      const puts = samples.find((s) => s.name === 'minio_bucket_api_total' && s.labels.name === 'PutObject')?.value;
-      if (puts !== 1) throw new Error(`MinIO's v3 bucket metrics do not count requests (PutObject = ${puts}); is MINIO_PROMETHEUS_AUTH_TYPE=public set?`);
-      if (received === size) {
-        this.inName = 'minio_bucket_api_traffic_received_bytes';
-        this.outName = 'minio_bucket_api_traffic_sent_bytes';
-        return 'traffic_received_bytes counts uploads';
-      }
-      if (sent === size) {
-        this.inName = 'minio_bucket_api_traffic_sent_bytes';
-        this.outName = 'minio_bucket_api_traffic_received_bytes';
-        return 'traffic_sent_bytes counts uploads (the v3 names are swapped in this MinIO build)';
-      }
-      throw new Error(`MinIO's bucket traffic counters do not show a ${size}-byte PUT (sent ${sent}, received ${received})`);
     } finally {
       s3.destroy();
     }
+    const samples = await readMinioMetrics(this.endpoint, `/minio/metrics/v3/bucket/api/${encodeURIComponent(bucket)}`);
+    const sent = sumMetric(samples, 'minio_bucket_api_traffic_sent_bytes', { bucket });
+    const received = sumMetric(samples, 'minio_bucket_api_traffic_received_bytes', { bucket });
+    const puts = sumMetric(samples, 'minio_bucket_api_total', { bucket, name: 'PutObject' });
+    if (puts !== 1) throw new Error(`MinIO's v3 bucket metrics do not count requests (PutObject = ${puts}); is MINIO_PROMETHEUS_AUTH_TYPE=public set?`);
+    if (received === size) {
+      this.inName = 'minio_bucket_api_traffic_received_bytes';
+      this.outName = 'minio_bucket_api_traffic_sent_bytes';
+      return 'traffic_received_bytes counts uploads';
+    }
+    if (sent === size) {
+      this.inName = 'minio_bucket_api_traffic_sent_bytes';
+      this.outName = 'minio_bucket_api_traffic_received_bytes';
+      return 'traffic_sent_bytes counts uploads (the v3 names are swapped in this MinIO build)';
+    }
+    throw new Error(`MinIO's bucket traffic counters do not show a ${size}-byte PUT (sent ${sent}, received ${received})`);
   }
 }
 

@@ -7,7 +7,7 @@
  * nothing acknowledged may be lost.
  */
 import { diff, subTraffic, type BucketCounters, type MinioCounters, type Traffic } from './minio-counters.js';
-import { phaseRow, type ClientCount, type PhaseRow } from './results.js';
+import { crossCheck, phaseRow, totalOf, type ClientCount, type PhaseRow, type SystemRow } from './results.js';
 import type { Phase, Workload } from './workload.js';
 
 export interface PhaseDriver {
@@ -77,4 +77,24 @@ export async function runPhases(
 /** Traffic of the row outside its phases: all of it minus the phases'. */
 export function outsideOf(start: BucketCounters, end: BucketCounters, phases: Traffic): Traffic {
   return subTraffic(diff(start, end), phases);
+}
+
+/** What describes a row before it runs. */
+export type RowBase = Pick<SystemRow, 'id' | 'label' | 'version' | 'config' | 'writers' | 'store'>;
+
+/**
+ * The row of a system that ran: its phases, their total, the bucket's traffic
+ * outside them (when MinIO was read at the row's `start` and `end`) and the
+ * cross-check of MinIO's PUTs with `clientName`'s own.
+ */
+export function okRow(base: RowBase, phases: PhaseRow[], clientName: string, start?: BucketCounters, end?: BucketCounters): SystemRow {
+  const total = totalOf(phases);
+  return {
+    ...base,
+    status: 'ok',
+    phases,
+    total,
+    outside: start && end && total.server ? outsideOf(start, end, total.server) : null,
+    check: crossCheck(phases, clientName),
+  };
 }

@@ -10,8 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { startMinio, type MinioServer } from '../minio.js';
+import { makeBucket, startMinio, type MinioServer } from '../minio.js';
 import { glidekvConfig, glidekvLabel, runGlidekvRow, type GlidekvFsync, type GlidekvMode } from './glidekv.js';
 import { MinioCounters } from './minio-counters.js';
 import { JUICEFS_HAND_ROW, type PeersDoc } from './report.js';
@@ -93,20 +92,6 @@ export function glidekvVersion(): string {
   }
   const dirty = git(['status', '--porcelain', '--untracked-files=no']) ? ' + uncommitted changes' : '';
   return `glidekv ${pkg.version} (main ${sha}${dirty})`;
-}
-
-async function makeBucket(m: MinioServer, bucket: string): Promise<void> {
-  const s3 = new S3Client({
-    endpoint: m.endpoint,
-    region: m.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey },
-  });
-  try {
-    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-  } finally {
-    s3.destroy();
-  }
 }
 
 function sameWorkload(a: WorkloadParams, b: WorkloadParams): boolean {

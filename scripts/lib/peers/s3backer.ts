@@ -28,8 +28,8 @@ import { open, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MinioServer } from '../minio.js';
 import { runOps } from '../bench-workload.js';
-import { outsideOf, readMeter, runPhases, type Meter, type PhaseDriver } from './phases.js';
-import { crossCheck, totalOf, type ClientCount, type SystemRow } from './results.js';
+import { okRow, readMeter, runPhases, type Meter, type PhaseDriver } from './phases.js';
+import type { ClientCount, SystemRow } from './results.js';
 import { exec, onInterrupt, sleep, which } from './sh.js';
 import type { Phase, Workload } from './workload.js';
 
@@ -248,19 +248,6 @@ export async function runS3backerRow(o: S3backerRowOptions): Promise<SystemRow> 
     await mnt.down().catch((e: Error) => o.log(`${label}: teardown: ${e.message}`));
     unregister();
   }
-  const end = await readMeter(o.meter);
-  const total = totalOf(phases);
-  return {
-    id: o.mode === 'defaults' ? 's3backer-defaults' : 's3backer-writethrough',
-    label,
-    version: o.version,
-    config: s3backerConfig(o.mode),
-    writers: o.workload.params.writers,
-    store: `s3://${o.meter.bucket}`,
-    status: 'ok',
-    phases,
-    total,
-    outside: outsideOf(start, end, total.server!),
-    check: crossCheck(phases, 's3backer'),
-  };
+  const base = { id: `s3backer-${o.mode}`, label, version: o.version, config: s3backerConfig(o.mode), writers: o.workload.params.writers, store: `s3://${o.meter.bucket}` } as const;
+  return okRow(base, phases, 's3backer', start, await readMeter(o.meter));
 }

@@ -18,9 +18,10 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { sumMetric, type MetricSample } from '../../../src/cli/bench/minio-metrics.js';
 import type { MinioServer } from '../minio.js';
-import { outsideOf, readMeter, runPhases, type Meter, type PhaseDriver } from './phases.js';
-import { crossCheck, totalOf, type ClientCount, type SystemRow } from './results.js';
+import { okRow, readMeter, runPhases, type Meter, type PhaseDriver } from './phases.js';
+import type { ClientCount, SystemRow } from './results.js';
 import { exec, onInterrupt, which } from './sh.js';
 import type { Phase, Workload } from './workload.js';
 
@@ -125,11 +126,8 @@ export function slatedbConfig(writers: number): string {
   );
 }
 
-export interface SlatedbMetric {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
+/** One metric of SlateDB's recorder, as the driver reports it (the shape of a Prometheus sample). */
+export type SlatedbMetric = MetricSample;
 
 /**
  * The client's counts, from SlateDB's metrics recorder:
@@ -139,9 +137,9 @@ export interface SlatedbMetric {
  * records no metrics). SlateDB counts no bytes per request: uploadedBytes null.
  */
 export function clientFromMetrics(metrics: SlatedbMetric[], compactionSubmits: number): ClientCount | null {
-  const counts = metrics.filter((m) => m.name === 'slatedb.object_store.request_count');
-  if (!counts.length) return null;
-  const sum = (apis: string[]) => counts.filter((m) => apis.includes(m.labels.api)).reduce((a, m) => a + m.value, 0);
+  const name = 'slatedb.object_store.request_count';
+  if (!metrics.some((m) => m.name === name)) return null;
+  const sum = (apis: string[]) => apis.reduce((a, api) => a + sumMetric(metrics, name, { api }), 0);
   return { puts: sum(['put', 'multipart_part']) + compactionSubmits, uploadedBytes: null, gets: sum(['get', 'get_range', 'get_ranges']) };
 }
 
@@ -206,21 +204,8 @@ export async function runSlatedbRow(o: SlatedbRowOptions): Promise<SystemRow> {
     await driver.stop().catch((e: Error) => o.log(`${label}: stop: ${e.message}`));
     unregister();
   }
-  const end = await readMeter(o.meter);
-  const total = totalOf(phases);
-  const check = crossCheck(phases, 'SlateDB');
-  if (clientNote) check.note = `${clientNote}: MinIO only`;
-  return {
-    id: o.writers === 1 ? 'slatedb-1' : 'slatedb-16',
-    label,
-    version: o.version,
-    config: slatedbConfig(o.writers),
-    writers: o.writers,
-    store: `s3://${o.meter.bucket}`,
-    status: 'ok',
-    phases,
-    total,
-    outside: outsideOf(start, end, total.server!),
-    check,
-  };
+  const base = { id: o.writers === 1 ? 'slatedb-1' : 'slatedb-16', label, version: o.version, config: slatedbConfig(o.writers), writers: o.writers, store: `s3://${o.meter.bucket}` } as const;
+  const row = okRow(base, phases, 'SlateDB', start, await readMeter(o.meter));
+  if (clientNote) row.check.note = `${clientNote}: MinIO only`;
+  return row;
 }

@@ -14,17 +14,13 @@
  * everything is in the store before the phase's counters are read.
  */
 import { randomBytes } from 'node:crypto';
-import { largeKey, roundOps, smallKey } from '../../../src/cli/bench/reupload.js';
+import { largeKey, roundOps, smallKey, type ReuploadParams } from '../../../src/cli/bench/reupload.js';
 
-export interface WorkloadParams {
-  values: number;
-  valueSize: number;
-  small: number;
-  smallSize: number;
-  rounds: number;
+/** The re-upload bench's sizes, and how many write concurrently. */
+export type WorkloadParams = Pick<ReuploadParams, 'values' | 'valueSize' | 'small' | 'smallSize' | 'rounds'> & {
   /** Concurrent writers (SlateDB rows set their own: 1 and 16). */
   writers: number;
-}
+};
 
 /** The workload: 40 × 256 KiB + 2000 × 100 B, 8 writers, 5 rounds. */
 export const FULL: WorkloadParams = { values: 40, valueSize: 256 * 1024, small: 2000, smallSize: 100, rounds: 5, writers: 8 };
