@@ -17,7 +17,7 @@ import type { CheckpointResult } from './checkpoint.js';
 import { createVolumeInStore, deleteVolumeLog, forkInStore, writeDeleteRecord } from './volume-ops.js';
 import { gcLogs } from './restore.js';
 import { ensureStoreOwner } from './store-marker.js';
-import { MAX_VOLUME_BYTES } from './cache.js';
+import { defaultCacheSize, MAX_VOLUME_BYTES, MIN_CACHE_BYTES } from './cache.js';
 import pLimit from 'p-limit';
 
 /** Objects younger than this are never orphans (ms; GlideFsOptions.gcGraceMs, GcOptions.graceMs). */
@@ -35,7 +35,19 @@ export interface GlideFsOptions {
   checkpoint?: Partial<CheckpointPolicy>;
   /** gc's grace period: objects written less than this long ago are never orphans (ms, default 15 min). */
   gcGraceMs?: number;
+  /**
+   * Bytes of local cache per open volume (FORMAT.md, "Cache"): a whole number
+   * of 128K blocks is used, at least MIN_CACHE_BYTES (2 MiB). Default:
+   * min(8 GiB, 1/4 of the free space of the cache dir's filesystem plus what
+   * the volume's cache already holds), computed at each open.
+   */
+  cacheSize?: number;
+  /** How long a writer waits for flushes to make room in a cache full of dirty blocks before E_CACHE_FULL (ms, default 120 000). */
+  cacheWaitMs?: number;
 }
+
+/** How long a writer waits for room in a cache full of dirty blocks (ms). */
+export const DEFAULT_CACHE_WAIT_MS = 120_000;
 
 export interface GcOptions {
   /** Find what gc would delete and list it; delete nothing. */
@@ -129,6 +141,9 @@ export class GlideFs {
   readonly checkpointPolicy: CheckpointPolicy;
   readonly catalogPath: string;
   readonly gcGraceMs: number;
+  /** GlideFsOptions.cacheSize (undefined: the default, computed per open). */
+  readonly cacheSize: number | undefined;
+  readonly cacheWaitMs: number;
   private readonly owner: Owner = newOwner();
   /** The store id once this catalog is known to own the store prefix. */
   private ownedStoreId: string | null = null;
@@ -145,6 +160,8 @@ export class GlideFs {
     this.checkpointPolicy = { ...DEFAULT_CHECKPOINT_POLICY, ...(opts.checkpoint ?? {}) };
     this.catalogPath = opts.catalogPath;
     this.gcGraceMs = opts.gcGraceMs ?? DEFAULT_GC_GRACE_MS;
+    this.cacheSize = opts.cacheSize;
+    this.cacheWaitMs = opts.cacheWaitMs ?? DEFAULT_CACHE_WAIT_MS;
   }
 
   static async open(opts: GlideFsOptions): Promise<GlideFs> {
@@ -153,6 +170,12 @@ export class GlideFs {
       throw GlideFsError.INVALID(`uploadConcurrency must be a positive integer`);
     }
     if (opts.gcGraceMs !== undefined) checkGrace(opts.gcGraceMs);
+    if (opts.cacheSize !== undefined && !(Number.isSafeInteger(opts.cacheSize) && opts.cacheSize >= MIN_CACHE_BYTES)) {
+      throw GlideFsError.BAD_SIZE(`cache size ${opts.cacheSize} is below the minimum of ${MIN_CACHE_BYTES} bytes (2M, 16 blocks)`);
+    }
+    if (opts.cacheWaitMs !== undefined && !(Number.isSafeInteger(opts.cacheWaitMs) && opts.cacheWaitMs >= 0)) {
+      throw GlideFsError.INVALID(`cacheWaitMs must be a non-negative integer (ms)`);
+    }
     try {
       mkdirSync(opts.cacheDir, { recursive: true, mode: 0o700 });
       chmodSync(opts.cacheDir, 0o700);
@@ -234,7 +257,7 @@ export class GlideFs {
     }
     try {
       if (writable) this.catalog.takeWriter(row.id, name, this.owner); // one writer per volume (E_LOCKED)
-      cache = VolumeCache.open(dir, row.size_bytes / BLOCK_SIZE, BLOCK_SIZE);
+      cache = VolumeCache.open(dir, row.size_bytes / BLOCK_SIZE, BLOCK_SIZE, Math.floor((this.cacheSize ?? defaultCacheSize(dir)) / BLOCK_SIZE));
     } catch (err) {
       if (writable) this.catalog.dropWriter(row.id, this.owner);
       release();
@@ -247,6 +270,7 @@ export class GlideFs {
       owner: this.owner,
       uploadConcurrency: this.uploadConcurrency,
       checkpoint: this.checkpointPolicy,
+      cacheWaitMs: this.cacheWaitMs,
       releaseLock: release,
       onClose: () => this.open.delete(name),
     });

@@ -23,7 +23,7 @@
 import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
 import { BLOCK_SIZE, blockHash, keyHash } from './block-key.js';
-import { STATE_CLEAN, STATE_DIRTY, STATE_NONE, type VolumeCache } from './cache.js';
+import { cacheFullError, STATE_CLEAN, STATE_DIRTY, STATE_NONE, type VolumeCache } from './cache.js';
 import type { Catalog, LoggedBlock, Owner, VolumeRow } from './catalog.js';
 import { emptyFlushResult, runFlush, type FlushOptions, type FlushResult } from './flush.js';
 import { runCheckpoint, catchUp, type CheckpointResult } from './checkpoint.js';
@@ -78,6 +78,8 @@ export interface VolumeDeps {
   owner: Owner;
   uploadConcurrency: number;
   checkpoint: CheckpointPolicy;
+  /** How long a writer waits for flushes to make room in a cache full of dirty blocks before E_CACHE_FULL (ms). */
+  cacheWaitMs: number;
   onClose: () => void;
   releaseLock: () => void;
 }
@@ -106,7 +108,7 @@ export class OpenVolume implements Volume {
   readonly gens: Uint32Array;
   /** Clean cached blocks re-hashed in this process. */
   private readonly verified: Uint8Array;
-  private readonly fetches = new Map<number, Promise<void>>();
+  private readonly fetches = new Map<number, Promise<Buffer | null>>();
   /** GETs not yet added to the catalog's counter. */
   unsavedGets = 0;
   private flushChain: Promise<unknown> = Promise.resolve();
@@ -213,7 +215,11 @@ export class OpenVolume implements Volume {
 
   private async readSlow(i: number, from: number, len: number, out: Buffer, outOff: number): Promise<void> {
     for (let attempt = 0; attempt < 3; attempt++) {
-      await this.fetch(i);
+      const uncached = await this.fetch(i);
+      if (uncached && this.cache.state(i) === STATE_NONE) {
+        uncached.copy(out, outOff, from, from + len); // verified bytes the full cache had no slot for
+        return;
+      }
       if (this.readCached(i, from, len, out, outOff)) return;
     }
     throw GlideFsError.IO(`block ${i} of volume '${this.name}' could not be cached`);
@@ -223,26 +229,24 @@ export class OpenVolume implements Volume {
    * Brings block i into the cache as a clean, verified copy (one GET per
    * block at a time). A hole is cached as zeros without a GET.
    */
-  private fetch(i: number): Promise<void> {
+  private fetch(i: number): Promise<Buffer | null> {
     let p = this.fetches.get(i);
     if (p) return p;
-    p = (async () => {
+    p = (async (): Promise<Buffer | null> => {
       const key = this.map.get(i);
       const logged = this.logged.get(i);
       if (logged) {
         for (let attempt = 0; ; attempt++) {
           const l = this.logged.get(i);
           const base = this.map.get(i);
-          if (!l) return; // folded meanwhile: the caller retries from the block map
+          if (!l) return null; // folded meanwhile: the caller retries from the block map
           try {
             const data = await materialize(this.deps.store, this.records, `volume '${this.name}'`, i, base, l, () => this.unsavedGets++);
-            if (this.closed) return;
+            if (this.closed) return null;
             if (this.cache.state(i) === STATE_NONE && this.logged.get(i) === l && this.map.get(i) === base) {
-              this.cache.write(i, 0, data);
-              this.cache.setState(i, STATE_CLEAN);
-              this.verified[i] = 1;
+              if (!this.fill(i, data)) return data;
             }
-            return;
+            return null;
           } catch (err) {
             if (!(err instanceof RecordGone) || attempt >= 3) {
               if (err instanceof RecordGone) throw GlideFsError.CORRUPT(`block ${i} of volume '${this.name}': log record ${err.seq} is missing from the store`);
@@ -254,12 +258,8 @@ export class OpenVolume implements Volume {
         }
       }
       if (key === undefined) {
-        if (this.cache.state(i) === STATE_NONE) {
-          this.cache.write(i, 0, ZERO_BLOCK);
-          this.cache.setState(i, STATE_CLEAN);
-          this.verified[i] = 1;
-        }
-        return;
+        if (this.cache.state(i) === STATE_NONE && !this.fill(i, ZERO_BLOCK)) return ZERO_BLOCK;
+        return null;
       }
       const data = await this.deps.store.get(key);
       this.unsavedGets++;
@@ -269,15 +269,25 @@ export class OpenVolume implements Volume {
       if (data.length !== BLOCK_SIZE || blockHash(data) !== keyHash(key)) {
         throw GlideFsError.CORRUPT(`object ${key} (block ${i} of volume '${this.name}') does not match its hash`);
       }
-      if (this.closed) return;
-      if (this.cache.state(i) === STATE_NONE && this.map.get(i) === key) {
-        this.cache.write(i, 0, data);
-        this.cache.setState(i, STATE_CLEAN);
-        this.verified[i] = 1;
-      }
+      if (this.closed) return null;
+      if (this.cache.state(i) === STATE_NONE && this.map.get(i) === key && !this.fill(i, data)) return data;
+      return null;
     })().finally(() => this.fetches.delete(i));
     this.fetches.set(i, p);
     return p;
+  }
+
+  /**
+   * Caches fetched, verified bytes of block i as clean; false when the cache
+   * has no slot for them (every slot dirty or pinned): the read is then
+   * served from `data` without caching it (the bound holds).
+   */
+  private fill(i: number, data: Buffer): boolean {
+    if (this.cache.availableSlots() < 1) return false;
+    this.cache.write(i, 0, data);
+    this.cache.setState(i, STATE_CLEAN);
+    this.verified[i] = 1;
+    return true;
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
@@ -286,23 +296,114 @@ export class OpenVolume implements Volume {
     this.checkFenced();
     this.checkRange(offset, data.length);
     if (data.length === 0) return;
+    // A write spanning more blocks than half the dirty limit is applied in
+    // pieces (each atomic w.r.t. flush), so the bounded cache can take it.
+    const piece = Math.max(1, Math.floor(this.cache.dirtyLimit / 2)) * BLOCK_SIZE;
+    if (Math.floor((offset + data.length - 1) / BLOCK_SIZE) - Math.floor(offset / BLOCK_SIZE) + 1 > piece / BLOCK_SIZE) {
+      let pos = offset;
+      while (pos < offset + data.length) {
+        const end = Math.min(offset + data.length, (Math.floor(pos / BLOCK_SIZE) * BLOCK_SIZE) + piece);
+        await this.writeRange(pos, data.subarray(pos - offset, end - offset));
+        pos = end;
+      }
+      return;
+    }
+    await this.writeRange(offset, data);
+  }
+
+  private async writeRange(offset: number, data: Uint8Array): Promise<void> {
     const first = Math.floor(offset / BLOCK_SIZE);
     const last = Math.floor((offset + data.length - 1) / BLOCK_SIZE);
-    // A partial block needs its old bytes first (read-modify-write); a block
-    // with a GET in flight is waited for so writes apply in order.
-    for (let round = 0; ; round++) {
-      const waits: Promise<void>[] = [];
-      for (let i = first; i <= last; i++) {
-        const f = this.fetches.get(i);
-        if (f) waits.push(f);
-        else if (this.cache.state(i) === STATE_NONE && !this.coversBlock(i, offset, data.length)) waits.push(this.fetch(i));
+    // Partial blocks are pinned while the write waits, so their fetched old bytes are not evicted before it applies.
+    const partial = [first, last].filter((i, k) => (k === 0 || i !== first) && !this.coversBlock(i, offset, data.length));
+    for (const i of partial) this.cache.pin(i);
+    try {
+      // Room first (backpressure: a cache whose dirty blocks reach the limit
+      // waits for a flush), then a partial block needs its old bytes
+      // (read-modify-write); a block with a GET in flight is waited for so
+      // writes apply in order.
+      for (let round = 0; ; round++) {
+        let slots = 0;
+        let newDirty = 0;
+        for (let i = first; i <= last; i++) {
+          const st = this.cache.state(i);
+          if (st !== STATE_DIRTY) newDirty++;
+          if (st === STATE_NONE) slots++;
+        }
+        if (!this.cache.hasRoom(slots, newDirty)) {
+          await this.makeRoom(slots, newDirty);
+          this.checkOpen();
+          this.checkFenced();
+          continue;
+        }
+        const waits: Promise<unknown>[] = [];
+        for (let i = first; i <= last; i++) {
+          const f = this.fetches.get(i);
+          if (f) waits.push(f);
+          else if (this.cache.state(i) === STATE_NONE && !this.coversBlock(i, offset, data.length)) waits.push(this.fetch(i));
+        }
+        if (waits.length === 0) break;
+        if (round === 20) throw GlideFsError.IO(`write to volume '${this.name}' could not cache its blocks`);
+        await Promise.all(waits);
+        this.checkOpen();
       }
-      if (waits.length === 0) break;
-      if (round === 3) throw GlideFsError.IO(`write to volume '${this.name}' could not cache its blocks`);
-      await Promise.all(waits);
-      this.checkOpen();
+      this.applyWrite(first, last, offset, data);
+    } finally {
+      for (const i of partial) this.cache.unpin(i);
     }
-    // All synchronous from here: the write applies atomically w.r.t. flush.
+    // Write-back starts before the limit is reached, so writers seldom wait.
+    if (this.cache.dirtyCount >= this.cache.dirtyLimit / 2) this.startPressureFlush();
+  }
+
+  private pressure: Promise<void> | null = null;
+  private lastPressureError: unknown = null;
+
+  /** One flush at a time on behalf of the cache bound, shared by every waiting writer. */
+  private startPressureFlush(): Promise<void> {
+    if (this.pressure) return this.pressure;
+    if (this.closed || this.fenced) return Promise.resolve();
+    this.pressure = this.flush()
+      .then(
+        () => {
+          this.lastPressureError = null;
+        },
+        async (err) => {
+          this.lastPressureError = err;
+          await new Promise((r) => setTimeout(r, 100));
+        },
+      )
+      .finally(() => (this.pressure = null));
+    return this.pressure;
+  }
+
+  /**
+   * Waits until `slots` slots can be had and `newDirty` more blocks may be
+   * dirty: flushes (uploads) the dirty blocks and waits, again while flushes
+   * fail, for at most `cacheWaitMs`; then E_CACHE_FULL naming the last flush
+   * error. Nothing is dropped: dirty blocks stay in the cache.
+   */
+  private async makeRoom(slots: number, newDirty: number): Promise<void> {
+    const deadline = Date.now() + this.deps.cacheWaitMs;
+    while (!this.cache.hasRoom(slots, newDirty)) {
+      this.checkOpen();
+      this.checkFenced();
+      if (Date.now() >= deadline) {
+        const why = this.lastPressureError ? `; the last flush failed: ${(this.lastPressureError as Error).message ?? String(this.lastPressureError)}` : '';
+        throw cacheFullError(
+          `volume '${this.name}': the cache holds ${this.cache.dirtyCount} dirty blocks (limit ${this.cache.dirtyLimit} of ${this.cache.slotCount} slots) not yet in the store, and flushes made no room for ${Math.round(this.deps.cacheWaitMs / 1000)} s${why}`,
+        );
+      }
+      const before = this.cache.dirtyCount;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.startPressureFlush(), new Promise((r) => (timer = setTimeout(r, Math.max(1, deadline - Date.now()))))]);
+      clearTimeout(timer);
+      // room lacking for pinned clean slots (not dirty ones): a flush cannot help, give the pins time
+      if (this.cache.dirtyCount === before && this.cache.dirtyCount + newDirty <= this.cache.dirtyLimit) await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** All synchronous: the write applies atomically w.r.t. flush. */
+  private applyWrite(first: number, last: number, offset: number, data: Uint8Array): void {
     for (let i = first; i <= last; i++) {
       const start = i * BLOCK_SIZE;
       const from = Math.max(offset, start);
