@@ -23,14 +23,14 @@ import { nodeFileIo, readFully, writeFully } from './file-io.js';
 import { FdCache } from './fd-cache.js';
 import { DirLock } from './lock.js';
 import { MetaWriter, readMeta, removeStaleMetaTemps, zeroCounters, type Meta, type MetaCounters } from './meta.js';
-import { KF_POINTER, type Keydir } from './keydir.js';
+import { KF_POINTER, MAX_REVISION, type Keydir } from './keydir.js';
 import { NsState, type SegInfo } from './ns-state.js';
 import {
   decodeRecord, encodeRecord, F_BATCH, F_POINTER, HASH_SIZE, HEADER_SIZE, recordSize, RecordView, T_COMMIT, T_DEL, T_PUT,
 } from './record.js';
 import { FooterBuilder, parseSegmentName, segmentName } from './segment.js';
 import {
-  addKeydirEntries, checkSegmentVersions, dropTombstones, loadSegments, resealDamaged, scanRecords, sealRecovered, writeFooter,
+  addKeydirEntries, checkSegmentVersions, revisionLimit, dropTombstones, loadSegments, resealDamaged, scanRecords, sealRecovered, writeFooter,
 } from './recovery.js';
 import { WatchHub, type Subscription, type WatchEvent } from './watch.js';
 import { reclaimNamespace } from './reclaim.js';
@@ -401,6 +401,7 @@ export class KvEngine implements Engine {
         for (const id of ids) if (id > maxId) maxId = id;
         perNs.push({ st, ids });
       }
+      if (maxRev > MAX_REVISION) throw revisionLimit(`${path.join(this.dir, 'meta.json')}: revision ${maxRev}`);
       this.nextFileId = maxId + 1;
       for (const { st, ids } of perNs) {
         const r = await loadSegments(this.io, st, ids);
@@ -425,7 +426,7 @@ export class KvEngine implements Engine {
           const k = st.keydir;
           for (let e = 0, n = k.entryLimit; e < n; e++) {
             if (k.isLive(e) && k.fileId[e] === last.id && (k.flags[e] & 0x40) !== 0) {
-              fb.add(T_DEL, 0, k.keyView(e), k.offset[e], 0, k.rev[e], k.mtime[e]);
+              fb.add(T_DEL, 0, k.keyView(e), k.offset[e], 0, k.revOf(e), k.mtimeOf(e));
             }
           }
           const fd = await this.fds.openWithRetry(last.path, 'r+');
@@ -439,6 +440,7 @@ export class KvEngine implements Engine {
         this.namespaces.set(st.name, st);
       }
       if (this.namespaces.size > 0) await this.io.fsyncDir(path.join(this.dir, NS_DIR));
+      if (maxRev > MAX_REVISION) throw revisionLimit(`${this.dir}: a segment footer's revision ${maxRev}`);
       this.revision = maxRev;
       this.writtenRevision = maxRev;
       this.notifiedRevision = maxRev;
@@ -685,7 +687,7 @@ export class KvEngine implements Engine {
     // not cached, or not checked yet: the keydir's fields say what the record must be
     if ((k.flags[e] & KF_POINTER) !== 0) return null;
     const vsize = k.vsize[e];
-    const rev = k.rev[e];
+    const rev = k.revOf(e);
     const len = recordSize(st.nameBuf.length, key.length, T_PUT, 0, vsize);
     if (!rc.fits(offset, len)) return null;
     s = rc.lookup(fileId, offset, len);
@@ -711,7 +713,7 @@ export class KvEngine implements Engine {
     const p = offset - rc.blockBase(s);
     const v = this.view;
     if (!decodeRecord(b, p, p + len, v) || v.type !== T_PUT || (v.flags & F_POINTER) !== 0 || v.revision !== rev ||
-      v.valueSize !== vsize || v.keyLen !== key.length || v.mtime !== k.mtime[e]) {
+      v.valueSize !== vsize || v.keyLen !== key.length || v.mtime !== k.mtimeOf(e)) {
       rc.drop(fileId, offset); // read it again next time; the slow path decides what it is
       return null;
     }
@@ -719,7 +721,7 @@ export class KvEngine implements Engine {
     rc.setVerified(s, offset);
     const value = Buffer.allocUnsafe(vsize);
     value.set(new Uint8Array(b.buffer, b.byteOffset + v.payloadOff, vsize));
-    return { value, revision: rev, mtime: k.mtime[e] };
+    return { value, revision: rev, mtime: k.mtimeOf(e) };
   }
 
   private async getSlow(ns: string, keyIn: KeyInput): Promise<{ value: Buffer; revision: number; mtime: number } | undefined> {
@@ -732,8 +734,8 @@ export class KvEngine implements Engine {
       if (e < 0) return undefined;
       const fileId = k.fileId[e];
       const offset = k.offset[e];
-      const rev = k.rev[e];
-      const mtime = k.mtime[e];
+      const rev = k.revOf(e);
+      const mtime = k.mtimeOf(e);
       const vsize = k.vsize[e];
       const flags = k.flags[e] & KF_POINTER;
       if (flags !== 0) {
@@ -801,7 +803,7 @@ export class KvEngine implements Engine {
     const k = st.keydir;
     const e = k.find(toKey(keyIn));
     if (e < 0) return undefined;
-    return { size: k.vsize[e], revision: k.rev[e], mtime: k.mtime[e] };
+    return { size: k.vsize[e], revision: k.revOf(e), mtime: k.mtimeOf(e) };
   }
 
   list(ns: string, opts?: { prefix?: KeyInput; after?: KeyInput; limit?: number }):
@@ -901,12 +903,16 @@ export class KvEngine implements Engine {
         this.checkWritable();
         st = this.nsOrThrow(ns);
         const e = st.keydir.find(key);
-        const cur = e < 0 ? 0 : st.keydir.rev[e];
+        const cur = e < 0 ? 0 : st.keydir.revOf(e);
         if (cur !== ifRev) throw KvError.casMismatch(ifRev, cur);
       } catch (err) {
         if (hash !== null) this.separator!.failed(handle);
         throw err;
       }
+    }
+    if (this.revision >= MAX_REVISION) {
+      if (hash !== null) this.separator!.failed(handle);
+      throw revisionExhausted();
     }
     // from here to enqueue: synchronous
     this.stripes[s]++;
@@ -940,9 +946,10 @@ export class KvEngine implements Engine {
     this.checkWritable();
     st = this.nsOrThrow(ns);
     const e = st.keydir.find(key);
-    const cur = e < 0 ? 0 : st.keydir.rev[e];
+    const cur = e < 0 ? 0 : st.keydir.revOf(e);
     if (ifRev !== undefined && cur !== ifRev) throw KvError.casMismatch(ifRev, cur);
     if (e < 0) return undefined;
+    if (this.revision >= MAX_REVISION) throw revisionExhausted();
     this.stripes[s]++;
     st.inflight++;
     const op = this.newOp(OpKind.Del, st);
@@ -984,6 +991,7 @@ export class KvEngine implements Engine {
       }
       this.checkWritable();
       st = this.nsOrThrow(ns);
+      if (this.revision >= MAX_REVISION) throw revisionExhausted();
     } catch (err) {
       for (const it of stored) this.separator!.failed(it.handle);
       throw err;
@@ -1580,6 +1588,12 @@ export class KvEngine implements Engine {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** A write when the revision counter is at MAX_REVISION (checked before anything is held or enqueued). */
+function revisionExhausted(): KvError {
+  return new KvError('E_REVISION_LIMIT', `the revision counter is at ${MAX_REVISION} (2^48 - 1), the largest revision ` +
+    'this glidekv holds exactly; the write was refused and nothing was changed');
+}
 function noop(): void {}
 
 /** Opens (creating if needed) the engine in `dir`. */

@@ -16,6 +16,8 @@ export type KvErrorCode =
   /** A file of another format version (meta.json, a segment footer): refused before anything is changed. */
   | 'E_VERSION'
   | 'E_COMPACTED'
+  /** The revision counter reached MAX_REVISION (2^48 - 1): no further write is taken (see FORMAT.md). */
+  | 'E_REVISION_LIMIT'
   | 'E_LAGGED'
   | 'E_TOO_MANY_WATCHERS'
   | 'E_CLOSED'

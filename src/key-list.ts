@@ -47,7 +47,7 @@ export function listKeys(k: Keydir, prefix: Uint8Array | null, after: Uint8Array
   }
   const j = limit < end - i ? i + limit : end;
   if (j <= i) return [];
-  const { arena, keyOff, keyLen, rev, vsize, mtime } = k;
+  const { arena, keyOff, keyLen, revLo, revHi, vsize, mtimeLo, mtimeHi } = k;
   // key bytes: one buffer for the answer, each key a view into it
   let bytes = 0;
   for (let x = i; x < j; x++) bytes += keyLen[arr[x]];
@@ -61,7 +61,8 @@ export function listKeys(k: Keydir, prefix: Uint8Array | null, after: Uint8Array
     const l = keyLen[e];
     if (l <= 64) for (let b = 0; b < l; b++) keys[p + b] = arena[o + b];
     else arena.copy(keys, p, o, o + l);
-    out[x - i] = { key: Buffer.from(ab, p, l), revision: rev[e], size: vsize[e], mtime: mtime[e] };
+    out[x - i] = { key: Buffer.from(ab, p, l), revision: revLo[e] + revHi[e] * 0x1_0000_0000, size: vsize[e],
+      mtime: mtimeLo[e] + mtimeHi[e] * 0x1_0000_0000 };
     p += l;
   }
   return out;

@@ -12,12 +12,20 @@
  *   aside and merged in on the next sorted read, deletes are skipped during the merge
  *   (their entry numbers are not reused until then).
  *
- * Per key: 35 bytes of entry arrays + 4 bytes per hash slot (load <= 0.75) + the key bytes.
+ * - Revision and mtime are 48-bit integers, each a u32 low word plus a u16 high word
+ *   (`revOf(e)`, `mtimeOf(e)` put them together): revisions are exact up to MAX_REVISION
+ *   (2^48 - 1, which the engine enforces: E_REVISION_LIMIT beyond it), mtimes are whole
+ *   milliseconds since 1970 up to the year 10889 (a record's mtime outside that is clamped).
+ *
+ * Per key: 31 bytes of entry arrays + 4 bytes per hash slot (load <= 0.75) + the key bytes.
  */
 import { fnv1a } from '../lib/hash.js';
 import { sortEntriesByKey } from './key-sort.js';
 
 const F_DEAD = 0x80;
+const TWO32 = 0x1_0000_0000;
+/** The largest revision (and mtime, in ms) a keydir holds exactly: 48 bits. */
+export const MAX_REVISION = 2 ** 48 - 1;
 /** Entry flag: the record holds a blob pointer (payload = 16-byte hash). Same bit as record F_POINTER. */
 export const KF_POINTER = 0x01;
 /** Entry flag: a tombstone, kept only while recovery merges segments. */
@@ -26,7 +34,6 @@ export const KF_TOMBSTONE = 0x40;
 function growU32(a: Uint32Array, n: number): Uint32Array { const b = new Uint32Array(n); b.set(a); return b; }
 function growU16(a: Uint16Array, n: number): Uint16Array { const b = new Uint16Array(n); b.set(a); return b; }
 function growU8(a: Uint8Array, n: number): Uint8Array { const b = new Uint8Array(n); b.set(a); return b; }
-function growF64(a: Float64Array, n: number): Float64Array { const b = new Float64Array(n); b.set(a); return b; }
 
 export class Keydir {
   keyOff: Uint32Array;
@@ -35,8 +42,12 @@ export class Keydir {
   fileId: Uint32Array;
   offset: Uint32Array;
   vsize: Uint32Array;
-  rev: Float64Array;
-  mtime: Float64Array;
+  /** Revision = revLo + revHi * 2^32 (revOf). */
+  revLo: Uint32Array;
+  revHi: Uint16Array;
+  /** mtime (ms) = mtimeLo + mtimeHi * 2^32 (mtimeOf). */
+  mtimeLo: Uint32Array;
+  mtimeHi: Uint16Array;
   arena: Buffer;
 
   private cap: number;
@@ -66,8 +77,10 @@ export class Keydir {
     this.fileId = new Uint32Array(this.cap);
     this.offset = new Uint32Array(this.cap);
     this.vsize = new Uint32Array(this.cap);
-    this.rev = new Float64Array(this.cap);
-    this.mtime = new Float64Array(this.cap);
+    this.revLo = new Uint32Array(this.cap);
+    this.revHi = new Uint16Array(this.cap);
+    this.mtimeLo = new Uint32Array(this.cap);
+    this.mtimeHi = new Uint16Array(this.cap);
     let s = 16;
     while (s * 0.75 < this.cap) s *= 2;
     this.slots = new Uint32Array(s);
@@ -78,7 +91,7 @@ export class Keydir {
   /** Bytes held by this keydir's arrays, hash table and key arena (capacity, not use). */
   byteFootprint(): number {
     return this.keyOff.byteLength + this.keyLen.byteLength + this.flags.byteLength + this.fileId.byteLength +
-      this.offset.byteLength + this.vsize.byteLength + this.rev.byteLength + this.mtime.byteLength +
+      this.offset.byteLength + this.vsize.byteLength + this.revLo.byteLength + this.revHi.byteLength + this.mtimeLo.byteLength + this.mtimeHi.byteLength +
       this.slots.byteLength + this.arena.length + (this.sorted ? this.sorted.byteLength : 0) + this.added.length * 8;
   }
 
@@ -107,6 +120,16 @@ export class Keydir {
     }
   }
 
+  /** Revision of entry e (exact: at most MAX_REVISION). */
+  revOf(e: number): number {
+    return this.revLo[e] + this.revHi[e] * TWO32;
+  }
+
+  /** mtime (ms since 1970) of entry e. */
+  mtimeOf(e: number): number {
+    return this.mtimeLo[e] + this.mtimeHi[e] * TWO32;
+  }
+
   /** Key bytes of an entry (a view into the arena: copy it if you keep it across writes). */
   keyView(e: number): Buffer {
     const o = this.keyOff[e];
@@ -117,9 +140,17 @@ export class Keydir {
     return Buffer.from(this.keyView(e));
   }
 
-  /** Sets the location of `key` (inserting it when absent). Returns the entry number. */
+  /**
+   * Sets the location of `key` (inserting it when absent). Returns the entry number.
+   * `rev` must be an integer in [0, MAX_REVISION] (RangeError otherwise, nothing changed);
+   * `mtime` is clamped to whole milliseconds in [0, MAX_REVISION].
+   */
   set(key: Uint8Array, fileId: number, offset: number, vsize: number, rev: number, mtime: number, flags: number,
     hash: Buffer | null = null): number {
+    if (!(rev >= 0 && rev <= MAX_REVISION && Math.floor(rev) === rev)) {
+      throw new RangeError(`keydir: revision ${rev} is not an integer in [0, 2^48 - 1]`);
+    }
+    const m = mtime >= 0 ? (mtime <= MAX_REVISION ? Math.floor(mtime) : MAX_REVISION) : 0;
     let e = this.find(key);
     if (e < 0) e = this.insert(key);
     if (hash !== null && (flags & KF_POINTER) !== 0) this.hashes.set(e, hash);
@@ -127,8 +158,10 @@ export class Keydir {
     this.fileId[e] = fileId;
     this.offset[e] = offset;
     this.vsize[e] = vsize;
-    this.rev[e] = rev;
-    this.mtime[e] = mtime;
+    this.revLo[e] = rev >>> 0; // ToUint32: rev mod 2^32, exact for integers
+    this.revHi[e] = (rev - (rev >>> 0)) / TWO32;
+    this.mtimeLo[e] = m >>> 0;
+    this.mtimeHi[e] = (m - (m >>> 0)) / TWO32;
     this.flags[e] = flags;
     return e;
   }
@@ -238,8 +271,10 @@ export class Keydir {
     this.fileId = growU32(this.fileId, n);
     this.offset = growU32(this.offset, n);
     this.vsize = growU32(this.vsize, n);
-    this.rev = growF64(this.rev, n);
-    this.mtime = growF64(this.mtime, n);
+    this.revLo = growU32(this.revLo, n);
+    this.revHi = growU16(this.revHi, n);
+    this.mtimeLo = growU32(this.mtimeLo, n);
+    this.mtimeHi = growU16(this.mtimeHi, n);
     this.cap = n;
   }
 
@@ -273,8 +308,10 @@ export class Keydir {
       this.fileId = this.fileId.slice(0, n);
       this.offset = this.offset.slice(0, n);
       this.vsize = this.vsize.slice(0, n);
-      this.rev = this.rev.slice(0, n);
-      this.mtime = this.mtime.slice(0, n);
+      this.revLo = this.revLo.slice(0, n);
+      this.revHi = this.revHi.slice(0, n);
+      this.mtimeLo = this.mtimeLo.slice(0, n);
+      this.mtimeHi = this.mtimeHi.slice(0, n);
       this.cap = n;
     }
   }
@@ -425,8 +462,10 @@ export class Keydir {
     const fileId = new Uint32Array(cap);
     const offset = new Uint32Array(cap);
     const vsize = new Uint32Array(cap);
-    const rev = new Float64Array(cap);
-    const mtime = new Float64Array(cap);
+    const revLo = new Uint32Array(cap);
+    const revHi = new Uint16Array(cap);
+    const mtimeLo = new Uint32Array(cap);
+    const mtimeHi = new Uint16Array(cap);
     const arena = Buffer.allocUnsafe(Math.max(256, this.arena.length));
     let p = 0;
     for (let i = 0; i < n; i++) {
@@ -441,8 +480,10 @@ export class Keydir {
       fileId[i] = this.fileId[e];
       offset[i] = this.offset[e];
       vsize[i] = this.vsize[e];
-      rev[i] = this.rev[e];
-      mtime[i] = this.mtime[e];
+      revLo[i] = this.revLo[e];
+      revHi[i] = this.revHi[e];
+      mtimeLo[i] = this.mtimeLo[e];
+      mtimeHi[i] = this.mtimeHi[e];
     }
     for (let i = n; i < cap; i++) flags[i] = F_DEAD;
     const slots = this.slots;
@@ -456,8 +497,10 @@ export class Keydir {
     this.fileId = fileId;
     this.offset = offset;
     this.vsize = vsize;
-    this.rev = rev;
-    this.mtime = mtime;
+    this.revLo = revLo;
+    this.revHi = revHi;
+    this.mtimeLo = mtimeLo;
+    this.mtimeHi = mtimeHi;
     this.arena = arena;
     this.arenaUsed = p;
     this.arenaGarbage = 0;

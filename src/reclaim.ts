@@ -134,7 +134,7 @@ async function reclaimInner(eng: KvEngine, st: NsState): Promise<{ relocatedByte
         if (!k.isLive(e) || k.fileId[e] !== id) continue; // changed while we read
         const off = k.offset[e];
         const len = st.entryRecordSize(e);
-        if (!decodeRecord(buf, off, off + len, v) || v.revision !== k.rev[e] || v.type !== T_PUT) {
+        if (!decodeRecord(buf, off, off + len, v) || v.revision !== k.revOf(e) || v.type !== T_PUT) {
           throw new KvError('E_CORRUPT', `${st.name}: record at ${segmentName(id)}:${off} failed its checksum; reclaim stopped`);
         }
         if (out === null || (out.seg.size + chunkLen > 0 && out.seg.size + chunkLen + len > eng.segmentMaxBytes)) {
@@ -154,7 +154,7 @@ async function reclaimInner(eng: KvEngine, st: NsState): Promise<{ relocatedByte
         unbatchRecord(chunk, chunkLen, len);
         chunkLen += len;
         moves.push(e, id, off, newOff);
-        o.fb.add(T_PUT, k.flags[e] & KF_POINTER, k.keyView(e), newOff, k.vsize[e], k.rev[e], k.mtime[e], k.pointerHash(e));
+        o.fb.add(T_PUT, k.flags[e] & KF_POINTER, k.keyView(e), newOff, k.vsize[e], k.revOf(e), k.mtimeOf(e), k.pointerHash(e));
       }
     }
     await finishOut();

@@ -27,7 +27,7 @@ import {
   damagedFooter, FOOTER_VERSION, FooterBuilder, otherFooterVersion, parseSegmentName, parseTrailer, readFooterBody,
   TRAILER_SIZE,
 } from './segment.js';
-import { KF_POINTER, KF_TOMBSTONE } from './keydir.js';
+import { KF_POINTER, KF_TOMBSTONE, MAX_REVISION } from './keydir.js';
 import type { NsState, SegInfo } from './ns-state.js';
 
 /**
@@ -84,13 +84,19 @@ export function scanRecords(buf: Buffer, start: number, end: number, onRecord: (
   return scanSegment(buf, start, end, onRecord, sealed).committedEnd;
 }
 
+/** E_REVISION_LIMIT: `what` is beyond the revisions this engine holds exactly. */
+export function revisionLimit(what: string): KvError {
+  return new KvError('E_REVISION_LIMIT', `${what} is beyond the largest revision this glidekv holds (2^48 - 1 = ${MAX_REVISION})`);
+}
+
 /** Max-revision-wins merge of one record or footer entry into the keydir. */
 function merge(st: NsState, key: Uint8Array, type: number, flags: number, fileId: number, offset: number,
   vsize: number, rev: number, mtime: number, hash: Buffer | null): void {
+  if (rev > MAX_REVISION) throw revisionLimit(`${st.name}: a record of revision ${rev}`);
   const k = st.keydir;
   const e = k.find(key);
   // '>' not '>=': within one batch (one revision) the later record wins, as it did in memory
-  if (e >= 0 && k.rev[e] > rev) return;
+  if (e >= 0 && k.revOf(e) > rev) return;
   if (type === T_DEL) k.set(key, fileId, offset, 0, rev, mtime, KF_TOMBSTONE);
   else k.set(key, fileId, offset, vsize, rev, mtime, flags & KF_POINTER, hash);
 }
@@ -262,7 +268,7 @@ export function addKeydirEntries(st: NsState, id: number, fb: FooterBuilder): vo
     if (!k.isLive(e) || k.fileId[e] !== id) continue;
     const tomb = (k.flags[e] & KF_TOMBSTONE) !== 0;
     const flags = tomb ? 0 : k.flags[e] & KF_POINTER;
-    fb.add(tomb ? T_DEL : T_PUT, flags, k.keyView(e), k.offset[e], k.vsize[e], k.rev[e], k.mtime[e], k.pointerHash(e));
+    fb.add(tomb ? T_DEL : T_PUT, flags, k.keyView(e), k.offset[e], k.vsize[e], k.revOf(e), k.mtimeOf(e), k.pointerHash(e));
   }
 }
 

@@ -18,9 +18,9 @@ it('keydir: a key of any accepted size fits after the arena compacts (put long, 
     k.set(short, 1, 10, 1, 2, 2, 0);
     k.remove(k.find(long));
     k.set(long, 1, 20, 1, 4, 4, 0);
-    expect(k.rev[k.find(long)], `key of ${len} bytes`).toBe(4);
+    expect(k.revOf(k.find(long)), `key of ${len} bytes`).toBe(4);
     expect(k.keyView(k.find(long)).equals(long)).toBe(true);
-    expect(k.rev[k.find(short)]).toBe(2);
+    expect(k.revOf(k.find(short))).toBe(2);
     expect(k.size).toBe(2);
   }
 });
@@ -45,7 +45,7 @@ it('keydir: many long keys of mixed sizes, inserted and removed at random, stay 
     }
   }
   expect(k.size).toBe(model.size);
-  for (const [key, rev] of model) expect(k.rev[k.find(Buffer.from(key))]).toBe(rev);
+  for (const [key, rev] of model) expect(k.revOf(k.find(Buffer.from(key)))).toBe(rev);
 });
 
 it('engine: a 1024-byte key can be put, deleted and put again, and the engine keeps writing', async () => {

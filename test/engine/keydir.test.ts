@@ -35,7 +35,7 @@ it('matches a Map model through growth, rehash, deletes, arena compaction and so
       const e = k.find(kb);
       expect(e >= 0).toBe(model.has(key));
       if (e >= 0) {
-        expect(k.rev[e]).toBe(model.get(key));
+        expect(k.revOf(e)).toBe(model.get(key));
         k.remove(e);
         model.delete(key);
       }
@@ -49,7 +49,7 @@ it('matches a Map model through growth, rehash, deletes, arena compaction and so
   expect(k.size).toBe(model.size);
   for (const [key, rev] of model) {
     const e = k.find(Buffer.from(key));
-    expect(k.rev[e]).toBe(rev);
+    expect(k.revOf(e)).toBe(rev);
     expect(k.offset[e]).toBe(rev * 2);
   }
   const { arr, len } = k.sortedEntries();
