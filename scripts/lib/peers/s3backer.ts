@@ -13,10 +13,25 @@
  *           "everything is in the store" as glidekv's volume flush.
  *   compaction: none (a file system has none).
  *
- * Two configurations: s3backer's defaults (a dirty block is written back
- * after --blockCacheWriteDelay=250 ms, and fsync returns before it is), and
- * write-through (`--blockCacheWriteDelay=0 --minWriteDelay=0`). Both with
- * 128 KiB blocks (glidekv's block size) on a 1 GiB file and --listBlocks.
+ * Two configurations, both with 128 KiB blocks (glidekv's block size) on a
+ * 1 GiB file and --listBlocks:
+ *   defaults       a dirty block is written back after
+ *                  --blockCacheWriteDelay=250 ms; fsync returns before it is.
+ *   write-through  the durable analogue: `--blockCacheWriteDelay=0
+ *                  --blockCacheSync --minWriteDelay=0`: every write to
+ *                  s3backer's file returns only after its block's PUT, so an
+ *                  ext4 fsync (whose journal commit waits for the loop
+ *                  device's writes) returns after the upload.
+ * s3backer 1.5.4's FUSE fsync and flush are no-ops (`return 0`; fsync/sync
+ * flush the block cache only from s3backer 2.1.0, issue #197), so without
+ * --blockCacheSync, `--blockCacheWriteDelay=0` only starts the upload after
+ * the write has returned ("write-through" in its man page, but an fsync does
+ * not wait for it), and writes landing on a block while its upload is in
+ * flight are merged into the next one. With --blockCacheSync every FUSE
+ * write waits for a whole-block PUT; libfuse 2 (which the Debian s3backer
+ * links) without `-o big_writes` hands s3backer 4 KiB writes, so each 4 KiB
+ * that ext4 writes (data, journal, inode, bitmap, directory) uploads one
+ * whole 128 KiB block.
  *
  * The bench process does file I/O on the ext4 over the loop device over
  * s3backer's FUSE mount; s3backer is another process, so that is allowed.
@@ -37,7 +52,7 @@ export type S3backerMode = 'defaults' | 'writethrough';
 
 export const S3BACKER_FLAGS: Record<S3backerMode, string[]> = {
   defaults: [],
-  writethrough: ['--blockCacheWriteDelay=0', '--minWriteDelay=0'],
+  writethrough: ['--blockCacheWriteDelay=0', '--blockCacheSync', '--minWriteDelay=0'],
 };
 
 /** s3backer's version, or why it cannot run here (one line). */
@@ -55,7 +70,7 @@ export async function s3backerAvailable(): Promise<{ version: string } | { reaso
 }
 
 export function s3backerLabel(mode: S3backerMode): string {
-  return mode === 'defaults' ? 's3backer + ext4, defaults' : 's3backer + ext4, write-through';
+  return mode === 'defaults' ? 's3backer + ext4, defaults' : 's3backer + ext4, write-through, sync';
 }
 
 export function s3backerConfig(mode: S3backerMode): string {
@@ -63,7 +78,7 @@ export function s3backerConfig(mode: S3backerMode): string {
     's3backer 128 KiB blocks, 1 GiB, --listBlocks, loop + ext4; one file per key, written and fsynced; ' +
     (mode === 'defaults'
       ? 'defaults: fsync returns before the blocks are uploaded (write-back after 250 ms)'
-      : 'write-through: --blockCacheWriteDelay=0 --minWriteDelay=0') +
+      : 'write-through: --blockCacheWriteDelay=0 --blockCacheSync --minWriteDelay=0: each write returns after its block is uploaded, so fsync does') +
     "; each phase ends when s3backer's stats show no dirty block"
   );
 }
