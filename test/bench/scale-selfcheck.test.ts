@@ -73,6 +73,15 @@ describe('bench:scale, a tiny run on the file store', () => {
     expect(large.held).toBeNull();
   });
 
+  it('cache: the build takes the bound and the cache dir stays within it at every sample (issue 11)', () => {
+    const [bounded, large] = doc.cache!.runs;
+    expect(bounded.boundApplied).toBe(true);
+    expect(bounded.held).toBe(true);
+    expect(bounded.du.maxDataBytes).toBeLessThanOrEqual(2 * MiB + BLOCK_SIZE);
+    // 8 MiB written into a 64 MiB cache: all of it stays cached
+    expect(large.du.maxDataBytes).toBeGreaterThanOrEqual(8 * MiB);
+  });
+
   it('memory: the process held the volume with every block mapped and read it all back', () => {
     const m = doc.memory!;
     expect(m.via).toBe('library');

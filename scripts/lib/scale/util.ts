@@ -14,12 +14,13 @@ export const GiB = 1024 * MiB;
 export interface DiskUsage {
   /** Bytes allocated on disk (st_blocks * 512) under the directory, directories included. */
   bytes: number;
-  /** The part of `bytes` in files named like cache metadata (`state*`, `lock*`): the "state file" allowance. */
+  /** The part of `bytes` in the cache's metadata files (`slots`, `state`, `lock`): the "state file" allowance. */
   metaBytes: number;
   files: number;
 }
 
-const META_NAME = /^(state|lock)/;
+/** The cache's slot table (`slots`; `state` before the bound) and its pid lock; the rest are cached blocks. */
+const META_NAME = /^(slots|state|lock)/;
 
 /** Allocated bytes under `dir` (files that vanish while walking are skipped: the cache evicts as we look). */
 export function diskUsage(dir: string): DiskUsage {
