@@ -142,7 +142,8 @@ export async function writeDeleteRecord(d: OpsDeps, row: VolumeRow): Promise<voi
   const seq = row.log_seq + 1;
   const rec: DeleteRecord = { kind: KIND_DELETE, volume: row.uuid, seq, time: Date.now(), writer: d.owner.token };
   const out = await createRecord(d.store, d.prefix, row.uuid, seq, await encodeRecord(rec));
-  if (!out.created) throw fencedError(row.name, row.uuid, seq, out.existing);
+  // a delete record there already: a delete cut after its tombstone (kill -9, an answer given up on); finish it
+  if (!out.created && out.existing.kind !== KIND_DELETE) throw fencedError(row.name, row.uuid, seq, out.existing);
 }
 
 /** Delete, last step: every record of a deleted volume, the tombstone (highest seq) last. */
