@@ -16,6 +16,9 @@
  * bench-results/scale-<date>.json. Exit 0 when it ran (whatever the checks
  * say), 1 on an error, 2 on bad options.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatReport, FULL, PHASES, QUICK, runScale, writeDoc, type Phase, type ScaleOptions } from './lib/scale/run.js';
 import { daemonPossible } from './lib/scale/memory.js';
@@ -133,12 +136,26 @@ if (parsed.keep) o.keep = true;
 if (o.cacheWriteBytes > o.cacheVolumeBytes) fail('--cache-write is larger than --cache-volume');
 if (o.cacheVolumeBytes % 131072 !== 0) fail('--cache-volume must be a multiple of 128K');
 
+// A temp work dir is made here and removed after the report is out (removing
+// a 100,000-block store takes a while).
+const temp = o.dir === null ? mkdtempSync(join(tmpdir(), 'glidekv-bench-scale-')) : null;
+let code = 0;
 try {
-  const doc = await runScale(o);
+  const doc = await runScale({ ...o, dir: temp ?? o.dir });
+  doc.options.dir = o.dir;
   process.stdout.write(formatReport(doc) + '\n');
   const path = writeDoc(doc, parsed.out);
   process.stdout.write(`wrote ${path}\n`);
 } catch (err) {
   process.stderr.write(`bench:scale: ${(err as Error).stack ?? err}\n`);
-  process.exit(1);
+  code = 1;
+} finally {
+  if (temp !== null) {
+    if (o.keep) process.stderr.write(`bench:scale: kept ${temp}\n`);
+    else {
+      process.stderr.write(`bench:scale: removing ${temp}\n`);
+      rmSync(temp, { recursive: true, force: true });
+    }
+  }
 }
+process.exit(code);
