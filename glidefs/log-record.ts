@@ -139,12 +139,23 @@ export function decodeRecord(buf: Buffer, where: string): LogRecord {
   const stored = buf.subarray(HEADER);
   if (!checksum(buf, stored).equals(buf.subarray(20, HEADER))) throw GlideFsError.CORRUPT(`log record ${where} fails its checksum`);
   let raw: Buffer;
-  if (codec === CODEC_NONE) raw = stored;
-  else if (codec === CODEC_DEFLATE) raw = inflateRawSync(stored);
-  else throw GlideFsError.CORRUPT(`log record ${where} has unknown codec ${codec}`);
-  if (raw.length !== rawLen) throw GlideFsError.CORRUPT(`log record ${where} inflates to ${raw.length} bytes, header says ${rawLen}`);
-  const jlen = raw.readUInt32LE(0);
-  const json = JSON.parse(raw.subarray(4, 4 + jlen).toString('utf8')) as Record<string, unknown>;
+  let jlen: number;
+  let json: Record<string, unknown>;
+  // a checksum only says the bytes are what their writer wrote: a body that does not inflate, parse
+  // or have the shape readers index is E_CORRUPT too, never a raw zlib/Range/Syntax/TypeError
+  try {
+    if (codec === CODEC_NONE) raw = stored;
+    else if (codec === CODEC_DEFLATE) raw = inflateRawSync(stored, { maxOutputLength: Math.max(1, rawLen) });
+    else throw GlideFsError.CORRUPT(`log record ${where} has unknown codec ${codec}`);
+    if (raw.length !== rawLen) throw GlideFsError.CORRUPT(`log record ${where} inflates to ${raw.length} bytes, header says ${rawLen}`);
+    jlen = raw.length >= 4 ? raw.readUInt32LE(0) : -1;
+    if (jlen < 0 || 4 + jlen > raw.length) throw GlideFsError.CORRUPT(`log record ${where}: its JSON header runs past the body`);
+    json = JSON.parse(raw.subarray(4, 4 + jlen).toString('utf8')) as Record<string, unknown>;
+    checkRecordShape(json, kind);
+  } catch (err) {
+    if (err instanceof GlideFsError) throw err;
+    throw GlideFsError.CORRUPT(`log record ${where} is unreadable: ${(err as Error).message}`, err);
+  }
   if (kind === KIND_CHECKPOINT) return { ...(json as object), kind } as CheckpointRecord;
   if (kind === KIND_DELETE) return { ...(json as object), kind } as DeleteRecord;
   if (kind !== KIND_FLUSH) throw GlideFsError.CORRUPT(`log record ${where} has unknown kind ${kind}`);
@@ -158,6 +169,31 @@ export function decodeRecord(buf: Buffer, where: string): LogRecord {
   });
   if (pos !== raw.length) throw GlideFsError.CORRUPT(`log record ${where} has ${raw.length - pos} trailing bytes`);
   return { ...(json as object), kind, sectors } as FlushRecord;
+}
+
+/** Throws (plain Error, made E_CORRUPT by decodeRecord) unless the JSON header has the fields readers index. */
+function checkRecordShape(j: unknown, kind: number): void {
+  const nat = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0;
+  const hash = (x: unknown) => typeof x === 'string' && /^[0-9a-f]{32}$/.test(x);
+  if (j === null || typeof j !== 'object' || Array.isArray(j)) throw new Error('the header is not an object');
+  const r = j as Record<string, unknown>;
+  if (typeof r.volume !== 'string' || !nat(r.seq) || (r.seq as number) < 1 || typeof r.writer !== 'string' || typeof r.time !== 'number') {
+    throw new Error('volume, seq, writer or time is missing or malformed');
+  }
+  if (kind === KIND_DELETE) return;
+  const blocks = r.blocks;
+  if (!Array.isArray(blocks) || !blocks.every((b) => Array.isArray(b) && b.length === 2 && nat(b[0]) && (b[1] === null || hash(b[1])))) {
+    throw new Error('blocks is not a list of [index, hash|null]');
+  }
+  if (kind === KIND_CHECKPOINT) {
+    const m = r.meta as Record<string, unknown> | null;
+    if (m === null || typeof m !== 'object' || typeof m.name !== 'string' || !nat(m.sizeBytes) || typeof m.family !== 'string') throw new Error('meta is malformed');
+    return;
+  }
+  const sectors = r.sectors;
+  if (!Array.isArray(sectors) || !sectors.every((e) => Array.isArray(e) && e.length === 3 && nat(e[0]) && nat(e[1]) && (e[1] as number) <= FULL_MASK && hash(e[2]))) {
+    throw new Error('sectors is not a list of [index, mask, hash]');
+  }
 }
 
 /** Applies a sector entry's bytes onto a whole block (in place). */
