@@ -78,7 +78,11 @@ export async function readMeta(io: FileIo, dir: string): Promise<Meta> {
     throw new KvError('E_VERSION', `${file}: format version ${JSON.stringify(m.version ?? null)}, this glidekv reads version ${META_VERSION}; nothing was changed`);
   }
   try {
-    if (typeof m.revision !== 'number' || typeof m.compacted !== 'object' || m.compacted === null) throw new Error('bad shape');
+    // revisions are non-negative safe integers: anything else would be handed on as a counter
+    const nat = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0;
+    if (!nat(m.revision) || typeof m.compacted !== 'object' || m.compacted === null || Array.isArray(m.compacted) || !Object.values(m.compacted).every(nat)) {
+      throw new Error('bad shape');
+    }
     const out: Meta = { version: 1, revision: m.revision, compacted: { ...m.compacted } };
     if (m.obsolete !== undefined && typeof m.obsolete === 'object' && m.obsolete !== null) {
       const ob: Record<string, number[]> = {};
