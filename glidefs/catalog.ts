@@ -28,7 +28,7 @@ import { BLOCK_SIZE, blockKey } from './block-key.js';
 import { KIND_CHECKPOINT, KIND_FLUSH, type LogRecord } from './log-record.js';
 import { pidAlive } from '../lib/pid-alive.js';
 
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -126,6 +126,65 @@ CREATE TABLE IF NOT EXISTS writers (
 );
 `;
 
+/**
+ * Schema version 3: layers (FORMAT.md, "Layers"). The block map's rows belong
+ * to layers (`blocks.volume_id` becomes `blocks.layer_id`; key '' is a
+ * tombstone: a hole over the layers below); a volume points at its top layer;
+ * a layer has a parent. Each version-2 volume becomes one layer with the same
+ * id and no parent (its rows stay where they are).
+ */
+const SCHEMA_V3 = `
+ALTER TABLE blocks RENAME COLUMN volume_id TO layer_id;
+CREATE TABLE IF NOT EXISTS layers (
+  id          INTEGER PRIMARY KEY,
+  parent      INTEGER,
+  sealed      INTEGER NOT NULL DEFAULT 0,
+  volume_uuid TEXT NOT NULL,
+  store_uuid  TEXT,
+  store_seq   INTEGER,
+  created_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS layers_parent ON layers (parent);
+CREATE INDEX IF NOT EXISTS layers_store ON layers (store_uuid, store_seq);
+CREATE TABLE IF NOT EXISTS kept_records (
+  uuid      TEXT NOT NULL,
+  seq       INTEGER NOT NULL,
+  base_uuid TEXT,
+  base_seq  INTEGER,
+  PRIMARY KEY (uuid, seq)
+) WITHOUT ROWID;
+ALTER TABLE volumes ADD COLUMN layer INTEGER;
+ALTER TABLE volumes ADD COLUMN base_uuid TEXT;
+ALTER TABLE volumes ADD COLUMN base_seq INTEGER;
+INSERT INTO layers (id, parent, sealed, volume_uuid, created_at) SELECT id, NULL, 0, uuid, created_at FROM volumes;
+UPDATE volumes SET layer = id;
+CREATE INDEX IF NOT EXISTS volumes_layer ON volumes (layer);
+`;
+
+/** A tombstone row's key: block hole in this layer, whatever the layers below hold. */
+export const TOMBSTONE = '';
+
+/** The chain of layers from a volume's top (pos 0) down to the root. */
+const CHAIN_OF_VOLUME = `WITH RECURSIVE chain(id, pos) AS (
+  SELECT layer, 0 FROM volumes WHERE id = @vol
+  UNION ALL SELECT l.parent, c.pos + 1 FROM layers l JOIN chain c ON l.id = c.id WHERE l.parent IS NOT NULL)`;
+const CHAIN_OF_LAYER = `WITH RECURSIVE chain(id, pos) AS (
+  SELECT @layer, 0
+  UNION ALL SELECT l.parent, c.pos + 1 FROM layers l JOIN chain c ON l.id = c.id WHERE l.parent IS NOT NULL)`;
+
+/** A record in the store that names a layer's state: volume uuid + seq of a checkpoint record. */
+export interface StoreName {
+  volume: string;
+  seq: number;
+}
+
+/** A fork's catalog transaction found the source moved on since its checkpoint (a flush came in): checkpoint again. */
+export class ForkMoved extends Error {
+  constructor(readonly name: string) {
+    super(`volume '${name}' changed since its checkpoint`);
+  }
+}
+
 export interface VolumeRow {
   id: number;
   name: string;
@@ -153,6 +212,11 @@ export interface VolumeRow {
   checkpoints: number;
   checkpoint_uploads: number;
   log_deletes: number;
+  /** Top layer (schema 3). */
+  layer: number;
+  /** The base named by the volume's newest checkpoint record (null: none). */
+  base_uuid: string | null;
+  base_seq: number | null;
 }
 
 /** One block's change in a flush commit. `newKey` null = the block became a hole. */
@@ -214,6 +278,8 @@ export function ownerAlive(host: string, pid: number): boolean {
 export class Catalog {
   readonly db: Database.Database;
   private closed = false;
+  /** Statements prepared once per catalog, by SQL text (q()). */
+  private readonly stmts = new Map<string, Database.Statement>();
 
   private constructor(db: Database.Database) {
     this.db = db;
@@ -247,24 +313,38 @@ export class Catalog {
     return cat;
   }
 
+  /** The prepared statement for `sql` (prepared on first use; its pluck/raw modes reset). */
+  private q(sql: string): Database.Statement {
+    let st = this.stmts.get(sql);
+    if (st === undefined) {
+      st = this.db.prepare(sql);
+      this.stmts.set(sql, st);
+    } else if (st.reader) {
+      st.pluck(false);
+      st.raw(false);
+    }
+    return st;
+  }
+
   private migrate(): void {
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version === SCHEMA_VERSION) return;
     if (version > SCHEMA_VERSION) {
-      throw GlideFsError.CORRUPT(`catalog schema version ${version} is newer than this glidekv (${SCHEMA_VERSION})`);
+      throw GlideFsError.VERSION(`catalog schema version ${version} is newer than this glidekv (${SCHEMA_VERSION})`);
     }
     this.immediate(() => {
       const v = this.db.pragma('user_version', { simple: true }) as number;
       if (v === SCHEMA_VERSION) return;
       if (v < 1) {
         this.db.exec(SCHEMA);
-        this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('catalog_id', randomBytes(8).toString('hex'));
-        this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('deletes', '0');
+        this.q('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('catalog_id', randomBytes(8).toString('hex'));
+        this.q('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('deletes', '0');
       }
       if (v < 2) {
         this.db.exec(SCHEMA_V2);
         this.db.exec('UPDATE volumes SET family_uuid = (SELECT r.uuid FROM volumes r WHERE r.id = volumes.family) WHERE family_uuid IS NULL');
       }
+      if (v < 3) this.db.exec(SCHEMA_V3);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     }, true);
   }
@@ -303,7 +383,7 @@ export class Catalog {
 
   findVolume(name: string): VolumeRow | undefined {
     this.checkOpen();
-    return this.db.prepare('SELECT * FROM volumes WHERE name = ?').get(name) as VolumeRow | undefined;
+    return this.q('SELECT * FROM volumes WHERE name = ?').get(name) as VolumeRow | undefined;
   }
 
   volume(name: string): VolumeRow {
@@ -314,122 +394,364 @@ export class Catalog {
 
   volumeById(id: number): VolumeRow | undefined {
     this.checkOpen();
-    return this.db.prepare('SELECT * FROM volumes WHERE id = ?').get(id) as VolumeRow | undefined;
+    return this.q('SELECT * FROM volumes WHERE id = ?').get(id) as VolumeRow | undefined;
   }
 
   listVolumes(): VolumeRow[] {
     this.checkOpen();
-    return this.db.prepare('SELECT * FROM volumes ORDER BY name').all() as VolumeRow[];
+    return this.q('SELECT * FROM volumes ORDER BY name').all() as VolumeRow[];
   }
 
   /**
    * Inserts a volume whose first record (a checkpoint, seq 1) is already in
-   * the store: `uuid` is its id there.
+   * the store: `uuid` is its id there. It gets an empty top layer.
    */
   createVolume(name: string, sizeBytes: number, uuid: string, createdAt: number, recordBytes: number): VolumeRow {
     return this.immediate(() => {
       if (this.findVolume(name)) throw GlideFsError.VOLUME_EXISTS(name);
-      const info = this.db
-        .prepare(
-          'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, family_uuid, log_puts, log_bytes) ' +
-            'VALUES (?, ?, ?, NULL, 0, 0, ?, 1, 1, ?, 1, ?)',
-        )
-        .run(name, uuid, sizeBytes, createdAt, uuid, recordBytes);
+      const info = this.q(
+        'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, family_uuid, log_puts, log_bytes) ' +
+          'VALUES (?, ?, ?, NULL, 0, 0, ?, 1, 1, ?, 1, ?)',
+      ).run(name, uuid, sizeBytes, createdAt, uuid, recordBytes);
       const id = Number(info.lastInsertRowid);
-      this.db.prepare('UPDATE volumes SET family = ? WHERE id = ?').run(id, id);
+      const layer = this.newLayer(null, uuid);
+      this.q('UPDATE volumes SET family = ?, layer = ? WHERE id = ?').run(id, layer, id);
       return this.volumeById(id)!;
     }, true);
   }
 
+  /** A new, empty, unsealed layer over `parent`. In a transaction. */
+  private newLayer(parent: number | null, volumeUuid: string): number {
+    const info = this.q('INSERT INTO layers (parent, sealed, volume_uuid, created_at) VALUES (?, 0, ?, ?)').run(parent, volumeUuid, Date.now());
+    return Number(info.lastInsertRowid);
+  }
+
   /**
-   * The catalog side of a fork: inserts volume `dst` with exactly the block
-   * map `blocks` (index -> key; its seq-1 checkpoint is already in the
-   * store), raises the refcount of every object it names and drops this
-   * owner's pending rows for them. Every key is either in `objects` or was
-   * uploaded under a pending row of `owner` (planFork): none can vanish.
+   * The catalog side of a fork or snapshot (FORMAT.md, "Layers"), one
+   * transaction whose work does not depend on the volume's size: the
+   * source's top layer is sealed (it becomes immutable and shared, named in
+   * the store by the source's checkpoint record `parentSeq`), the source gets
+   * a new empty top layer over it, and `dst` is inserted with its own empty
+   * top layer over it. No block row is copied, no refcount changes (a row in
+   * a sealed layer keeps its object alive). The source must be exactly at its
+   * checkpoint `parentSeq` with nothing logged (ForkMoved otherwise).
    */
-  insertFork(
-    src: VolumeRow,
-    dst: string,
-    uuid: string,
-    snapshot: boolean,
-    createdAt: number,
-    blocks: Map<number, string>,
-    uploads: Array<{ blockIndex: number; key: string }>,
-    recordBytes: number,
-    owner: Owner,
-  ): VolumeRow {
+  sealAndFork(srcName: string, dst: string, uuid: string, snapshot: boolean, createdAt: number, parentSeq: number, recordBytes: number): VolumeRow {
     return this.immediate(() => {
       if (this.findVolume(dst)) throw GlideFsError.VOLUME_EXISTS(dst);
-      const info = this.db
-        .prepare(
-          'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, parent_uuid, parent_seq, family_uuid, log_puts, log_bytes) ' +
-            'VALUES (?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, 1, ?)',
-        )
-        .run(dst, uuid, src.size_bytes, src.name, src.family, snapshot ? 1 : 0, createdAt, src.uuid, src.log_seq, src.family_uuid ?? src.uuid, recordBytes);
-      const id = Number(info.lastInsertRowid);
-      const addObj = this.db.prepare(
-        'INSERT INTO objects (key, refcount, size, created_at) VALUES (?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET refcount = refcount + 1',
-      );
-      const setBlock = this.db.prepare('INSERT INTO blocks (volume_id, block_index, key) VALUES (?, ?, ?)');
-      const now = Date.now();
-      for (const [i, key] of blocks) {
-        setBlock.run(id, i, key);
-        addObj.run(key, BLOCK_BYTES, now);
+      const src = this.volume(srcName);
+      if (src.log_seq !== parentSeq || src.checkpoint_seq !== parentSeq || this.q('SELECT 1 FROM logged WHERE volume_id = ? LIMIT 1').get(src.id)) {
+        throw new ForkMoved(srcName);
       }
-      this.countUploads(id, src.family, uploads.map((u) => u.blockIndex), true);
-      const delPending = this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?');
-      for (const key of new Set(blocks.values())) delPending.run(key, owner.token);
-      return this.volumeById(id)!;
+      const sealed = src.layer;
+      this.q('UPDATE layers SET sealed = 1, store_uuid = ?, store_seq = ? WHERE id = ?').run(src.uuid, parentSeq, sealed);
+      this.q('INSERT OR REPLACE INTO kept_records (uuid, seq, base_uuid, base_seq) VALUES (?, ?, ?, ?)').run(src.uuid, parentSeq, src.base_uuid, src.base_seq);
+      const srcTop = this.newLayer(sealed, src.uuid);
+      this.q('UPDATE volumes SET layer = ? WHERE id = ?').run(srcTop, src.id);
+      const dstTop = this.newLayer(sealed, uuid);
+      const info = this.q(
+        'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, parent_uuid, parent_seq, family_uuid, log_puts, log_bytes, layer, base_uuid, base_seq) ' +
+          'VALUES (?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, 1, ?, ?, ?, ?)',
+      ).run(dst, uuid, src.size_bytes, src.name, src.family, snapshot ? 1 : 0, createdAt, src.uuid, parentSeq, src.family_uuid ?? src.uuid, recordBytes, dstTop, src.uuid, parentSeq);
+      return this.volumeById(Number(info.lastInsertRowid))!;
     }, true);
   }
 
-  /**
-   * A fork's plan, in one transaction: the source's block map and logged
-   * blocks as committed now, with a `pending` row of `owner` on every base key
-   * (so no flush or gc deletes them while the fork runs).
-   */
-  planFork(srcId: number, owner: Owner): { blocks: Map<number, string>; logged: Map<number, LoggedBlock> } {
-    return this.immediate(() => {
-      const blocks = this.blockMap(srcId);
-      const logged = this.loggedBlocks(srcId);
-      const addPending = this.db.prepare(
-        'INSERT OR REPLACE INTO pending (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)',
-      );
-      const now = Date.now();
-      for (const key of new Set(blocks.values())) addPending.run(key, owner.token, owner.host, owner.pid, now);
-      return { blocks, logged };
-    });
+  /** True when the volume has blocks whose newest bytes are sectors in the log. */
+  hasLogged(volumeId: number): boolean {
+    this.checkOpen();
+    return this.q('SELECT 1 FROM logged WHERE volume_id = ? LIMIT 1').get(volumeId) !== undefined;
   }
 
   /**
-   * Removes a volume and its block map, releasing its refcounts. Keys whose
-   * refcount fell to zero are returned with `deleting` rows held by `owner`;
-   * the caller deletes the objects and then calls `finishDeletes`.
+   * Removes a volume: its top layer's rows are released, then every layer no
+   * volume and no other layer stands on any more, downward (a parent with
+   * live children keeps its sealed layer). Keys whose refcount fell to zero
+   * are returned with `deleting` rows held by `owner`; the caller deletes the
+   * objects and then calls `finishDeletes`.
    */
   deleteVolume(name: string, owner: Owner): { volume: VolumeRow; toDelete: string[] } {
     return this.immediate(() => {
       const v = this.volume(name);
-      const keys = (this.db.prepare('SELECT key FROM blocks WHERE volume_id = ?').all(v.id) as { key: string }[]).map((r) => r.key);
-      const toDelete: string[] = [];
-      for (const key of keys) if (this.release(key, owner)) toDelete.push(key);
-      this.db.prepare('DELETE FROM blocks WHERE volume_id = ?').run(v.id);
-      this.db.prepare('DELETE FROM upload_counts WHERE volume_id = ?').run(v.id);
-      this.db.prepare('DELETE FROM logged WHERE volume_id = ?').run(v.id);
-      this.db.prepare('DELETE FROM log_blocks WHERE volume_id = ?').run(v.id);
-      this.db.prepare('DELETE FROM writers WHERE volume_id = ?').run(v.id);
-      this.db.prepare('DELETE FROM volumes WHERE id = ?').run(v.id);
+      this.q('DELETE FROM upload_counts WHERE volume_id = ?').run(v.id);
+      this.q('DELETE FROM logged WHERE volume_id = ?').run(v.id);
+      this.q('DELETE FROM log_blocks WHERE volume_id = ?').run(v.id);
+      this.q('DELETE FROM writers WHERE volume_id = ?').run(v.id);
+      this.q('DELETE FROM volumes WHERE id = ?').run(v.id);
+      const toDelete = this.dropUnusedLayers(v.layer, owner);
       return { volume: v, toDelete };
     }, true);
   }
 
-  /** Block map of a volume: block index -> object key. */
+  /** Drops `layer` and then its ancestors while nothing stands on them; releases their rows. In a transaction. */
+  private dropUnusedLayers(layer: number | null, owner: Owner): string[] {
+    const toDelete: string[] = [];
+    const inUse = this.q('SELECT EXISTS (SELECT 1 FROM volumes WHERE layer = @l) OR EXISTS (SELECT 1 FROM layers WHERE parent = @l)').pluck();
+    while (layer !== null) {
+      if (inUse.get({ l: layer })) break;
+      const row = this.q('SELECT parent FROM layers WHERE id = ?').get(layer) as { parent: number | null } | undefined;
+      if (!row) break;
+      for (const key of this.q('SELECT key FROM blocks WHERE layer_id = ?').pluck().all(layer) as string[]) {
+        if (key !== TOMBSTONE && this.release(key, owner)) toDelete.push(key);
+      }
+      this.q('DELETE FROM blocks WHERE layer_id = ?').run(layer);
+      this.q('DELETE FROM layers WHERE id = ?').run(layer);
+      layer = row.parent;
+    }
+    return toDelete;
+  }
+
+  /**
+   * The visible block map of a volume: block index -> object key, through its
+   * layers (the top-most row of each block wins; a tombstone is a hole). A
+   * full scan: for stats, restore and tests; reads use `lookup`.
+   */
   blockMap(volumeId: number): Map<number, string> {
     this.checkOpen();
     const map = new Map<number, string>();
-    const rows = this.db.prepare('SELECT block_index, key FROM blocks WHERE volume_id = ?').raw().all(volumeId) as [number, string][];
-    for (const [i, k] of rows) map.set(i, k);
+    const rows = this.q(`${CHAIN_OF_VOLUME} SELECT b.block_index, b.key, min(c.pos) FROM chain c JOIN blocks b ON b.layer_id = c.id GROUP BY b.block_index`)
+      .raw()
+      .all({ vol: volumeId }) as [number, string, number][];
+    for (const [i, k] of rows) if (k !== TOMBSTONE) map.set(i, k);
     return map;
+  }
+
+  /** The object key of block i of a volume, through its layers; undefined = a hole. One point query per layer of the chain, prepared once. */
+  lookup(volumeId: number, i: number): string | undefined {
+    this.checkOpen();
+    const k = this.q(`${CHAIN_OF_VOLUME} SELECT b.key FROM chain c JOIN blocks b ON b.layer_id = c.id AND b.block_index = @i ORDER BY c.pos LIMIT 1`)
+      .pluck()
+      .get({ vol: volumeId, i }) as string | undefined;
+    return k === undefined || k === TOMBSTONE ? undefined : k;
+  }
+
+  /** Block i as seen from `layer` downward (undefined = a hole). In or out of a transaction. */
+  private lookupFrom(layer: number | null, i: number): string | undefined {
+    if (layer === null) return undefined;
+    const k = this.q(`${CHAIN_OF_LAYER} SELECT b.key FROM chain c JOIN blocks b ON b.layer_id = c.id AND b.block_index = @i ORDER BY c.pos LIMIT 1`)
+      .pluck()
+      .get({ layer, i }) as string | undefined;
+    return k === undefined || k === TOMBSTONE ? undefined : k;
+  }
+
+  /** Layers from `layer` down to the root, `layer` included. */
+  depthBelow(layer: number): number {
+    this.checkOpen();
+    return this.q(`${CHAIN_OF_LAYER} SELECT count(*) FROM chain`).pluck().get({ layer }) as number;
+  }
+
+  /** The layer ids of a volume, top first (tests, stats). */
+  layerChain(volumeId: number): number[] {
+    this.checkOpen();
+    return this.q(`${CHAIN_OF_VOLUME} SELECT id FROM chain ORDER BY pos`).pluck().all({ vol: volumeId }) as number[];
+  }
+
+  /** Row counts: all block rows of all layers, and layers (tests, bench: a fork adds none). */
+  rowCounts(): { blockRows: number; layers: number; sealedLayers: number } {
+    this.checkOpen();
+    return {
+      blockRows: this.q('SELECT count(*) FROM blocks').pluck().get() as number,
+      layers: this.q('SELECT count(*) FROM layers').pluck().get() as number,
+      sealedLayers: this.q('SELECT count(*) FROM layers WHERE sealed = 1').pluck().get() as number,
+    };
+  }
+
+  /**
+   * What a checkpoint record of the volume holds (FORMAT.md, "Layers"): the
+   * rows of its top layer with `changes` applied (null hash = tombstone), and
+   * the base they lie on: the store name of the top layer's parent.
+   */
+  checkpointContent(volumeId: number, changes: BlockChange[]): { blocks: Map<number, string | null>; base: StoreName | null } {
+    return this.immediate(() => {
+      const v = this.volumeById(volumeId);
+      if (!v) throw GlideFsError.NO_VOLUME(`#${volumeId}`);
+      const parent = this.q('SELECT parent FROM layers WHERE id = ?').pluck().get(v.layer) as number | null;
+      let base: StoreName | null = null;
+      if (parent !== null) {
+        const p = this.q('SELECT store_uuid, store_seq FROM layers WHERE id = ?').get(parent) as { store_uuid: string | null; store_seq: number | null };
+        if (p.store_uuid === null || p.store_seq === null) throw GlideFsError.CORRUPT(`volume '${v.name}': layer ${parent} is sealed without a name in the store`);
+        base = { volume: p.store_uuid, seq: p.store_seq };
+      }
+      const blocks = new Map<number, string | null>();
+      for (const [i, k] of this.q('SELECT block_index, key FROM blocks WHERE layer_id = ?').raw().all(v.layer) as [number, string][]) {
+        blocks.set(i, k === TOMBSTONE ? null : k);
+      }
+      for (const c of changes) {
+        if (c.newKey !== null) blocks.set(c.blockIndex, c.newKey);
+        else if (this.lookupFrom(parent, c.blockIndex) !== undefined) blocks.set(c.blockIndex, null);
+        else blocks.delete(c.blockIndex);
+      }
+      return { blocks, base };
+    });
+  }
+
+  // --- flatten (FORMAT.md, "Layers") --------------------------------------------
+
+  /** Sealed layers that no volume points at and exactly one layer stands on: [layer, its child]. */
+  flattenCandidates(): Array<{ layer: number; child: number }> {
+    this.checkOpen();
+    return (
+      this.q(
+        'SELECT l.id, min(c.id) FROM layers l JOIN layers c ON c.parent = l.id WHERE l.sealed = 1 AND NOT EXISTS (SELECT 1 FROM volumes v WHERE v.layer = l.id) GROUP BY l.id HAVING count(*) = 1',
+      )
+        .raw()
+        .all() as [number, number][]
+    ).map(([layer, child]) => ({ layer, child }));
+  }
+
+  /**
+   * One step of merging sealed `layer` into its only child: up to `limit` of
+   * its rows move up (rows the child shadows are released instead). Every
+   * step leaves each volume's view unchanged, so reads, flushes, forks and gc
+   * may run between steps. When the layer is empty the child takes its
+   * parent and the layer goes. Returns keys to delete (with `deleting` rows)
+   * and whether the merge is over (done, or no longer applicable).
+   */
+  mergeStep(layer: number, child: number, limit: number, owner: Owner): { moved: number; toDelete: string[]; done: boolean } {
+    return this.immediate(() => {
+      const l = this.q('SELECT parent, sealed FROM layers WHERE id = ?').get(layer) as { parent: number | null; sealed: number } | undefined;
+      if (!l || l.sealed !== 1) return { moved: 0, toDelete: [], done: true };
+      const children = this.q('SELECT id FROM layers WHERE parent = ?').pluck().all(layer) as number[];
+      if (children.length !== 1 || children[0] !== child || this.q('SELECT 1 FROM volumes WHERE layer = ?').get(layer)) {
+        return { moved: 0, toDelete: [], done: true };
+      }
+      const rows = this.q('SELECT block_index, key FROM blocks WHERE layer_id = ? LIMIT ?').raw().all(layer, limit) as [number, string][];
+      const toDelete: string[] = [];
+      const shadow = this.q('SELECT 1 FROM blocks WHERE layer_id = ? AND block_index = ?');
+      const move = this.q('UPDATE blocks SET layer_id = ? WHERE layer_id = ? AND block_index = ?');
+      const drop = this.q('DELETE FROM blocks WHERE layer_id = ? AND block_index = ?');
+      let moved = 0;
+      for (const [i, key] of rows) {
+        if (shadow.get(child, i) || (key === TOMBSTONE && l.parent === null)) {
+          drop.run(layer, i);
+          if (key !== TOMBSTONE && this.release(key, owner)) toDelete.push(key);
+        } else {
+          move.run(child, layer, i);
+          moved++;
+        }
+      }
+      if (rows.length < limit) {
+        this.q('UPDATE layers SET parent = ? WHERE id = ?').run(l.parent, child);
+        this.q('DELETE FROM layers WHERE id = ?').run(layer);
+        return { moved, toDelete, done: true };
+      }
+      return { moved, toDelete, done: false };
+    }, true);
+  }
+
+  // --- records the store must keep (FORMAT.md, "Layers") ------------------------
+
+  /**
+   * Checkpoint records that layers need ("uuid:seq"): each sealed layer's
+   * name, each volume's current base, and, recursively, the base each of
+   * those records names. Log gc and a checkpoint's record deletes keep them.
+   */
+  keptRecords(): Set<string> {
+    this.checkOpen();
+    const rows = this.q(
+      `WITH RECURSIVE k(uuid, seq) AS (
+         SELECT store_uuid, store_seq FROM layers WHERE sealed = 1 AND store_uuid IS NOT NULL
+         UNION SELECT base_uuid, base_seq FROM volumes WHERE base_uuid IS NOT NULL
+         UNION SELECT r.base_uuid, r.base_seq FROM kept_records r JOIN k ON r.uuid = k.uuid AND r.seq = k.seq WHERE r.base_uuid IS NOT NULL)
+       SELECT uuid, seq FROM k`,
+    )
+      .raw()
+      .all() as [string, number][];
+    return new Set(rows.map(([u, sq]) => `${u}:${sq}`));
+  }
+
+  /** Drops `kept_records` rows no layer needs any more (gc). */
+  pruneKeptRecords(): number {
+    const keep = this.keptRecords();
+    return this.immediate(() => {
+      let n = 0;
+      for (const [u, sq] of this.q('SELECT uuid, seq FROM kept_records').raw().all() as [string, number][]) {
+        if (!keep.has(`${u}:${sq}`)) n += this.q('DELETE FROM kept_records WHERE uuid = ? AND seq = ?').run(u, sq).changes;
+      }
+      return n;
+    });
+  }
+
+  /** Counts log records deleted for a volume. */
+  addLogDeletes(volumeId: number, n: number): void {
+    if (n === 0) return;
+    this.immediate(() => {
+      this.q('UPDATE volumes SET log_deletes = log_deletes + ? WHERE id = ?').run(n, volumeId);
+    });
+  }
+
+  // --- restore (restore.ts) -------------------------------------------------------
+
+  /** Layer id of the sealed layer named `name` in the store, if the catalog has one. */
+  layerByName(name: StoreName): number | undefined {
+    this.checkOpen();
+    return this.q('SELECT id FROM layers WHERE store_uuid = ? AND store_seq = ? AND sealed = 1').pluck().get(name.volume, name.seq) as number | undefined;
+  }
+
+  /** Restore: a sealed layer named `name` (a checkpoint record) holding `blocks` (null = tombstone) over `parent`. */
+  insertSealedLayer(name: StoreName, base: StoreName | null, parent: number | null, blocks: Array<[number, string | null]>): number {
+    return this.immediate(() => {
+      const info = this.q('INSERT INTO layers (parent, sealed, volume_uuid, store_uuid, store_seq, created_at) VALUES (?, 1, ?, ?, ?, ?)').run(
+        parent,
+        name.volume,
+        name.volume,
+        name.seq,
+        Date.now(),
+      );
+      const id = Number(info.lastInsertRowid);
+      this.insertRows(id, blocks);
+      this.q('INSERT OR REPLACE INTO kept_records (uuid, seq, base_uuid, base_seq) VALUES (?, ?, ?, ?)').run(name.volume, name.seq, base?.volume ?? null, base?.seq ?? null);
+      return id;
+    }, true);
+  }
+
+  /** Restore: a volume row at its checkpoint `seq`, its top layer over `parent` holding `blocks`, naming `base`. */
+  insertRestoredVolume(
+    uuid: string,
+    m: { name: string; sizeBytes: number; parent: string | null; snapshot: boolean; createdAt: number; parentUuid: string | null; parentSeq: number | null; family: string },
+    seq: number,
+    parent: number | null,
+    blocks: Array<[number, string | null]>,
+    base: StoreName | null,
+  ): number {
+    return this.immediate(() => {
+      const info = this.q(
+        'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, parent_uuid, parent_seq, family_uuid, base_uuid, base_seq) ' +
+          'VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ).run(m.name, uuid, m.sizeBytes, m.parent, m.snapshot ? 1 : 0, m.createdAt, seq, seq, m.parentUuid, m.parentSeq, m.family, base?.volume ?? null, base?.seq ?? null);
+      const id = Number(info.lastInsertRowid);
+      const layer = this.newLayer(parent, uuid);
+      this.insertRows(layer, blocks);
+      this.q('UPDATE volumes SET layer = ? WHERE id = ?').run(layer, id);
+      return id;
+    }, true);
+  }
+
+  /** Restore's last step: families, the re-upload history from the restored rows, no deleting rows. */
+  finishRestore(): void {
+    this.immediate(() => {
+      // families: the root's id when it is restored, else the first member's
+      this.db.exec(`UPDATE volumes SET family = COALESCE(
+          (SELECT r.id FROM volumes r WHERE r.uuid = volumes.family_uuid),
+          (SELECT min(r.id) FROM volumes r WHERE r.family_uuid = volumes.family_uuid))`);
+      this.db.exec(`INSERT OR IGNORE INTO family_offsets (family, block_index)
+          SELECT v.family, b.block_index FROM blocks b JOIN layers l ON l.id = b.layer_id JOIN volumes v ON v.uuid = l.volume_uuid`);
+      // nothing is deleted by a restore: keys a replay released are orphans for gc
+      this.db.exec('DELETE FROM deleting');
+    }, true);
+  }
+
+  /** Inserts rows into a layer, raising refcounts. In a transaction. */
+  private insertRows(layer: number, blocks: Array<[number, string | null]>): void {
+    const addObj = this.q(
+      'INSERT INTO objects (key, refcount, size, created_at) VALUES (?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET refcount = refcount + 1',
+    );
+    const set = this.q('INSERT INTO blocks (layer_id, block_index, key) VALUES (?, ?, ?)');
+    const now = Date.now();
+    for (const [i, k] of blocks) {
+      set.run(layer, i, k ?? TOMBSTONE);
+      if (k !== null) addObj.run(k, BLOCK_BYTES, now);
+    }
   }
 
   // --- flush -----------------------------------------------------------------
@@ -443,9 +765,9 @@ export class Catalog {
    */
   planUploads(keys: string[], owner: Owner): { upload: string[]; reuse: string[]; wait: string[] } {
     return this.immediate(() => {
-      const hasObj = this.db.prepare('SELECT 1 FROM objects WHERE key = ?').pluck();
-      const hasDel = this.db.prepare('SELECT 1 FROM deleting WHERE key = ?').pluck();
-      const addPending = this.db.prepare(
+      const hasObj = this.q('SELECT 1 FROM objects WHERE key = ?').pluck();
+      const hasDel = this.q('SELECT 1 FROM deleting WHERE key = ?').pluck();
+      const addPending = this.q(
         'INSERT OR REPLACE INTO pending (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)',
       );
       const upload: string[] = [];
@@ -471,13 +793,13 @@ export class Catalog {
    */
   stillDeleting(keys: string[]): string[] {
     this.checkOpen();
-    const get = this.db.prepare('SELECT owner_host, owner_pid FROM deleting WHERE key = ?');
+    const get = this.q('SELECT owner_host, owner_pid FROM deleting WHERE key = ?');
     const out: string[] = [];
     for (const key of keys) {
       const row = get.get(key) as { owner_host: string; owner_pid: number } | undefined;
       if (!row) continue;
       if (!ownerAlive(row.owner_host, row.owner_pid)) {
-        this.db.prepare('DELETE FROM deleting WHERE key = ?').run(key);
+        this.q('DELETE FROM deleting WHERE key = ?').run(key);
         continue;
       }
       out.push(key);
@@ -489,7 +811,7 @@ export class Catalog {
   dropPending(keys: string[], owner: Owner): void {
     if (keys.length === 0) return;
     this.immediate(() => {
-      const del = this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?');
+      const del = this.q('DELETE FROM pending WHERE key = ? AND owner = ?');
       for (const k of keys) del.run(k, owner.token);
     });
   }
@@ -524,10 +846,9 @@ export class Catalog {
         false,
       );
       this.applySectors(volumeId, seq, sectors);
-      const delPending = this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?');
+      const delPending = this.q('DELETE FROM pending WHERE key = ? AND owner = ?');
       for (const k of pendingKeys) delPending.run(k, owner.token);
-      this.db
-        .prepare(
+      this.q(
           'UPDATE volumes SET log_seq = ?, log_puts = log_puts + 1, log_bytes = log_bytes + ?, log_pending_bytes = log_pending_bytes + ?, ' +
             'log_since = CASE WHEN log_since = 0 THEN ? ELSE log_since END, skipped_unchanged = skipped_unchanged + ?, gets = gets + ? WHERE id = ?',
         )
@@ -541,20 +862,28 @@ export class Catalog {
    * blocks move to their folded objects (`folds`), `logged` and `log_blocks`
    * are emptied, `log_seq = checkpoint_seq = seq`.
    */
-  commitCheckpoint(volumeId: number, seq: number, recordBytes: number, folds: BlockChange[], pendingKeys: string[], owner: Owner): CommitResult {
+  commitCheckpoint(
+    volumeId: number,
+    seq: number,
+    recordBytes: number,
+    folds: BlockChange[],
+    pendingKeys: string[],
+    owner: Owner,
+    base?: StoreName | null,
+  ): CommitResult {
     return this.immediate(() => {
+      if (base !== undefined) this.q('UPDATE volumes SET base_uuid = ?, base_seq = ? WHERE id = ?').run(base?.volume ?? null, base?.seq ?? null, volumeId);
       const v = this.volumeById(volumeId);
       if (!v) throw GlideFsError.NO_VOLUME(`#${volumeId}`);
       if (v.log_seq !== seq - 1) throw GlideFsError.CORRUPT(`volume '${v.name}': checkpoint ${seq} follows ${v.log_seq} in the catalog`);
       const toDelete = this.applyWhole(volumeId, folds, owner);
       const up = folds.filter((c) => c.uploaded).map((c) => c.blockIndex);
       const { uploads, reuploads } = this.countUploads(volumeId, v.family, up, false);
-      this.db.prepare('DELETE FROM logged WHERE volume_id = ?').run(volumeId);
-      this.db.prepare('DELETE FROM log_blocks WHERE volume_id = ?').run(volumeId);
-      const delPending = this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?');
+      this.q('DELETE FROM logged WHERE volume_id = ?').run(volumeId);
+      this.q('DELETE FROM log_blocks WHERE volume_id = ?').run(volumeId);
+      const delPending = this.q('DELETE FROM pending WHERE key = ? AND owner = ?');
       for (const k of pendingKeys) delPending.run(k, owner.token);
-      this.db
-        .prepare(
+      this.q(
           'UPDATE volumes SET log_seq = ?, checkpoint_seq = ?, log_pending_bytes = 0, log_since = 0, log_puts = log_puts + 1, log_bytes = log_bytes + ?, ' +
             'checkpoints = checkpoints + 1, checkpoint_uploads = checkpoint_uploads + ? WHERE id = ?',
         )
@@ -563,35 +892,46 @@ export class Catalog {
     }, true);
   }
 
-  /** Sets blocks to new keys (or holes), drops their logged sectors, moves refcounts. Returns keys to delete. In a transaction. */
+  /**
+   * Sets blocks of the volume's top layer to new keys (or holes), drops their
+   * logged sectors, moves refcounts. A hole over a lower layer's block is a
+   * tombstone row; a hole over nothing is no row. Only the top layer's own
+   * row is released (rows of sealed layers stay). `oldKey` of a change is not
+   * trusted: the row in the catalog is. Returns keys to delete. In a transaction.
+   */
   private applyWhole(volumeId: number, changes: BlockChange[], owner: Owner): string[] {
-    const addObj = this.db.prepare(
+    const top = this.q('SELECT layer FROM volumes WHERE id = ?').pluck().get(volumeId) as number;
+    const parent = this.q('SELECT parent FROM layers WHERE id = ?').pluck().get(top) as number | null;
+    const addObj = this.q(
       'INSERT INTO objects (key, refcount, size, created_at) VALUES (?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET refcount = refcount + 1',
     );
-    const setBlock = this.db.prepare('INSERT OR REPLACE INTO blocks (volume_id, block_index, key) VALUES (?, ?, ?)');
-    const delBlock = this.db.prepare('DELETE FROM blocks WHERE volume_id = ? AND block_index = ?');
-    const delLogged = this.db.prepare('DELETE FROM logged WHERE volume_id = ? AND block_index = ?');
-    const delLogBlocks = this.db.prepare('DELETE FROM log_blocks WHERE volume_id = ? AND block_index = ?');
+    const ownRow = this.q('SELECT key FROM blocks WHERE layer_id = ? AND block_index = ?').pluck();
+    const setBlock = this.q('INSERT OR REPLACE INTO blocks (layer_id, block_index, key) VALUES (?, ?, ?)');
+    const delBlock = this.q('DELETE FROM blocks WHERE layer_id = ? AND block_index = ?');
+    const delLogged = this.q('DELETE FROM logged WHERE volume_id = ? AND block_index = ?');
+    const delLogBlocks = this.q('DELETE FROM log_blocks WHERE volume_id = ? AND block_index = ?');
     const now = Date.now();
     const toDelete: string[] = [];
     for (const c of changes) {
+      const old = ownRow.get(top, c.blockIndex) as string | undefined;
       if (c.newKey !== null) {
         addObj.run(c.newKey, BLOCK_BYTES, now);
-        setBlock.run(volumeId, c.blockIndex, c.newKey);
+        setBlock.run(top, c.blockIndex, c.newKey);
+      } else if (this.lookupFrom(parent, c.blockIndex) !== undefined) {
+        setBlock.run(top, c.blockIndex, TOMBSTONE);
       } else {
-        delBlock.run(volumeId, c.blockIndex);
+        delBlock.run(top, c.blockIndex);
       }
       delLogged.run(volumeId, c.blockIndex);
       delLogBlocks.run(volumeId, c.blockIndex);
-      if (c.oldKey !== null && c.oldKey !== c.newKey && this.release(c.oldKey, owner)) toDelete.push(c.oldKey);
-      else if (c.oldKey !== null && c.oldKey === c.newKey) this.release(c.oldKey, owner); // refcount was raised twice
+      if (old !== undefined && old !== TOMBSTONE && this.release(old, owner) && old !== c.newKey) toDelete.push(old);
     }
     return toDelete;
   }
 
   private applySectors(volumeId: number, seq: number, sectors: Array<{ blockIndex: number; hash: string }>): void {
-    const setLogged = this.db.prepare('INSERT OR REPLACE INTO logged (volume_id, block_index, hash) VALUES (?, ?, ?)');
-    const addLogBlock = this.db.prepare('INSERT OR IGNORE INTO log_blocks (volume_id, block_index, seq) VALUES (?, ?, ?)');
+    const setLogged = this.q('INSERT OR REPLACE INTO logged (volume_id, block_index, hash) VALUES (?, ?, ?)');
+    const addLogBlock = this.q('INSERT OR IGNORE INTO log_blocks (volume_id, block_index, seq) VALUES (?, ?, ?)');
     for (const s of sectors) {
       setLogged.run(volumeId, s.blockIndex, s.hash);
       addLogBlock.run(volumeId, s.blockIndex, seq);
@@ -600,20 +940,19 @@ export class Catalog {
 
   /** Per-offset upload counters and re-uploads. In a transaction. */
   private countUploads(volumeId: number, family: number, blockIndices: number[], addToVolume: boolean): { uploads: number; reuploads: number } {
-    const bumpUpload = this.db.prepare(
+    const bumpUpload = this.q(
       'INSERT INTO upload_counts (volume_id, block_index, uploads) VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET uploads = uploads + 1',
     );
-    const seenOffset = this.db.prepare('INSERT OR IGNORE INTO family_offsets (family, block_index) VALUES (?, ?)');
+    const seenOffset = this.q('INSERT OR IGNORE INTO family_offsets (family, block_index) VALUES (?, ?)');
     let reuploads = 0;
     for (const i of blockIndices) {
       bumpUpload.run(volumeId, i);
       if (seenOffset.run(family, i).changes === 0) reuploads++;
     }
     const uploads = blockIndices.length;
-    this.db
-      .prepare('UPDATE volumes SET uploads = uploads + ?, uploaded_bytes = uploaded_bytes + ?, reuploads = reuploads + ? WHERE id = ?')
+    this.q('UPDATE volumes SET uploads = uploads + ?, uploaded_bytes = uploaded_bytes + ?, reuploads = reuploads + ? WHERE id = ?')
       .run(uploads, uploads * BLOCK_BYTES, reuploads, volumeId);
-    if (addToVolume) this.db.prepare('UPDATE volumes SET checkpoint_uploads = checkpoint_uploads + ? WHERE id = ?').run(uploads, volumeId);
+    if (addToVolume) this.q('UPDATE volumes SET checkpoint_uploads = checkpoint_uploads + ? WHERE id = ?').run(uploads, volumeId);
     return { uploads, reuploads };
   }
 
@@ -621,11 +960,10 @@ export class Catalog {
   loggedBlocks(volumeId: number): Map<number, LoggedBlock> {
     this.checkOpen();
     const out = new Map<number, LoggedBlock>();
-    for (const [i, h] of this.db.prepare('SELECT block_index, hash FROM logged WHERE volume_id = ?').raw().all(volumeId) as [number, string][]) {
+    for (const [i, h] of this.q('SELECT block_index, hash FROM logged WHERE volume_id = ?').raw().all(volumeId) as [number, string][]) {
       out.set(i, { hash: h, seqs: [] });
     }
-    for (const [i, seq] of this.db
-      .prepare('SELECT block_index, seq FROM log_blocks WHERE volume_id = ? ORDER BY block_index, seq')
+    for (const [i, seq] of this.q('SELECT block_index, seq FROM log_blocks WHERE volume_id = ? ORDER BY block_index, seq')
       .raw()
       .all(volumeId) as [number, number][]) {
       out.get(i)?.seqs.push(seq);
@@ -646,30 +984,49 @@ export class Catalog {
       // a checkpoint covers everything before it: it may follow a gap (records folded by another writer)
       const ok = rec.kind === KIND_CHECKPOINT ? rec.seq > v.log_seq : rec.seq === v.log_seq + 1;
       if (!ok) throw GlideFsError.CORRUPT(`volume '${v.name}': replaying record ${rec.seq} after ${v.log_seq}`);
-      const map = this.blockMap(volumeId);
       let toDelete: string[] = [];
       if (rec.kind === KIND_FLUSH) {
         toDelete = this.applyWhole(
           volumeId,
-          rec.blocks.map(([i, h]) => ({ blockIndex: i, oldKey: map.get(i) ?? null, newKey: h === null ? null : blockKey(prefix, i, h), uploaded: false })),
+          rec.blocks.map(([i, h]) => ({ blockIndex: i, oldKey: null, newKey: h === null ? null : blockKey(prefix, i, h), uploaded: false })),
           owner,
         );
         this.applySectors(volumeId, rec.seq, rec.sectors.map((e) => ({ blockIndex: e.index, hash: e.hash })));
-        this.db
-          .prepare('UPDATE volumes SET log_seq = ?, log_pending_bytes = log_pending_bytes + ?, log_since = CASE WHEN log_since = 0 THEN ? ELSE log_since END WHERE id = ?')
-          .run(rec.seq, recordBytes, Date.now(), volumeId);
+        this.q('UPDATE volumes SET log_seq = ?, log_pending_bytes = log_pending_bytes + ?, log_since = CASE WHEN log_since = 0 THEN ? ELSE log_since END WHERE id = ?').run(
+          rec.seq,
+          recordBytes,
+          Date.now(),
+          volumeId,
+        );
       } else if (rec.kind === KIND_CHECKPOINT) {
-        const want = new Map(rec.blocks.map(([i, h]) => [i, blockKey(prefix, i, h)] as [number, string]));
-        const changes: BlockChange[] = [];
-        for (const i of new Set([...map.keys(), ...want.keys()])) {
-          const oldKey = map.get(i) ?? null;
-          const newKey = want.get(i) ?? null;
-          if (oldKey !== newKey) changes.push({ blockIndex: i, oldKey, newKey, uploaded: false });
+        // the record is the top layer's content over its base (a layer the catalog must have)
+        const base = rec.meta.base ?? null;
+        let parent: number | null = null;
+        if (base) {
+          const l = this.layerByName(base);
+          if (l === undefined) throw GlideFsError.CORRUPT(`volume '${v.name}': checkpoint ${rec.seq} lies on record ${base.seq} of volume ${base.volume}, which this catalog has no layer for`);
+          parent = l;
         }
-        toDelete = this.applyWhole(volumeId, changes, owner);
-        this.db.prepare('DELETE FROM logged WHERE volume_id = ?').run(volumeId);
-        this.db.prepare('DELETE FROM log_blocks WHERE volume_id = ?').run(volumeId);
-        this.db.prepare('UPDATE volumes SET log_seq = ?, checkpoint_seq = ?, log_pending_bytes = 0, log_since = 0 WHERE id = ?').run(rec.seq, rec.seq, volumeId);
+        const oldParent = this.q('SELECT parent FROM layers WHERE id = ?').pluck().get(v.layer) as number | null;
+        const oldKeys = this.q('SELECT key FROM blocks WHERE layer_id = ?').pluck().all(v.layer) as string[];
+        this.q('DELETE FROM blocks WHERE layer_id = ?').run(v.layer);
+        this.q('UPDATE layers SET parent = ? WHERE id = ?').run(parent, v.layer);
+        // new rows first: a key in both keeps its object
+        this.insertRows(
+          v.layer,
+          rec.blocks.map(([i, h]) => [i, h === null ? null : blockKey(prefix, i, h)]),
+        );
+        for (const key of oldKeys) if (key !== TOMBSTONE && this.release(key, owner)) toDelete.push(key);
+        if (oldParent !== parent) toDelete.push(...this.dropUnusedLayers(oldParent, owner));
+        this.q('DELETE FROM logged WHERE volume_id = ?').run(volumeId);
+        this.q('DELETE FROM log_blocks WHERE volume_id = ?').run(volumeId);
+        this.q('UPDATE volumes SET log_seq = ?, checkpoint_seq = ?, log_pending_bytes = 0, log_since = 0, base_uuid = ?, base_seq = ? WHERE id = ?').run(
+          rec.seq,
+          rec.seq,
+          base?.volume ?? null,
+          base?.seq ?? null,
+          volumeId,
+        );
       } else {
         throw GlideFsError.CORRUPT(`volume '${v.name}' was deleted in the store (record ${rec.seq})`);
       }
@@ -686,7 +1043,7 @@ export class Catalog {
    */
   takeWriter(volumeId: number, name: string, owner: Owner): void {
     this.immediate(() => {
-      const row = this.db.prepare('SELECT owner, owner_host, owner_pid, since FROM writers WHERE volume_id = ?').get(volumeId) as
+      const row = this.q('SELECT owner, owner_host, owner_pid, since FROM writers WHERE volume_id = ?').get(volumeId) as
         | { owner: string; owner_host: string; owner_pid: number; since: number }
         | undefined;
       if (row && row.owner !== owner.token && ownerAlive(row.owner_host, row.owner_pid)) {
@@ -694,8 +1051,7 @@ export class Catalog {
           `volume '${name}' is open for writing by pid ${row.owner_pid} on host ${row.owner_host} since ${new Date(row.since).toISOString()}`,
         );
       }
-      this.db
-        .prepare('INSERT OR REPLACE INTO writers (volume_id, owner, owner_host, owner_pid, since) VALUES (?, ?, ?, ?, ?)')
+      this.q('INSERT OR REPLACE INTO writers (volume_id, owner, owner_host, owner_pid, since) VALUES (?, ?, ?, ?, ?)')
         .run(volumeId, owner.token, owner.host, owner.pid, Date.now());
     }, true);
   }
@@ -703,14 +1059,14 @@ export class Catalog {
   dropWriter(volumeId: number, owner: Owner): void {
     if (this.closed) return;
     this.immediate(() => {
-      this.db.prepare('DELETE FROM writers WHERE volume_id = ? AND owner = ?').run(volumeId, owner.token);
+      this.q('DELETE FROM writers WHERE volume_id = ? AND owner = ?').run(volumeId, owner.token);
     });
   }
 
   /** The live writer of a volume (host, pid), or null. */
   writerOf(volumeId: number): { host: string; pid: number } | null {
     this.checkOpen();
-    const row = this.db.prepare('SELECT owner_host, owner_pid FROM writers WHERE volume_id = ?').get(volumeId) as
+    const row = this.q('SELECT owner_host, owner_pid FROM writers WHERE volume_id = ?').get(volumeId) as
       | { owner_host: string; owner_pid: number }
       | undefined;
     if (!row || !ownerAlive(row.owner_host, row.owner_pid)) return null;
@@ -723,16 +1079,15 @@ export class Catalog {
    * when the caller must delete the object. Call inside a transaction.
    */
   private release(key: string, owner: Owner): boolean {
-    const row = this.db.prepare('SELECT refcount FROM objects WHERE key = ?').get(key) as { refcount: number } | undefined;
+    const row = this.q('SELECT refcount FROM objects WHERE key = ?').get(key) as { refcount: number } | undefined;
     if (!row) return false;
     if (row.refcount > 1) {
-      this.db.prepare('UPDATE objects SET refcount = refcount - 1 WHERE key = ?').run(key);
+      this.q('UPDATE objects SET refcount = refcount - 1 WHERE key = ?').run(key);
       return false;
     }
-    this.db.prepare('DELETE FROM objects WHERE key = ?').run(key);
-    if (this.db.prepare('SELECT 1 FROM pending WHERE key = ?').get(key)) return false;
-    this.db
-      .prepare('INSERT OR REPLACE INTO deleting (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)')
+    this.q('DELETE FROM objects WHERE key = ?').run(key);
+    if (this.q('SELECT 1 FROM pending WHERE key = ?').get(key)) return false;
+    this.q('INSERT OR REPLACE INTO deleting (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)')
       .run(key, owner.token, owner.host, owner.pid, Date.now());
     return true;
   }
@@ -741,12 +1096,12 @@ export class Catalog {
   finishDeletes(keys: string[], volumeId: number | null): void {
     if (keys.length === 0) return;
     this.immediate(() => {
-      const del = this.db.prepare('DELETE FROM deleting WHERE key = ?');
+      const del = this.q('DELETE FROM deleting WHERE key = ?');
       for (const k of keys) del.run(k);
       if (volumeId !== null) {
-        this.db.prepare('UPDATE volumes SET deletes = deletes + ? WHERE id = ?').run(keys.length, volumeId);
+        this.q('UPDATE volumes SET deletes = deletes + ? WHERE id = ?').run(keys.length, volumeId);
       } else {
-        this.db.prepare("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'deletes'").run(keys.length);
+        this.q("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'deletes'").run(keys.length);
       }
     });
   }
@@ -755,7 +1110,7 @@ export class Catalog {
   addSkipped(volumeId: number, n: number): void {
     if (n === 0) return;
     this.immediate(() => {
-      this.db.prepare('UPDATE volumes SET skipped_unchanged = skipped_unchanged + ? WHERE id = ?').run(n, volumeId);
+      this.q('UPDATE volumes SET skipped_unchanged = skipped_unchanged + ? WHERE id = ?').run(n, volumeId);
     });
   }
 
@@ -763,7 +1118,7 @@ export class Catalog {
   addGets(volumeId: number, gets: number): void {
     if (gets === 0) return;
     this.immediate(() => {
-      this.db.prepare('UPDATE volumes SET gets = gets + ? WHERE id = ?').run(gets, volumeId);
+      this.q('UPDATE volumes SET gets = gets + ? WHERE id = ?').run(gets, volumeId);
     });
   }
 
@@ -775,16 +1130,16 @@ export class Catalog {
    */
   adoptStale(owner: Owner): string[] {
     return this.immediate(() => {
-      const pend = this.db.prepare('SELECT key, owner, owner_host, owner_pid FROM pending').all() as {
+      const pend = this.q('SELECT key, owner, owner_host, owner_pid FROM pending').all() as {
         key: string;
         owner: string;
         owner_host: string;
         owner_pid: number;
       }[];
       for (const p of pend) {
-        if (!ownerAlive(p.owner_host, p.owner_pid)) this.db.prepare('DELETE FROM pending WHERE key = ? AND owner = ?').run(p.key, p.owner);
+        if (!ownerAlive(p.owner_host, p.owner_pid)) this.q('DELETE FROM pending WHERE key = ? AND owner = ?').run(p.key, p.owner);
       }
-      const dels = this.db.prepare('SELECT key, owner_host, owner_pid FROM deleting').all() as {
+      const dels = this.q('SELECT key, owner_host, owner_pid FROM deleting').all() as {
         key: string;
         owner_host: string;
         owner_pid: number;
@@ -792,13 +1147,12 @@ export class Catalog {
       const adopted: string[] = [];
       for (const d of dels) {
         if (ownerAlive(d.owner_host, d.owner_pid)) continue;
-        if (this.db.prepare('SELECT 1 FROM objects WHERE key = ?').get(d.key)) {
+        if (this.q('SELECT 1 FROM objects WHERE key = ?').get(d.key)) {
           // Re-referenced since (cannot happen by the protocol, but never delete a named object).
-          this.db.prepare('DELETE FROM deleting WHERE key = ?').run(d.key);
+          this.q('DELETE FROM deleting WHERE key = ?').run(d.key);
           continue;
         }
-        this.db
-          .prepare('UPDATE deleting SET owner = ?, owner_host = ?, owner_pid = ?, started_at = ? WHERE key = ?')
+        this.q('UPDATE deleting SET owner = ?, owner_host = ?, owner_pid = ?, started_at = ? WHERE key = ?')
           .run(owner.token, owner.host, owner.pid, Date.now(), d.key);
         adopted.push(d.key);
       }
@@ -813,10 +1167,10 @@ export class Catalog {
    */
   claimOrphans(listed: string[], owner: Owner): string[] {
     return this.immediate(() => {
-      const named = this.db.prepare(
+      const named = this.q(
         'SELECT EXISTS (SELECT 1 FROM objects WHERE key = @k) OR EXISTS (SELECT 1 FROM pending WHERE key = @k) OR EXISTS (SELECT 1 FROM deleting WHERE key = @k)',
       ).pluck();
-      const take = this.db.prepare(
+      const take = this.q(
         'INSERT INTO deleting (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)',
       );
       const now = Date.now();
@@ -833,7 +1187,7 @@ export class Catalog {
   /** Every key the catalog names as an object. */
   objectKeys(): string[] {
     this.checkOpen();
-    return this.db.prepare('SELECT key FROM objects').pluck().all() as string[];
+    return this.q('SELECT key FROM objects').pluck().all() as string[];
   }
 
   // --- store owner and gc (glidefs-a; FORMAT.md, "Store marker", "gc rule") ----
@@ -841,16 +1195,16 @@ export class Catalog {
   /** The store id this catalog owns (meta `store_id`), and whether the marker is known to hold it. */
   storeOwner(): { storeId: string; state: 'claimed' | 'confirmed' } | null {
     this.checkOpen();
-    const id = this.db.prepare("SELECT value FROM meta WHERE key = 'store_id'").pluck().get() as string | undefined;
+    const id = this.q("SELECT value FROM meta WHERE key = 'store_id'").pluck().get() as string | undefined;
     if (id === undefined) return null;
-    const state = this.db.prepare("SELECT value FROM meta WHERE key = 'store_id_state'").pluck().get() as string | undefined;
+    const state = this.q("SELECT value FROM meta WHERE key = 'store_id_state'").pluck().get() as string | undefined;
     return { storeId: id, state: state === 'claimed' ? 'claimed' : 'confirmed' };
   }
 
   /** Records the store id (durably: the marker is created only after a claim is on disk). */
   setStoreOwner(storeId: string, state: 'claimed' | 'confirmed'): void {
     this.immediate(() => {
-      const put = this.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
+      const put = this.q('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
       put.run('store_id', storeId);
       put.run('store_id_state', state);
     }, true);
@@ -859,22 +1213,21 @@ export class Catalog {
   /** Drops a claim of `storeId` (another catalog's marker won). */
   clearStoreOwner(storeId: string): void {
     this.immediate(() => {
-      if (this.db.prepare("SELECT value FROM meta WHERE key = 'store_id'").pluck().get() !== storeId) return;
-      this.db.prepare("DELETE FROM meta WHERE key IN ('store_id', 'store_id_state')").run();
+      if (this.q("SELECT value FROM meta WHERE key = 'store_id'").pluck().get() !== storeId) return;
+      this.q("DELETE FROM meta WHERE key IN ('store_id', 'store_id_state')").run();
     }, true);
   }
 
   /** Up to `n` object keys the catalog names (any). */
   sampleObjectKeys(n: number): string[] {
     this.checkOpen();
-    return this.db.prepare('SELECT key FROM objects LIMIT ?').pluck().all(n) as string[];
+    return this.q('SELECT key FROM objects LIMIT ?').pluck().all(n) as string[];
   }
 
   /** Of `keys`, those the catalog names neither as an object nor in a pending or deleting row (no row is taken). */
   unnamedKeys(keys: string[]): string[] {
     this.checkOpen();
-    const named = this.db
-      .prepare('SELECT EXISTS (SELECT 1 FROM objects WHERE key = @k) OR EXISTS (SELECT 1 FROM pending WHERE key = @k) OR EXISTS (SELECT 1 FROM deleting WHERE key = @k)')
+    const named = this.q('SELECT EXISTS (SELECT 1 FROM objects WHERE key = @k) OR EXISTS (SELECT 1 FROM pending WHERE key = @k) OR EXISTS (SELECT 1 FROM deleting WHERE key = @k)')
       .pluck();
     return keys.filter((k) => !named.get({ k }));
   }
@@ -882,8 +1235,8 @@ export class Catalog {
   /** Keys of `deleting` rows whose owner is dead (what gc would finish), without adopting them. */
   staleDeletes(): string[] {
     this.checkOpen();
-    const rows = this.db.prepare('SELECT key, owner_host, owner_pid FROM deleting').all() as { key: string; owner_host: string; owner_pid: number }[];
-    const named = this.db.prepare('SELECT 1 FROM objects WHERE key = ?');
+    const rows = this.q('SELECT key, owner_host, owner_pid FROM deleting').all() as { key: string; owner_host: string; owner_pid: number }[];
+    const named = this.q('SELECT 1 FROM objects WHERE key = ?');
     return rows.filter((r) => !ownerAlive(r.owner_host, r.owner_pid) && !named.get(r.key)).map((r) => r.key);
   }
 
@@ -891,7 +1244,7 @@ export class Catalog {
   dropDeleting(keys: string[]): void {
     if (keys.length === 0) return;
     this.immediate(() => {
-      const del = this.db.prepare('DELETE FROM deleting WHERE key = ?');
+      const del = this.q('DELETE FROM deleting WHERE key = ?');
       for (const k of keys) del.run(k);
     });
   }
@@ -900,20 +1253,26 @@ export class Catalog {
 
   volumeCounts(volumeId: number): { blocks: number; sharedBlocks: number; objects: number; loggedBlocks: number } {
     this.checkOpen();
-    const blocks = this.db.prepare('SELECT count(*) FROM blocks WHERE volume_id = ?').pluck().get(volumeId) as number;
-    const sharedBlocks = this.db
-      .prepare('SELECT count(*) FROM blocks b JOIN objects o ON o.key = b.key WHERE b.volume_id = ? AND o.refcount > 1')
-      .pluck()
-      .get(volumeId) as number;
-    const objects = this.db.prepare('SELECT count(*) FROM objects').pluck().get() as number;
-    const loggedBlocks = this.db.prepare('SELECT count(*) FROM logged WHERE volume_id = ?').pluck().get(volumeId) as number;
+    // blocks: the visible map; shared: blocks another volume reads as the same object
+    // (through a layer both stand on, or the same bytes written at the same offset)
+    const mine = this.blockMap(volumeId);
+    const blocks = mine.size;
+    const shared = new Set<number>();
+    if (blocks > 0) {
+      for (const other of this.q('SELECT id FROM volumes WHERE id != ?').pluck().all(volumeId) as number[]) {
+        for (const [i, k] of this.blockMap(other)) if (mine.get(i) === k) shared.add(i);
+        if (shared.size === blocks) break;
+      }
+    }
+    const sharedBlocks = shared.size;
+    const objects = this.q('SELECT count(*) FROM objects').pluck().get() as number;
+    const loggedBlocks = this.q('SELECT count(*) FROM logged WHERE volume_id = ?').pluck().get(volumeId) as number;
     return { blocks, sharedBlocks, objects, loggedBlocks };
   }
 
   uploadsPerOffset(volumeId: number): Array<{ blockIndex: number; uploads: number }> {
     this.checkOpen();
-    const rows = this.db
-      .prepare('SELECT block_index, uploads FROM upload_counts WHERE volume_id = ? ORDER BY block_index')
+    const rows = this.q('SELECT block_index, uploads FROM upload_counts WHERE volume_id = ? ORDER BY block_index')
       .raw()
       .all(volumeId) as [number, number][];
     return rows.map(([blockIndex, uploads]) => ({ blockIndex, uploads }));
@@ -921,6 +1280,18 @@ export class Catalog {
 
   globalDeletes(): number {
     this.checkOpen();
-    return Number(this.db.prepare("SELECT value FROM meta WHERE key = 'deletes'").pluck().get() ?? 0);
+    return Number(this.q("SELECT value FROM meta WHERE key = 'deletes'").pluck().get() ?? 0);
+  }
+
+  /** Remembers a writer token of this catalog, durably (meta `writer:<token>`): gc deletes a deleted volume's log only when its delete record carries one (restore.ts gcLogs). */
+  noteWriter(token: string): void {
+    this.checkOpen();
+    this.immediate(() => this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run(`writer:${token}`, String(Date.now())), true);
+  }
+
+  /** True when `token` wrote for this catalog (noteWriter). */
+  isOwnWriter(token: string): boolean {
+    this.checkOpen();
+    return this.db.prepare('SELECT 1 FROM meta WHERE key = ?').pluck().get(`writer:${token}`) !== undefined;
   }
 }

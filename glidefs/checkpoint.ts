@@ -22,8 +22,8 @@ import pLimit from 'p-limit';
 import { GlideFsError } from './errors.js';
 import { blockHash, blockKey, keyHash } from './block-key.js';
 import type { BlockChange } from './catalog.js';
-import { FULL_MASK, KIND_CHECKPOINT, KIND_DELETE, logKey, type CheckpointRecord, type LogRecord } from './log-record.js';
-import { fencedError, listLog, materializeMany, readRecord, RecordGone, ZERO_HASH } from './volume-log.js';
+import { encodeRecord, FULL_MASK, KIND_CHECKPOINT, KIND_DELETE, KIND_FLUSH, logKey, type CheckpointRecord, type FlushRecord, type LogRecord } from './log-record.js';
+import { createRecord, fencedError, listLog, materializeMany, readRecord, RecordGone, ZERO_HASH } from './volume-log.js';
 import { appendRecord, crashPoint, deleteObjects } from './flush.js';
 import { STATE_CLEAN } from './cache.js';
 import type { OpenVolume } from './volume.js';
@@ -79,11 +79,8 @@ export async function runCheckpoint(vol: OpenVolume): Promise<CheckpointResult> 
         ),
       );
     }
-    const final = new Map(vol.map);
-    for (const c of folds) {
-      if (c.newKey === null) final.delete(c.blockIndex);
-      else final.set(c.blockIndex, c.newKey);
-    }
+    // the record holds the top layer (folds applied) over the layer it lies on (FORMAT.md, "Layers")
+    const content = catalog.checkpointContent(vol.volumeId, folds);
     const rec: CheckpointRecord = {
       kind: KIND_CHECKPOINT,
       volume: vol.uuid,
@@ -99,14 +96,17 @@ export async function runCheckpoint(vol: OpenVolume): Promise<CheckpointResult> 
         family: row.family_uuid ?? row.uuid,
         snapshot: row.snapshot === 1,
         createdAt: row.created_at,
+        base: content.base,
       },
-      blocks: [...final].sort((a, b) => a[0] - b[0]).map(([i, k]) => [i, keyHash(k)]),
+      blocks: [...content.blocks].sort((a, b) => a[0] - b[0]).map(([i, k]) => [i, k === null ? null : keyHash(k)]),
     };
     const { seq, bytes } = await appendRecord(vol, rec);
     crashPoint('checkpoint-after-record-put');
-    const commit = catalog.commitCheckpoint(vol.volumeId, seq, bytes, folds, pendingKeys, owner);
-    vol.map.clear();
-    for (const [i, k] of final) vol.map.set(i, k);
+    const commit = catalog.commitCheckpoint(vol.volumeId, seq, bytes, folds, pendingKeys, owner, content.base);
+    for (const c of folds) {
+      if (c.newKey === null) vol.map.delete(c.blockIndex);
+      else vol.map.set(c.blockIndex, c.newKey);
+    }
     vol.logged = new Map();
     crashPoint('checkpoint-before-log-deletes');
     const deletes = await deleteObjects(vol, commit.toDelete, vol.volumeId);
@@ -160,7 +160,8 @@ async function committedBytesMany(vol: OpenVolume, items: Array<{ i: number; bas
 /** Deletes every record of the volume below `seq` (listed: leftovers of a crash go too). Failures are left for the next checkpoint or gc. */
 export async function deleteRecordsBelow(vol: OpenVolume, seq: number): Promise<number> {
   const { store, prefix } = vol.deps;
-  const seqs = (await listLog(store, prefix, vol.uuid)).filter((s) => s < seq);
+  const kept = vol.deps.catalog.keptRecords(); // checkpoints a layer lies on stay (FORMAT.md, "Layers")
+  const seqs = (await listLog(store, prefix, vol.uuid)).filter((s) => s < seq && !kept.has(`${vol.uuid}:${s}`));
   const limit = pLimit(vol.deps.uploadConcurrency);
   let n = 0;
   await Promise.all(
@@ -176,7 +177,7 @@ export async function deleteRecordsBelow(vol: OpenVolume, seq: number): Promise<
       }),
     ),
   );
-  if (n > 0) vol.deps.catalog.immediate(() => vol.deps.catalog.db.prepare('UPDATE volumes SET log_deletes = log_deletes + ? WHERE id = ?').run(n, vol.volumeId));
+  vol.deps.catalog.addLogDeletes(vol.volumeId, n);
   return n;
 }
 
@@ -186,6 +187,58 @@ export async function deleteRecordsBelow(vol: OpenVolume, seq: number): Promise<
  * checkpoint.
  */
 export async function catchUp(vol: OpenVolume): Promise<void> {
+  const takeLease = leaseAtCatchUp.get(vol);
+  if (takeLease) {
+    if (await takeLease()) claimAtCatchUp.add(vol); // taken over from a holder that did not release it
+    leaseAtCatchUp.delete(vol);
+  }
+  await catchUpRecords(vol);
+  if (claimAtCatchUp.has(vol)) {
+    await claimLog(vol);
+    claimAtCatchUp.delete(vol);
+  }
+}
+
+/**
+ * Volumes whose lease was taken over from a holder that did not release it
+ * (lease.ts): their catch-up ends with a claim of the log.
+ */
+export const claimAtCatchUp = new WeakSet<OpenVolume>();
+
+/**
+ * Writable opens take their lease (lease.ts) first thing in the catch-up, so
+ * a store unreachable at the open defers it with the catch-up, to before the
+ * first flush or checkpoint. Resolves true when the lease was taken over.
+ */
+export const leaseAtCatchUp = new WeakMap<OpenVolume, () => Promise<boolean>>();
+
+/**
+ * The claim of a volume taken over from another holder (FORMAT.md, "Volume
+ * lease"): an empty flush record at the next seq. A record of the old holder
+ * found at that seq was written before the claim — an fsync it may have
+ * acknowledged — so it is applied and the claim tried at the next seq. Once
+ * the claim is in the log, every later record of the old holder lands on a
+ * taken seq: E_FENCED for it.
+ */
+export async function claimLog(vol: OpenVolume): Promise<number> {
+  const { catalog, store, prefix, owner } = vol.deps;
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const row = catalog.volumeById(vol.volumeId);
+    if (!row) throw GlideFsError.NO_VOLUME(vol.name);
+    const seq = row.log_seq + 1;
+    const rec: FlushRecord = { kind: KIND_FLUSH, volume: vol.uuid, seq, time: Date.now(), writer: owner.token, blocks: [], sectors: [] };
+    const body = await encodeRecord(rec);
+    const out = await createRecord(store, prefix, vol.uuid, seq, body);
+    if (out.created) {
+      catalog.commitLog(vol.volumeId, seq, body.length, [], [], [], { skippedUnchanged: 0, gets: 0 }, owner);
+      return seq;
+    }
+    await applyReplayed(vol, out.existing, out.bytes); // the old holder's record, from before the claim (a delete fences us)
+  }
+  throw GlideFsError.STORE(`volume '${vol.name}': could not claim its log after 64 attempts`, { retryable: true });
+}
+
+async function catchUpRecords(vol: OpenVolume): Promise<void> {
   const row = vol.deps.catalog.volumeById(vol.volumeId);
   if (!row) throw GlideFsError.NO_VOLUME(vol.name);
   if (row.log_seq === 0) {
@@ -222,10 +275,15 @@ export async function applyReplayed(vol: OpenVolume, rec: LogRecord, bytes: numb
     throw vol.fenced;
   }
   const toDelete = vol.deps.catalog.replayRecord(vol.volumeId, rec, vol.deps.prefix, bytes, vol.deps.owner);
-  const map = vol.deps.catalog.blockMap(vol.volumeId);
-  const touched = new Set<number>([...vol.map.keys(), ...map.keys(), ...vol.logged.keys()]);
+  // blocks whose committed bytes may have changed: a checkpoint may change any (its base too)
+  const touched = new Set<number>(vol.logged.keys());
+  if (rec.kind === KIND_CHECKPOINT) {
+    for (let i = 0; i < vol.blockCount; i++) touched.add(i);
+  } else {
+    for (const [i] of rec.blocks) touched.add(i);
+    for (const e of rec.sectors) touched.add(e.index);
+  }
   vol.map.clear();
-  for (const [i, k] of map) vol.map.set(i, k);
   vol.logged = vol.deps.catalog.loggedBlocks(vol.volumeId);
   for (const i of vol.logged.keys()) touched.add(i);
   for (const i of touched) {

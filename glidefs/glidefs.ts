@@ -16,12 +16,49 @@ import { deleteObjects } from './flush.js';
 import type { CheckpointResult } from './checkpoint.js';
 import { createVolumeInStore, deleteVolumeLog, forkInStore, writeDeleteRecord } from './volume-ops.js';
 import { gcLogs } from './restore.js';
+import { logKey } from './log-record.js';
+import { leaseAtCatchUp } from './checkpoint.js';
+import { isGlideFsError } from './errors.js';
+import { checkNotLeased, DEFAULT_LEASE_MS, leaseKey, VolumeLease } from './lease.js';
 import { ensureStoreOwner } from './store-marker.js';
 import { defaultCacheSize, MAX_VOLUME_BYTES, MIN_CACHE_BYTES } from './cache.js';
 import pLimit from 'p-limit';
 
 /** Objects younger than this are never orphans (ms; GlideFsOptions.gcGraceMs, GcOptions.graceMs). */
 export const DEFAULT_GC_GRACE_MS = 15 * 60_000;
+
+/** Chains of more layers than this get their single-child sealed layers merged (GlideFsOptions.flattenDepth). */
+export const DEFAULT_FLATTEN_DEPTH = 8;
+
+/** A fork or snapshot: the new volume, and what it cost (FORMAT.md, "Layers"). */
+export interface ForkInfo extends VolumeInfo {
+  /** The whole call, including bringing the source to a checkpoint (ms). */
+  durationMs: number;
+  /** The catalog transaction alone (ms). */
+  catalogMs: number;
+  /** Block-map rows copied: 0 (the source's layer is sealed and shared). */
+  rowsCopied: number;
+  /** The source's checkpoint record the new volume lies on. */
+  parentSeq: number;
+}
+
+export interface FlattenOptions {
+  /** Merge layers in chains deeper than this (default: GlideFsOptions.flattenDepth; 0 = every single-child sealed layer). */
+  depth?: number;
+  /** Rows moved per catalog transaction (default 4096). */
+  stepRows?: number;
+  /** Called after each step (tests: run gc in the middle of a flatten). */
+  onStep?: () => Promise<void> | void;
+}
+
+export interface FlattenResult {
+  /** Sealed layers merged into their only child. */
+  merged: number;
+  /** Rows moved up (the rest were shadowed and released). */
+  rowsMoved: number;
+  /** Objects deleted (shadowed rows whose refcount fell to zero). */
+  deletes: number;
+}
 
 export interface GlideFsOptions {
   store: ObjectStore;
@@ -35,6 +72,13 @@ export interface GlideFsOptions {
   checkpoint?: Partial<CheckpointPolicy>;
   /** gc's grace period: objects written less than this long ago are never orphans (ms, default 15 min). */
   gcGraceMs?: number;
+  /**
+   * Layer chains deeper than this are flattened in the background after a
+   * delete or gc (FORMAT.md, "Layers"; default DEFAULT_FLATTEN_DEPTH = 8).
+   */
+  flattenDepth?: number;
+  /** A writable open's lease in the store lasts this long without renewal (ms, default 30 000; renewed every third of it; FORMAT.md, "Volume lease"). */
+  leaseMs?: number;
   /**
    * Bytes of local cache per open volume (FORMAT.md, "Cache"): a whole number
    * of 128K blocks is used, at least MIN_CACHE_BYTES (2 MiB). Default:
@@ -62,8 +106,11 @@ export interface GcItem {
   size: number;
   /** Last write (ms since the epoch, the store's clock). */
   modifiedAt: number;
-  /** `unfinished-delete`: released by the catalog, its delete left undone by a dead process. `orphan`: named by nothing. */
-  kind: 'unfinished-delete' | 'orphan';
+  /**
+   * `unfinished-delete`: released by the catalog, its delete left undone by a dead process. `orphan`: named by nothing.
+   * `log-record`: below a checkpoint, or of a volume this catalog deleted. `lease`: of a volume with no log left.
+   */
+  kind: 'unfinished-delete' | 'orphan' | 'log-record' | 'lease';
 }
 
 export interface VolumeInfo {
@@ -114,8 +161,10 @@ export interface GcResult {
   deletedObjects: number;
   /** Objects in the store that the catalog does not name. */
   orphansDeleted: number;
-  /** Log records below a volume's checkpoint, or of a deleted volume (FORMAT.md, "Checkpoint"). Not looked for in a dry run. */
+  /** Log records below a volume's checkpoint, or of a volume this catalog deleted (FORMAT.md, "gc rule"); in `items` too. */
   logRecordsDeleted: number;
+  /** Logs of deleted volumes left alone: no writer of this catalog wrote their delete record. */
+  unattributedLogs: number;
   /** Bytes of the objects in `deletedObjects` + `orphansDeleted`. */
   deletedBytes: number;
   /** Unnamed block objects younger than the grace period: left alone. */
@@ -141,10 +190,14 @@ export class GlideFs {
   readonly checkpointPolicy: CheckpointPolicy;
   readonly catalogPath: string;
   readonly gcGraceMs: number;
+  readonly leaseMs: number;
   /** GlideFsOptions.cacheSize (undefined: the default, computed per open). */
   readonly cacheSize: number | undefined;
   readonly cacheWaitMs: number;
+  readonly flattenDepth: number;
   private readonly owner: Owner = newOwner();
+  /** The background flatten (close waits for it). */
+  private flattening: Promise<unknown> = Promise.resolve();
   /** The store id once this catalog is known to own the store prefix. */
   private ownedStoreId: string | null = null;
   private ownerCheck: Promise<string> | null = null;
@@ -160,6 +213,8 @@ export class GlideFs {
     this.checkpointPolicy = { ...DEFAULT_CHECKPOINT_POLICY, ...(opts.checkpoint ?? {}) };
     this.catalogPath = opts.catalogPath;
     this.gcGraceMs = opts.gcGraceMs ?? DEFAULT_GC_GRACE_MS;
+    this.flattenDepth = opts.flattenDepth ?? DEFAULT_FLATTEN_DEPTH;
+    this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
     this.cacheSize = opts.cacheSize;
     this.cacheWaitMs = opts.cacheWaitMs ?? DEFAULT_CACHE_WAIT_MS;
   }
@@ -170,6 +225,12 @@ export class GlideFs {
       throw GlideFsError.INVALID(`uploadConcurrency must be a positive integer`);
     }
     if (opts.gcGraceMs !== undefined) checkGrace(opts.gcGraceMs);
+    if (opts.flattenDepth !== undefined && !(Number.isInteger(opts.flattenDepth) && opts.flattenDepth >= 0)) {
+      throw GlideFsError.INVALID(`flattenDepth must be a non-negative integer`);
+    }
+    if (opts.leaseMs !== undefined && !(Number.isSafeInteger(opts.leaseMs) && opts.leaseMs >= 300)) {
+      throw GlideFsError.INVALID(`leaseMs must be an integer of at least 300 (ms), got ${opts.leaseMs}`);
+    }
     if (opts.cacheSize !== undefined && !(Number.isSafeInteger(opts.cacheSize) && opts.cacheSize >= MIN_CACHE_BYTES)) {
       throw GlideFsError.BAD_SIZE(`cache size ${opts.cacheSize} is below the minimum of ${MIN_CACHE_BYTES} bytes (2M, 16 blocks)`);
     }
@@ -263,6 +324,7 @@ export class GlideFs {
       release();
       throw err;
     }
+    const held: { lease: VolumeLease | null } = { lease: null };
     const vol = new OpenVolume(row, cache, {
       catalog: this.catalog,
       store: this.store,
@@ -272,13 +334,26 @@ export class GlideFs {
       checkpoint: this.checkpointPolicy,
       cacheWaitMs: this.cacheWaitMs,
       releaseLock: release,
+      releaseLease: async () => held.lease?.release(),
       onClose: () => this.open.delete(name),
     });
     this.open.set(name, vol);
     if (writable) {
+      // one writer per volume across catalogs and machines: the lease in the store, taken first
+      // thing in the catch-up (E_LEASED naming the holder; FORMAT.md, "Volume lease")
+      const holder = { token: this.owner.token, host: this.owner.host, pid: this.owner.pid, catalog: this.catalogPath };
+      leaseAtCatchUp.set(vol, async () => {
+        const got = await VolumeLease.acquire(this.store, this.prefix, row.uuid, name, holder, this.leaseMs);
+        held.lease = got.lease;
+        got.lease.start((err) => (vol.fenced ??= err));
+        return got.takenOver !== null;
+      });
+    }
+    if (writable) {
       try {
         await vol.recover(); // records past the catalog's log_seq (FORMAT.md, "Flush")
       } catch (err) {
+        if (isGlideFsError(err, 'E_LEASED')) vol.fenced = err; // refused: its close writes nothing to the store
         await vol.close().catch(() => undefined);
         throw err;
       }
@@ -287,46 +362,123 @@ export class GlideFs {
   }
 
   /**
-   * Brings a fork source's committed state up to date: if it is open here it
-   * is flushed; if it has dirty blocks in this cache dir and nobody holds it,
-   * it is opened, flushed and closed. A volume held by another process is
-   * forked as committed (the device mount freezes and flushes it first).
+   * Brings a fork source to a checkpoint with nothing logged (FORMAT.md,
+   * "Layers"): open here, it is flushed and checkpointed; held by nobody, it
+   * is opened, flushed, checkpointed and closed (only when it has dirty
+   * blocks here or log records since its checkpoint); held by another
+   * process, that process must checkpoint it (the device daemon does on
+   * SIGUSR2; `glidekv fork` asks it) — the fork then finds it ready or fails
+   * with E_BUSY. A snapshot is always at its checkpoint.
    */
   private async settle(name: string): Promise<void> {
     const open = this.open.get(name);
     if (open) {
       await open.flush();
+      await open.checkpoint();
       return;
     }
     const row = this.catalog.volume(name);
+    if (row.snapshot === 1) return;
     const dir = volumeCacheDir(this.cacheDir, row.uuid);
-    if (row.snapshot === 1 || lockHolder(dir) !== null || VolumeCache.countDirty(dir) === 0) return;
+    if (lockHolder(dir) !== null || this.catalog.writerOf(row.id) !== null) return;
+    const clean = VolumeCache.countDirty(dir) === 0 && row.log_seq === row.checkpoint_seq && row.log_seq > 0 && !this.catalog.hasLogged(row.id);
+    if (clean) return;
     const vol = await this.openInternal(name);
     try {
       await vol.flush();
+      await vol.checkpoint();
     } finally {
       await vol.close();
     }
   }
 
-  /** A writable copy of `src`: metadata only, one transaction, no object copied. */
-  async fork(src: string, dst: string): Promise<VolumeInfo> {
+  /**
+   * A writable fork of `src`, in constant time (FORMAT.md, "Layers"): the
+   * source's top layer is sealed and shared, both get a new empty top layer;
+   * no block-map row is copied, no object copied or uploaded.
+   */
+  async fork(src: string, dst: string): Promise<ForkInfo> {
     return this.forkAs(src, dst, false);
   }
 
-  /** A read-only fork of `src`. */
-  async snapshot(src: string, dst: string): Promise<VolumeInfo> {
+  /** A read-only fork of `src` (same cost as a fork). */
+  async snapshot(src: string, dst: string): Promise<ForkInfo> {
     return this.forkAs(src, dst, true);
   }
 
-  private async forkAs(src: string, dst: string, snapshot: boolean): Promise<VolumeInfo> {
+  private async forkAs(src: string, dst: string, snapshot: boolean): Promise<ForkInfo> {
+    const t0 = performance.now();
     this.checkOpen();
     checkVolumeName(dst);
     this.catalog.volume(src);
     if (this.catalog.findVolume(dst)) throw GlideFsError.VOLUME_EXISTS(dst);
     await this.checkStoreOwner();
-    await this.settle(src);
-    return volumeInfo(await forkInStore(this.opsDeps, src, dst, snapshot));
+    const out = await forkInStore(this.opsDeps, src, dst, snapshot, () => this.settle(src));
+    return { ...volumeInfo(out.row), durationMs: performance.now() - t0, catalogMs: out.catalogMs, rowsCopied: out.rowsCopied, parentSeq: out.parentSeq };
+  }
+
+  /**
+   * Merges sealed layers that no volume points at and that have exactly one
+   * child layer into that child, for chains deeper than `depth` (FORMAT.md,
+   * "Layers"), a bounded number of rows per transaction: every step keeps
+   * every volume's view, so reads, writes, forks and gc go on beside it.
+   * Objects only shadowed rows named are deleted after each step.
+   */
+  async flatten(opts: FlattenOptions = {}): Promise<FlattenResult> {
+    this.checkOpen();
+    const depth = opts.depth ?? this.flattenDepth;
+    const stepRows = opts.stepRows ?? 4096;
+    const out: FlattenResult = { merged: 0, rowsMoved: 0, deletes: 0 };
+    const skip = new Set<number>();
+    for (;;) {
+      const c = this.catalog.flattenCandidates().find((x) => !skip.has(x.layer) && this.catalog.depthBelow(x.child) > depth);
+      if (!c) return out;
+      skip.add(c.layer);
+      await this.checkStoreOwner();
+      for (;;) {
+        const step = this.catalog.mergeStep(c.layer, c.child, stepRows, this.owner);
+        out.rowsMoved += step.moved;
+        out.deletes += await deleteObjects(this, step.toDelete, null);
+        if (opts.onStep) await opts.onStep();
+        if (step.done) break;
+        await new Promise((r) => setImmediate(r));
+        this.checkOpen();
+      }
+      if (this.catalog.flattenCandidates().every((x) => x.layer !== c.layer)) out.merged++;
+    }
+  }
+
+  /**
+   * Deletes checkpoint records that were kept for a layer (`before`) and no
+   * longer are: of deleted volumes, their whole remaining log (tombstone
+   * last, unless another of their records is still kept); of live volumes,
+   * the ones below their checkpoint. Failures are left to log gc.
+   */
+  private async deleteFreedRecords(before: Set<string>): Promise<void> {
+    const after = this.catalog.keptRecords();
+    const freed = new Map<string, number[]>();
+    for (const k of before) {
+      if (after.has(k)) continue;
+      const [uuid, seq] = k.split(':');
+      const l = freed.get(uuid) ?? [];
+      l.push(Number(seq));
+      freed.set(uuid, l);
+    }
+    const live = new Map(this.catalog.listVolumes().map((v) => [v.uuid, v]));
+    for (const [uuid, seqs] of freed) {
+      const v = live.get(uuid);
+      try {
+        if (!v) await deleteVolumeLog(this.opsDeps, uuid);
+        else for (const seq of seqs) if (seq < v.checkpoint_seq) await this.store.delete(logKey(this.prefix, uuid, seq));
+      } catch {
+        // left to log gc
+      }
+    }
+  }
+
+  /** Starts a flatten in the background (after a delete or gc); close() waits for it. */
+  private flattenSoon(): void {
+    this.flattening = this.flattening.then(() => (this.closed ? undefined : this.flatten())).catch(() => undefined);
   }
 
   /** Deletes a volume: releases its refcounts, deletes objects no one references, drops its cache. */
@@ -340,11 +492,17 @@ export class GlideFs {
     const writer = this.catalog.writerOf(row.id);
     if (writer !== null) throw GlideFsError.BUSY(`volume '${name}' is open for writing by pid ${writer.pid} on host ${writer.host}`);
     await this.checkStoreOwner();
+    await checkNotLeased(this.store, this.prefix, row.uuid, name, this.owner.token);
+    this.catalog.noteWriter(this.owner.token); // gc attributes the deleted volume's log to this catalog by it
     await writeDeleteRecord(this.opsDeps, row);
+    const keptBefore = this.catalog.keptRecords();
     const { toDelete } = this.catalog.deleteVolume(name, this.owner);
     VolumeCache.remove(dir);
     await deleteObjects(this, toDelete, null);
     await deleteVolumeLog(this.opsDeps, row.uuid);
+    await this.deleteFreedRecords(keptBefore);
+    this.flattenSoon();
+    await this.store.delete(leaseKey(this.prefix, row.uuid)).catch(() => undefined); // a leftover is removed by gc
   }
 
   /** Folds a volume's log into block objects and writes a checkpoint (opens it unless it is open here). */
@@ -415,12 +573,18 @@ export class GlideFs {
     failed += orphans.failed;
     items.push(...orphans.items);
 
-    const logRecordsDeleted = dryRun ? 0 : await gcLogs(this.opsDeps);
+    if (!dryRun) this.catalog.pruneKeptRecords();
+    const deletedBytes = items.reduce((n, i) => n + i.size, 0);
+    const logs = await gcLogs(this.opsDeps, { dryRun }); // log records and leases (FORMAT.md, "gc rule")
+    const logRecordsDeleted = logs.records;
+    items.push(...logs.items);
+    if (!dryRun) this.flattenSoon();
     return {
       deletedObjects: unfinished.items.length,
       orphansDeleted: orphans.items.length,
       logRecordsDeleted,
-      deletedBytes: items.reduce((n, i) => n + i.size, 0),
+      deletedBytes,
+      unattributedLogs: logs.unattributed,
       youngSkipped,
       failed,
       dryRun,
@@ -501,6 +665,8 @@ export class GlideFs {
 
   /** Closes every volume opened through this instance, then the catalog. The store stays open. */
   async close(): Promise<void> {
+    if (this.closed) return;
+    await this.flattening;
     if (this.closed) return;
     const errors: unknown[] = [];
     for (const v of [...this.open.values()]) {

@@ -16,6 +16,8 @@ import { GlideFsError } from './errors.js';
 
 export const LOG_MAGIC = Buffer.from('GLFSLOG1', 'latin1');
 export const LOG_VERSION = 1;
+/** Version 2: a checkpoint that names a base layer (`meta.base`) or holds tombstones (`[index, null]`). Readers take 1 and 2. */
+export const LOG_VERSION_LAYERED = 2;
 export const SECTOR_SIZE = 4096;
 export const SECTORS_PER_BLOCK = 32;
 export const FULL_MASK = 0xffffffff;
@@ -38,6 +40,12 @@ export interface VolumeMeta {
   parentSeq: number | null;
   /** uuid of the family's root volume. */
   family: string;
+  /**
+   * The layer this checkpoint's blocks lie on (FORMAT.md, "Layers"): the state
+   * of volume `volume` as of its checkpoint record `seq`. Absent/null: none
+   * (the blocks are the whole map).
+   */
+  base?: { volume: string; seq: number } | null;
   snapshot: boolean;
   createdAt: number;
 }
@@ -52,8 +60,8 @@ interface Common {
 export interface CheckpointRecord extends Common {
   kind: typeof KIND_CHECKPOINT;
   meta: VolumeMeta;
-  /** [block index, hash] of every non-hole block. */
-  blocks: Array<[number, string]>;
+  /** [block index, hash] of every non-hole block; [index, null] = a hole over the base (a tombstone, version 2). */
+  blocks: Array<[number, string | null]>;
 }
 
 export interface SectorEntry {
@@ -105,10 +113,10 @@ function rawBody(rec: LogRecord): Buffer {
   return Buffer.concat([len, j, ...tail]);
 }
 
-function frame(kind: number, codec: number, stored: Buffer, rawLen: number): Buffer {
+function frame(kind: number, codec: number, stored: Buffer, rawLen: number, version: number): Buffer {
   const head = Buffer.alloc(HEADER);
   LOG_MAGIC.copy(head, 0);
-  head.writeUInt16LE(LOG_VERSION, 8);
+  head.writeUInt16LE(version, 8);
   head.writeUInt8(kind, 10);
   head.writeUInt8(codec, 11);
   head.writeUInt32LE(stored.length, 12);
@@ -120,16 +128,18 @@ function frame(kind: number, codec: number, stored: Buffer, rawLen: number): Buf
 /** Encodes a record, compressed (deflate-raw) when that makes it smaller. */
 export async function encodeRecord(rec: LogRecord): Promise<Buffer> {
   const raw = rawBody(rec);
+  const version =
+    rec.kind === KIND_CHECKPOINT && (rec.meta.base || rec.blocks.some((b) => b[1] === null)) ? LOG_VERSION_LAYERED : LOG_VERSION;
   const z = (await deflateAsync(raw, { level: 6 })) as Buffer;
-  return z.length < raw.length ? frame(rec.kind, CODEC_DEFLATE, z, raw.length) : frame(rec.kind, CODEC_NONE, raw, raw.length);
+  return z.length < raw.length ? frame(rec.kind, CODEC_DEFLATE, z, raw.length, version) : frame(rec.kind, CODEC_NONE, raw, raw.length, version);
 }
 
 /** Decodes and verifies a record; `E_CORRUPT` on any damage, `E_VERSION` on another format version. */
 export function decodeRecord(buf: Buffer, where: string): LogRecord {
   if (buf.length < HEADER || !buf.subarray(0, 8).equals(LOG_MAGIC)) throw GlideFsError.CORRUPT(`log record ${where} has no valid header`);
   const version = buf.readUInt16LE(8);
-  if (version !== LOG_VERSION) {
-    throw new GlideFsError('E_VERSION', `log record ${where} has format version ${version}, this glidekv reads version ${LOG_VERSION}`);
+  if (version !== LOG_VERSION && version !== LOG_VERSION_LAYERED) {
+    throw new GlideFsError('E_VERSION', `log record ${where} has format version ${version}, this glidekv reads versions ${LOG_VERSION} and ${LOG_VERSION_LAYERED}`);
   }
   const kind = buf.readUInt8(10);
   const codec = buf.readUInt8(11);

@@ -11,9 +11,11 @@
 import { existsSync, statSync } from 'node:fs';
 import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
-import { Catalog, newOwner, type Owner } from './catalog.js';
+import { Catalog, newOwner, type Owner, type StoreName } from './catalog.js';
+import { blockKey } from './block-key.js';
 import { KIND_CHECKPOINT, KIND_DELETE, logKey, parseLogKey, volumesPrefix, type CheckpointRecord, type LogRecord } from './log-record.js';
 import { readRecord } from './volume-log.js';
+import { parseLease, parseLeaseKey } from './lease.js';
 import { adoptStoreMarker } from './store-marker.js';
 import pLimit from 'p-limit';
 
@@ -103,64 +105,161 @@ export async function restoreCatalog(store: ObjectStore, prefix: string, catalog
       names.set(cp.meta.name, p.uuid);
     }
     plans.sort((a, b) => (a.recs[0].rec as CheckpointRecord).meta.createdAt - (b.recs[0].rec as CheckpointRecord).meta.createdAt);
+    // Layers (FORMAT.md, "Layers"): each checkpoint a volume's checkpoint lies on (its base, and theirs,
+    // down to a checkpoint with none) becomes a sealed layer named by it, read once whatever the number of
+    // volumes on it. The newest checkpoint of a live volume that is itself a base is shared, not copied.
+    const fromPlans = new Map(plans.map((p) => [`${p.uuid}:${p.recs[0].rec.seq}`, p.recs[0].rec as CheckpointRecord]));
+    const layers = new Map<string, Promise<number>>();
+    const layerFor = (name: StoreName, via: string[]): Promise<number> => {
+      const id = `${name.volume}:${name.seq}`;
+      if (via.includes(id)) throw GlideFsError.CORRUPT(`checkpoint ${id} lies on itself (${via.join(' -> ')})`);
+      let l = layers.get(id);
+      if (!l) {
+        l = (async () => {
+          let cp = fromPlans.get(id);
+          if (!cp) {
+            const r = await readRecord(store, prefix, name.volume, name.seq);
+            if (r === null) throw GlideFsError.CORRUPT(`checkpoint record ${name.seq} of volume ${name.volume}, which a volume lies on, is missing from the store`);
+            if (r.rec.kind !== KIND_CHECKPOINT) throw GlideFsError.CORRUPT(`record ${name.seq} of volume ${name.volume}, which a volume lies on, is not a checkpoint`);
+            recordsRead++;
+            bytesRead += r.bytes;
+            cp = r.rec;
+          }
+          const base = cp.meta.base ?? null;
+          const parent = base ? await layerFor(base, [...via, id]) : null;
+          return catalog.insertSealedLayer(name, base, parent, cp.blocks.map(([i, h]) => [i, h === null ? null : blockKey(prefix, i, h)]));
+        })();
+        layers.set(id, l);
+      }
+      return l;
+    };
+    const bases = new Set<string>();
+    for (const p of plans) {
+      const b = (p.recs[0].rec as CheckpointRecord).meta.base;
+      if (b) bases.add(`${b.volume}:${b.seq}`);
+    }
     for (const p of plans) {
       const cp = p.recs[0].rec as CheckpointRecord;
       const m = cp.meta;
-      const id = catalog.immediate(() => {
-        const info = catalog.db
-          .prepare(
-            'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, parent_uuid, parent_seq, family_uuid) ' +
-              'VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)',
-          )
-          .run(m.name, p.uuid, m.sizeBytes, m.parent, m.snapshot ? 1 : 0, m.createdAt, cp.seq - 1, cp.seq - 1, m.parentUuid, m.parentSeq, m.family);
-        return Number(info.lastInsertRowid);
-      }, true);
-      for (const r of p.recs) catalog.replayRecord(id, r.rec, prefix, r.bytes, owner);
+      const base = m.base ?? null;
+      let id: number;
+      if (bases.has(`${p.uuid}:${cp.seq}`)) {
+        // a fork point of another volume: the volume stands on it with an empty top layer
+        id = catalog.insertRestoredVolume(p.uuid, m, cp.seq, await layerFor({ volume: p.uuid, seq: cp.seq }, []), [], base);
+      } else {
+        const parent = base ? await layerFor(base, [p.uuid]) : null;
+        id = catalog.insertRestoredVolume(p.uuid, m, cp.seq, parent, cp.blocks.map(([i, h]) => [i, h === null ? null : blockKey(prefix, i, h)]), base);
+      }
+      for (const r of p.recs.slice(1)) catalog.replayRecord(id, r.rec, prefix, r.bytes, owner);
       const row = catalog.volumeById(id)!;
       out.push({ name: m.name, uuid: p.uuid, logSeq: row.log_seq, checkpointSeq: row.checkpoint_seq, blocks: catalog.blockMap(id).size });
     }
-    catalog.immediate(() => {
-      // families: the root's id when it is restored, else the first member's
-      catalog.db.exec(`UPDATE volumes SET family = COALESCE(
-          (SELECT r.id FROM volumes r WHERE r.uuid = volumes.family_uuid),
-          (SELECT min(r.id) FROM volumes r WHERE r.family_uuid = volumes.family_uuid))`);
-      catalog.db.exec('INSERT OR IGNORE INTO family_offsets (family, block_index) SELECT v.family, b.block_index FROM blocks b JOIN volumes v ON v.id = b.volume_id');
-      // nothing is deleted by a restore: keys a replay released are orphans for gc
-      catalog.db.exec('DELETE FROM deleting');
-    }, true);
+    catalog.finishRestore();
   } finally {
     catalog.close();
   }
   return { volumes: out, deletedVolumes, recordsRead, bytesRead, listed: [...vols.values()].reduce((a, l) => a + l.length, 0), durationMs: performance.now() - t0 };
 }
 
+/** A log record or lease gc deleted (or, in a dry run, would delete). */
+export interface GcLogItem {
+  key: string;
+  size: number;
+  modifiedAt: number;
+  /** `log-record`: below a checkpoint of a volume of this catalog, or of a volume this catalog deleted. `lease`: of a volume that has no log left. */
+  kind: 'log-record' | 'lease';
+}
+
+export interface GcLogsResult {
+  /** Log records deleted (dry run: that would be deleted). */
+  records: number;
+  items: GcLogItem[];
+  /** Deleted volumes' logs left alone: their delete record was written by no writer of this catalog. */
+  unattributed: number;
+}
+
 /**
- * gc of the log: records below each catalog volume's checkpoint, and every
- * record of a volume the catalog does not know whose newest record is a
- * delete (tombstone last). Volumes the catalog does not know and that are not
- * deleted are left alone (a create in progress, or not attributable).
+ * gc of the log (FORMAT.md, "gc rule", step 3): records below each catalog
+ * volume's checkpoint, and every record of a volume the catalog does not
+ * know whose newest record is a delete written by one of this catalog's
+ * writers (Catalog.isOwnWriter; tombstone last); leases of volumes with no
+ * log left that are released or expired. Everything else under `volumes/` is
+ * left alone: a create in progress, a volume of another catalog of the same
+ * store (a restored one on another machine), anything not attributable.
+ * `dryRun` lists and deletes nothing.
  */
-export async function gcLogs(d: { catalog: Catalog; store: ObjectStore; prefix: string; uploadConcurrency: number }): Promise<number> {
-  const vols = await listVolumes(d.store, d.prefix);
+export async function gcLogs(
+  d: { catalog: Catalog; store: ObjectStore; prefix: string; uploadConcurrency: number },
+  opts: { dryRun?: boolean } = {},
+): Promise<GcLogsResult> {
+  const vols = new Map<string, number[]>();
+  const leases: string[] = [];
+  for await (const k of d.store.list(volumesPrefix(d.prefix))) {
+    const p = parseLogKey(d.prefix, k);
+    if (p) {
+      let l = vols.get(p.uuid);
+      if (!l) vols.set(p.uuid, (l = []));
+      l.push(p.seq);
+    } else if (parseLeaseKey(d.prefix, k) !== null) leases.push(k);
+  }
+  for (const l of vols.values()) l.sort((a, b) => a - b);
   const known = new Map(d.catalog.listVolumes().map((v) => [v.uuid, v]));
-  const limit = pLimit(d.uploadConcurrency);
-  let n = 0;
-  const del = (uuid: string, seq: number) =>
-    limit(async () => {
-      await d.store.delete(logKey(d.prefix, uuid, seq));
-      n++;
-    });
+  // checkpoints that other volumes' layers lie on stay (when the catalog knows layers)
+  const keptFn = (d.catalog as unknown as { keptRecords?: () => Set<string> }).keptRecords;
+  const kept = typeof keptFn === 'function' ? keptFn.call(d.catalog) : new Set<string>();
+  const plan: Array<{ key: string; kind: GcLogItem['kind']; last: boolean }> = [];
+  let unattributed = 0;
   for (const [uuid, seqs] of vols) {
     const v = known.get(uuid);
     if (v) {
-      await Promise.all(seqs.filter((s) => s < v.checkpoint_seq).map((s) => del(uuid, s)));
+      for (const s of seqs) if (s < v.checkpoint_seq && !kept.has(`${uuid}:${s}`)) plan.push({ key: logKey(d.prefix, uuid, s), kind: 'log-record', last: false });
       continue;
     }
     const top = seqs[seqs.length - 1];
     const r = await readRecord(d.store, d.prefix, uuid, top).catch(() => null);
     if (r === null || r.rec.kind !== KIND_DELETE) continue;
-    await Promise.all(seqs.slice(0, -1).map((s) => del(uuid, s)));
-    await del(uuid, top);
+    if (!d.catalog.isOwnWriter(r.rec.writer)) {
+      unattributed++;
+      continue;
+    }
+    for (const s of seqs) plan.push({ key: logKey(d.prefix, uuid, s), kind: 'log-record', last: s === top });
   }
-  return n;
+  const now = Date.now();
+  for (const k of leases) {
+    const uuid = parseLeaseKey(d.prefix, k)!;
+    if (vols.has(uuid) || known.has(uuid)) continue;
+    const buf = await d.store.get(k).catch(() => null);
+    if (buf === null) continue;
+    let free = false;
+    try {
+      const b = parseLease(buf, k);
+      free = b.released || now >= b.expiresAt;
+    } catch {
+      free = false; // not ours to judge
+    }
+    if (free) plan.push({ key: k, kind: 'lease', last: false });
+  }
+  const limit = pLimit(d.uploadConcurrency);
+  const items: GcLogItem[] = [];
+  const run = (xs: typeof plan) =>
+    Promise.all(
+      xs.map((x) =>
+        limit(async () => {
+          const head = await d.store.head(x.key).catch(() => null);
+          if (head === null) return;
+          if (!opts.dryRun) {
+            try {
+              await d.store.delete(x.key);
+            } catch {
+              return; // the next gc sees it again
+            }
+          }
+          items.push({ key: x.key, size: head.size, modifiedAt: head.modifiedAt, kind: x.kind });
+        }),
+      ),
+    );
+  await run(plan.filter((x) => !x.last));
+  await run(plan.filter((x) => x.last)); // tombstones last: a deleted volume's log never looks alive
+  items.sort((a, b) => (a.key < b.key ? -1 : 1));
+  return { records: items.filter((i) => i.kind === 'log-record').length, items, unattributed };
 }

@@ -8,10 +8,9 @@ import pLimit from 'p-limit';
 import { randomBytes } from 'node:crypto';
 import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
-import { blockKey, keyHash } from './block-key.js';
-import type { Catalog, Owner, VolumeRow } from './catalog.js';
+import { ForkMoved, type Catalog, type Owner, type VolumeRow } from './catalog.js';
 import { encodeRecord, KIND_CHECKPOINT, KIND_DELETE, logKey, type CheckpointRecord, type DeleteRecord } from './log-record.js';
-import { createRecord, fencedError, listLog, materializeMany, RecordCache, RecordGone, ZERO_HASH } from './volume-log.js';
+import { createRecord, fencedError, listLog } from './volume-log.js';
 
 export interface OpsDeps {
   catalog: Catalog;
@@ -46,88 +45,77 @@ export async function createVolumeInStore(d: OpsDeps, name: string, sizeBytes: n
   }
 }
 
+/** What a fork or snapshot did (FORMAT.md, "Layers"). */
+export interface ForkOutcome {
+  row: VolumeRow;
+  /** The source's checkpoint record the child lies on (the fork point). */
+  parentSeq: number;
+  /** Block-map rows copied: always 0 (the source's layer is sealed and shared). */
+  rowsCopied: number;
+  /** The catalog transaction alone (ms). */
+  catalogMs: number;
+  /** Times the source had moved on past its checkpoint and was checkpointed again. */
+  retries: number;
+}
+
 /**
- * Fork/snapshot: the source's committed map, with every logged block folded
- * into a whole block object (uploaded unless the catalog has it), becomes the
- * child's seq-1 checkpoint, then its catalog row. The source is not written.
+ * Fork/snapshot in constant time (FORMAT.md, "Layers"): `settle` brings the
+ * source to a checkpoint with nothing logged (its holder folds its log: the
+ * bytes are in its cache), then the child's seq-1 checkpoint — no blocks,
+ * `base` = the source's checkpoint record — is PUT, then one catalog
+ * transaction seals the source's top layer and gives both sides a new empty
+ * top layer. A source that moved on meanwhile (a flush after its checkpoint)
+ * is settled again.
  */
-export async function forkInStore(d: OpsDeps, src: string, dst: string, snapshot: boolean): Promise<VolumeRow> {
+export async function forkInStore(
+  d: OpsDeps,
+  src: string,
+  dst: string,
+  snapshot: boolean,
+  settle: () => Promise<void>,
+): Promise<ForkOutcome> {
   for (let attempt = 0; ; attempt++) {
+    await settle();
     const s = d.catalog.volume(src);
-    const plan = d.catalog.planFork(s.id, d.owner);
-    const pendingKeys = [...new Set(plan.blocks.values())];
-    try {
-      const blocks = new Map(plan.blocks);
-      const folds: Array<{ i: number; key: string; base: string | undefined; l: { hash: string; seqs: number[] } }> = [];
-      for (const [i, l] of plan.logged) {
-        if (l.hash === ZERO_HASH) blocks.delete(i);
-        else {
-          const key = blockKey(d.prefix, i, l.hash);
-          folds.push({ i, key, base: plan.blocks.get(i), l });
-          blocks.set(i, key);
-        }
-      }
-      const up = d.catalog.planUploads(
-        folds.map((f) => f.key),
-        d.owner,
+    if (s.log_seq !== s.checkpoint_seq || d.catalog.hasLogged(s.id)) {
+      if (attempt < 3) continue;
+      throw GlideFsError.BUSY(
+        `volume '${src}' has ${s.log_seq - s.checkpoint_seq} log records since its checkpoint ${s.checkpoint_seq}; its writer must checkpoint it before a fork (the device daemon does on SIGUSR2)`,
       );
-      pendingKeys.push(...folds.map((f) => f.key));
-      const need = new Set(up.upload);
-      const records = new RecordCache(d.store, d.prefix, s.uuid, 32);
-      const limit = pLimit(d.uploadConcurrency);
-      const uploads: Array<{ blockIndex: number; key: string }> = [];
-      const todo = folds.filter((f) => need.has(f.key));
-      // in batches: each record is read once per batch, whatever the number of blocks it holds sectors of
-      for (let b = 0; b < todo.length; b += 256) {
-        const batch = todo.slice(b, b + 256);
-        const bytes = await materializeMany(d.store, records, `volume '${src}'`, batch.map((f) => ({ i: f.i, base: f.base, logged: f.l })));
-        await Promise.all(
-          batch.map((f) =>
-            limit(async () => {
-              await d.store.put(f.key, bytes.get(f.i)!);
-              uploads.push({ blockIndex: f.i, key: f.key });
-            }),
-          ),
-        );
-      }
-      const uuid = randomBytes(16).toString('hex');
-      const createdAt = Date.now();
-      const rec: CheckpointRecord = {
-        kind: KIND_CHECKPOINT,
-        volume: uuid,
-        seq: 1,
-        time: createdAt,
-        writer: d.owner.token,
-        meta: {
-          name: dst,
-          sizeBytes: s.size_bytes,
-          parent: s.name,
-          parentUuid: s.uuid,
-          parentSeq: s.log_seq,
-          family: s.family_uuid ?? s.uuid,
-          snapshot,
-          createdAt,
-        },
-        blocks: [...blocks].sort((a, b) => a[0] - b[0]).map(([i, k]) => [i, keyHash(k)]),
-      };
-      const body = await encodeRecord(rec);
-      const out = await createRecord(d.store, d.prefix, uuid, 1, body);
-      if (!out.created) throw GlideFsError.CORRUPT(`new volume id ${uuid} already has a log in the store`);
-      try {
-        return d.catalog.insertFork(s, dst, uuid, snapshot, createdAt, blocks, uploads, body.length, d.owner);
-      } catch (err) {
-        await d.store.delete(logKey(d.prefix, uuid, 1)).catch(() => undefined);
-        throw err;
-      }
+    }
+    const parentSeq = s.checkpoint_seq;
+    const uuid = randomBytes(16).toString('hex');
+    const createdAt = Date.now();
+    const rec: CheckpointRecord = {
+      kind: KIND_CHECKPOINT,
+      volume: uuid,
+      seq: 1,
+      time: createdAt,
+      writer: d.owner.token,
+      meta: {
+        name: dst,
+        sizeBytes: s.size_bytes,
+        parent: s.name,
+        parentUuid: s.uuid,
+        parentSeq,
+        family: s.family_uuid ?? s.uuid,
+        snapshot,
+        createdAt,
+        base: { volume: s.uuid, seq: parentSeq },
+      },
+      blocks: [],
+    };
+    const body = await encodeRecord(rec);
+    const out = await createRecord(d.store, d.prefix, uuid, 1, body);
+    if (!out.created) throw GlideFsError.CORRUPT(`new volume id ${uuid} already has a log in the store`);
+    try {
+      const t0 = performance.now();
+      const row = d.catalog.sealAndFork(src, dst, uuid, snapshot, createdAt, parentSeq, body.length);
+      return { row, parentSeq, rowsCopied: 0, catalogMs: performance.now() - t0, retries: attempt };
     } catch (err) {
-      try {
-        d.catalog.dropPending(pendingKeys, d.owner);
-      } catch {
-        // stale once this process ends
-      }
-      // a checkpoint of the source folded a record we needed: plan again from the catalog
-      if (err instanceof RecordGone && attempt < 3) continue;
-      if (err instanceof RecordGone) throw GlideFsError.CORRUPT(`fork of '${src}': log record ${err.seq} is missing from the store`);
+      await d.store.delete(logKey(d.prefix, uuid, 1)).catch(() => undefined);
+      if (err instanceof ForkMoved && attempt < 3) continue;
+      if (err instanceof ForkMoved) throw GlideFsError.BUSY(`volume '${src}' kept changing during the fork: try again`);
       throw err;
     }
   }
@@ -146,12 +134,20 @@ export async function writeDeleteRecord(d: OpsDeps, row: VolumeRow): Promise<voi
   if (!out.created && out.existing.kind !== KIND_DELETE) throw fencedError(row.name, row.uuid, seq, out.existing);
 }
 
-/** Delete, last step: every record of a deleted volume, the tombstone (highest seq) last. */
+/**
+ * Delete, last step: every record of a deleted volume, the tombstone (highest
+ * seq) last — except checkpoint records a layer still needs (a live child's
+ * fork point, and what it lies on: Catalog.keptRecords); then the tombstone
+ * stays too, and log gc deletes them once nothing needs them.
+ */
 export async function deleteVolumeLog(d: OpsDeps, uuid: string): Promise<number> {
-  const seqs = await listLog(d.store, d.prefix, uuid);
-  const top = seqs.pop();
+  const kept = d.catalog.keptRecords();
+  const all = await listLog(d.store, d.prefix, uuid);
+  const top = all[all.length - 1];
+  const needed = all.some((s) => kept.has(`${uuid}:${s}`));
+  const seqs = all.filter((s) => s !== top && !kept.has(`${uuid}:${s}`));
   const limit = pLimit(d.uploadConcurrency);
   await Promise.all(seqs.map((s) => limit(() => d.store.delete(logKey(d.prefix, uuid, s)))));
-  if (top !== undefined) await d.store.delete(logKey(d.prefix, uuid, top));
-  return seqs.length + (top === undefined ? 0 : 1);
+  if (top !== undefined && !needed) await d.store.delete(logKey(d.prefix, uuid, top));
+  return seqs.length + (top !== undefined && !needed ? 1 : 0);
 }

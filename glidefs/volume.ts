@@ -28,6 +28,7 @@ import type { Catalog, LoggedBlock, Owner, VolumeRow } from './catalog.js';
 import { emptyFlushResult, runFlush, type FlushOptions, type FlushResult } from './flush.js';
 import { runCheckpoint, catchUp, type CheckpointResult } from './checkpoint.js';
 import { FULL_MASK, sectorMask } from './log-record.js';
+import { BlockLookup } from './block-lookup.js';
 import { materialize, RecordCache, RecordGone, ZERO_HASH } from './volume-log.js';
 
 export type { FlushOptions, FlushProgress, FlushResult } from './flush.js';
@@ -82,6 +83,8 @@ export interface VolumeDeps {
   cacheWaitMs: number;
   onClose: () => void;
   releaseLock: () => void;
+  /** Releases the volume's lease in the store (writable opens; lease.ts), after the last store write of close. */
+  releaseLease?: () => Promise<void>;
 }
 
 export class OpenVolume implements Volume {
@@ -92,8 +95,8 @@ export class OpenVolume implements Volume {
   readonly blockCount: number;
   /** The volume's id in the store (`volumes/<uuid>/log/`). */
   readonly uuid: string;
-  /** Block index -> object key, as committed in the catalog. */
-  readonly map: Map<number, string>;
+  /** Block index -> object key, as committed in the catalog: lookups through the layers behind a bounded cache (block-lookup.ts). */
+  readonly map: BlockLookup;
   /** Blocks whose newest committed bytes include sectors in the log (catalog `logged` + `log_blocks`). */
   logged: Map<number, LoggedBlock>;
   /** Per block, the 4 KiB sectors written since the last flush (FULL_MASK: rewritten whole, or unknown after a restart). */
@@ -127,7 +130,7 @@ export class OpenVolume implements Volume {
     this.volumeId = row.id;
     this.blockCount = row.size_bytes / BLOCK_SIZE;
     this.uuid = row.uuid;
-    this.map = deps.catalog.blockMap(row.id);
+    this.map = new BlockLookup(deps.catalog, row.id);
     this.logged = deps.catalog.loggedBlocks(row.id);
     this.masks = new Uint32Array(this.blockCount);
     for (const i of cache.dirtyIndices()) this.masks[i] = FULL_MASK; // sectors unknown after a restart
@@ -555,6 +558,7 @@ export class OpenVolume implements Volume {
     }
     await this.flushChain;
     await Promise.allSettled([...this.fetches.values()]);
+    await this.deps.releaseLease?.();
     this.closed = true;
     clearInterval(this.statsTimer);
     try {
