@@ -17,9 +17,6 @@ import type { CheckpointResult } from './checkpoint.js';
 import { createVolumeInStore, deleteVolumeLog, forkInStore, writeDeleteRecord } from './volume-ops.js';
 import { gcLogs } from './restore.js';
 import { logKey } from './log-record.js';
-import { leaseAtCatchUp } from './checkpoint.js';
-import { isGlideFsError } from './errors.js';
-import { checkNotLeased, DEFAULT_LEASE_MS, leaseKey, VolumeLease } from './lease.js';
 import { ensureStoreOwner } from './store-marker.js';
 import { defaultCacheSize, MAX_VOLUME_BYTES, MIN_CACHE_BYTES } from './cache.js';
 import pLimit from 'p-limit';
@@ -77,8 +74,6 @@ export interface GlideFsOptions {
    * delete or gc (FORMAT.md, "Layers"; default DEFAULT_FLATTEN_DEPTH = 8).
    */
   flattenDepth?: number;
-  /** A writable open's lease in the store lasts this long without renewal (ms, default 30 000; renewed every third of it; FORMAT.md, "Volume lease"). */
-  leaseMs?: number;
   /**
    * Bytes of local cache per open volume (FORMAT.md, "Cache"): a whole number
    * of 128K blocks is used, at least MIN_CACHE_BYTES (2 MiB). Default:
@@ -106,11 +101,8 @@ export interface GcItem {
   size: number;
   /** Last write (ms since the epoch, the store's clock). */
   modifiedAt: number;
-  /**
-   * `unfinished-delete`: released by the catalog, its delete left undone by a dead process. `orphan`: named by nothing.
-   * `log-record`: below a checkpoint, or of a volume this catalog deleted. `lease`: of a volume with no log left.
-   */
-  kind: 'unfinished-delete' | 'orphan' | 'log-record' | 'lease';
+  /** `unfinished-delete`: released by the catalog, its delete left undone by a dead process. `orphan`: named by nothing. */
+  kind: 'unfinished-delete' | 'orphan';
 }
 
 export interface VolumeInfo {
@@ -161,10 +153,8 @@ export interface GcResult {
   deletedObjects: number;
   /** Objects in the store that the catalog does not name. */
   orphansDeleted: number;
-  /** Log records below a volume's checkpoint, or of a volume this catalog deleted (FORMAT.md, "gc rule"); in `items` too. */
+  /** Log records below a volume's checkpoint, or of a deleted volume (FORMAT.md, "Checkpoint"). Not looked for in a dry run. */
   logRecordsDeleted: number;
-  /** Logs of deleted volumes left alone: no writer of this catalog wrote their delete record. */
-  unattributedLogs: number;
   /** Bytes of the objects in `deletedObjects` + `orphansDeleted`. */
   deletedBytes: number;
   /** Unnamed block objects younger than the grace period: left alone. */
@@ -190,7 +180,6 @@ export class GlideFs {
   readonly checkpointPolicy: CheckpointPolicy;
   readonly catalogPath: string;
   readonly gcGraceMs: number;
-  readonly leaseMs: number;
   /** GlideFsOptions.cacheSize (undefined: the default, computed per open). */
   readonly cacheSize: number | undefined;
   readonly cacheWaitMs: number;
@@ -214,7 +203,6 @@ export class GlideFs {
     this.catalogPath = opts.catalogPath;
     this.gcGraceMs = opts.gcGraceMs ?? DEFAULT_GC_GRACE_MS;
     this.flattenDepth = opts.flattenDepth ?? DEFAULT_FLATTEN_DEPTH;
-    this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
     this.cacheSize = opts.cacheSize;
     this.cacheWaitMs = opts.cacheWaitMs ?? DEFAULT_CACHE_WAIT_MS;
   }
@@ -227,9 +215,6 @@ export class GlideFs {
     if (opts.gcGraceMs !== undefined) checkGrace(opts.gcGraceMs);
     if (opts.flattenDepth !== undefined && !(Number.isInteger(opts.flattenDepth) && opts.flattenDepth >= 0)) {
       throw GlideFsError.INVALID(`flattenDepth must be a non-negative integer`);
-    }
-    if (opts.leaseMs !== undefined && !(Number.isSafeInteger(opts.leaseMs) && opts.leaseMs >= 300)) {
-      throw GlideFsError.INVALID(`leaseMs must be an integer of at least 300 (ms), got ${opts.leaseMs}`);
     }
     if (opts.cacheSize !== undefined && !(Number.isSafeInteger(opts.cacheSize) && opts.cacheSize >= MIN_CACHE_BYTES)) {
       throw GlideFsError.BAD_SIZE(`cache size ${opts.cacheSize} is below the minimum of ${MIN_CACHE_BYTES} bytes (2M, 16 blocks)`);
@@ -324,7 +309,6 @@ export class GlideFs {
       release();
       throw err;
     }
-    const held: { lease: VolumeLease | null } = { lease: null };
     const vol = new OpenVolume(row, cache, {
       catalog: this.catalog,
       store: this.store,
@@ -334,26 +318,13 @@ export class GlideFs {
       checkpoint: this.checkpointPolicy,
       cacheWaitMs: this.cacheWaitMs,
       releaseLock: release,
-      releaseLease: async () => held.lease?.release(),
       onClose: () => this.open.delete(name),
     });
     this.open.set(name, vol);
     if (writable) {
-      // one writer per volume across catalogs and machines: the lease in the store, taken first
-      // thing in the catch-up (E_LEASED naming the holder; FORMAT.md, "Volume lease")
-      const holder = { token: this.owner.token, host: this.owner.host, pid: this.owner.pid, catalog: this.catalogPath };
-      leaseAtCatchUp.set(vol, async () => {
-        const got = await VolumeLease.acquire(this.store, this.prefix, row.uuid, name, holder, this.leaseMs);
-        held.lease = got.lease;
-        got.lease.start((err) => (vol.fenced ??= err));
-        return got.takenOver !== null;
-      });
-    }
-    if (writable) {
       try {
         await vol.recover(); // records past the catalog's log_seq (FORMAT.md, "Flush")
       } catch (err) {
-        if (isGlideFsError(err, 'E_LEASED')) vol.fenced = err; // refused: its close writes nothing to the store
         await vol.close().catch(() => undefined);
         throw err;
       }
@@ -492,8 +463,6 @@ export class GlideFs {
     const writer = this.catalog.writerOf(row.id);
     if (writer !== null) throw GlideFsError.BUSY(`volume '${name}' is open for writing by pid ${writer.pid} on host ${writer.host}`);
     await this.checkStoreOwner();
-    await checkNotLeased(this.store, this.prefix, row.uuid, name, this.owner.token);
-    this.catalog.noteWriter(this.owner.token); // gc attributes the deleted volume's log to this catalog by it
     await writeDeleteRecord(this.opsDeps, row);
     const keptBefore = this.catalog.keptRecords();
     const { toDelete } = this.catalog.deleteVolume(name, this.owner);
@@ -502,7 +471,6 @@ export class GlideFs {
     await deleteVolumeLog(this.opsDeps, row.uuid);
     await this.deleteFreedRecords(keptBefore);
     this.flattenSoon();
-    await this.store.delete(leaseKey(this.prefix, row.uuid)).catch(() => undefined); // a leftover is removed by gc
   }
 
   /** Folds a volume's log into block objects and writes a checkpoint (opens it unless it is open here). */
@@ -574,17 +542,13 @@ export class GlideFs {
     items.push(...orphans.items);
 
     if (!dryRun) this.catalog.pruneKeptRecords();
-    const deletedBytes = items.reduce((n, i) => n + i.size, 0);
-    const logs = await gcLogs(this.opsDeps, { dryRun }); // log records and leases (FORMAT.md, "gc rule")
-    const logRecordsDeleted = logs.records;
-    items.push(...logs.items);
+    const logRecordsDeleted = dryRun ? 0 : await gcLogs(this.opsDeps);
     if (!dryRun) this.flattenSoon();
     return {
       deletedObjects: unfinished.items.length,
       orphansDeleted: orphans.items.length,
       logRecordsDeleted,
-      deletedBytes,
-      unattributedLogs: logs.unattributed,
+      deletedBytes: items.reduce((n, i) => n + i.size, 0),
       youngSkipped,
       failed,
       dryRun,

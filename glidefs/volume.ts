@@ -83,8 +83,6 @@ export interface VolumeDeps {
   cacheWaitMs: number;
   onClose: () => void;
   releaseLock: () => void;
-  /** Releases the volume's lease in the store (writable opens; lease.ts), after the last store write of close. */
-  releaseLease?: () => Promise<void>;
 }
 
 export class OpenVolume implements Volume {
@@ -558,7 +556,6 @@ export class OpenVolume implements Volume {
     }
     await this.flushChain;
     await Promise.allSettled([...this.fetches.values()]);
-    await this.deps.releaseLease?.();
     this.closed = true;
     clearInterval(this.statsTimer);
     try {
