@@ -1,11 +1,13 @@
 /**
- * The block layer's global CLI options (`--store`, `--catalog`, `--cache`),
- * their environment fallbacks and defaults, and one helper that opens a
- * GlideFs from them. Shared by `volume`, `gc`, the device mount and bench.
+ * The block layer's global CLI options (`--store`, `--catalog`, `--cache`,
+ * `--cache-size`), their environment fallbacks and defaults, and one helper
+ * that opens a GlideFs from them. Shared by `volume`, `gc`, the device mount
+ * and bench.
  *
- *   --store URL    GLIDEKV_STORE    file://$HOME/.glidekv/objects
- *   --catalog PATH GLIDEKV_CATALOG  $HOME/.glidekv/catalog.db
- *   --cache DIR    GLIDEKV_CACHE    $HOME/.glidekv/cache
+ *   --store URL         GLIDEKV_STORE       file://$HOME/.glidekv/objects
+ *   --catalog PATH      GLIDEKV_CATALOG     $HOME/.glidekv/catalog.db
+ *   --cache DIR         GLIDEKV_CACHE       $HOME/.glidekv/cache
+ *   --cache-size SIZE   GLIDEKV_CACHE_SIZE  min(8G, 1/4 of the cache filesystem's free space), per open volume
  */
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
@@ -15,18 +17,31 @@ import { GlideFs } from '../../glidefs/glidefs.js';
 import { checkStore, openStore } from '../../glidefs/store-url.js';
 import type { ObjectStore } from '../../glidefs/object-store.js';
 import { DEFAULT_STORE_RETRY_TIMEOUT_MS, type RetryOptions } from '../../glidefs/retry-store.js';
-import { CliError } from './util.js';
+import { InvalidArgumentError } from 'commander';
+import { MIN_CACHE_BYTES } from '../../glidefs/cache.js';
+import { CliError, parseSize } from './util.js';
 
 export interface GlideFsCliOptions {
   store?: string;
   catalog?: string;
   cache?: string;
+  /** `--cache-size` (parsed by parseCacheSize), bytes. */
+  cacheSize?: number;
 }
 
 export interface ResolvedGlideFsOptions {
   storeUrl: string;
   catalogPath: string;
   cacheDir: string;
+  /** Bytes of local cache per open volume; undefined = the GlideFs default (min(8G, 1/4 of free space)). */
+  cacheSize: number | undefined;
+}
+
+/** Parses a cache size (`64M`, `10G`, bytes): the project's size parser, at least 2M. */
+export function parseCacheSize(text: string): number {
+  const n = parseSize(text);
+  if (n < MIN_CACHE_BYTES) throw new InvalidArgumentError(`cache size '${text}' is below the minimum of 2M (16 blocks of 128K)`);
+  return n;
 }
 
 function home(): string {
@@ -48,10 +63,19 @@ export function resolveGlideFsOptions(opts: GlideFsCliOptions = {}): ResolvedGli
   const storeUrl = opts.store || process.env.GLIDEKV_STORE || pathToFileURL(join(base, 'objects')).href;
   const catalog = opts.catalog || process.env.GLIDEKV_CATALOG || join(base, 'catalog.db');
   const cache = opts.cache || process.env.GLIDEKV_CACHE || join(base, 'cache');
+  let cacheSize = opts.cacheSize;
+  if (cacheSize === undefined && process.env.GLIDEKV_CACHE_SIZE) {
+    try {
+      cacheSize = parseCacheSize(process.env.GLIDEKV_CACHE_SIZE);
+    } catch (err) {
+      throw new CliError(`GLIDEKV_CACHE_SIZE: ${(err as Error).message}`, 2);
+    }
+  }
   return {
     storeUrl,
     catalogPath: isAbsolute(catalog) ? catalog : resolve(catalog),
     cacheDir: isAbsolute(cache) ? cache : resolve(cache),
+    cacheSize,
   };
 }
 
@@ -61,7 +85,8 @@ export function addGlideFsOptions(cmd: Command): Command {
   return cmd
     .option('--store <url>', 'object store: s3://BUCKET[/PREFIX] or file:///ABS/DIR (env GLIDEKV_STORE; default file://$HOME/.glidekv/objects)')
     .option('--catalog <path>', 'catalog database (env GLIDEKV_CATALOG; default $HOME/.glidekv/catalog.db)')
-    .option('--cache <dir>', 'local block cache directory (env GLIDEKV_CACHE; default $HOME/.glidekv/cache)');
+    .option('--cache <dir>', 'local block cache directory (env GLIDEKV_CACHE; default $HOME/.glidekv/cache)')
+    .option('--cache-size <size>', 'local cache per open volume, at least 2M (env GLIDEKV_CACHE_SIZE; default min(8G, 1/4 of the free space of the cache\'s filesystem))', parseCacheSize);
 }
 
 export interface OpenedGlideFs {
@@ -86,7 +111,7 @@ export async function openGlideFsFromOptions(
   let fs: GlideFs;
   try {
     if (extra.check) await checkStore(store);
-    fs = await GlideFs.open({ store, catalogPath: resolved.catalogPath, cacheDir: resolved.cacheDir, uploadConcurrency: extra.uploadConcurrency });
+    fs = await GlideFs.open({ store, catalogPath: resolved.catalogPath, cacheDir: resolved.cacheDir, cacheSize: resolved.cacheSize, uploadConcurrency: extra.uploadConcurrency });
   } catch (err) {
     await store.close().catch(() => undefined);
     throw err;
@@ -125,6 +150,15 @@ export const DEFAULT_STORE_RETRY_TIMEOUT = DEFAULT_STORE_RETRY_TIMEOUT_MS;
 /** Retry options for a store retry time bound in ms (0: no time bound, RetryStore's 5 quick retries, about a second). */
 export function retryOptionsFor(timeoutMs: number): RetryOptions {
   return timeoutMs > 0 ? { timeoutMs } : { retries: 5, timeoutMs: undefined };
+}
+
+/** A cache size as the CLI prints it: `64M`, `8G`, `1.5G`; null = the default. */
+export function fmtCacheSize(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined) return 'default (min(8G, 1/4 of free space))';
+  for (const [unit, n] of [['T', 1024 ** 4], ['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
+    if (bytes >= n) return `${Number((bytes / n).toFixed(2))}${unit}`;
+  }
+  return `${bytes}`;
 }
 
 /** A duration in ms as the CLI prints it: `60s`, `1.5s`, `500ms`. */

@@ -4,7 +4,7 @@
  */
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
-import { fmtDuration, parseRetryTimeout, type GlideFsCliOptions } from './glidefs-options.js';
+import { fmtCacheSize, fmtDuration, parseRetryTimeout, type GlideFsCliOptions } from './glidefs-options.js';
 import { CliError, parseSize, printJson } from './util.js';
 import { runDeviceDaemon } from './stack/device-daemon.js';
 import { up } from './stack/up.js';
@@ -15,7 +15,7 @@ import { statusAll } from './stack/status.js';
 
 function globals(cmd: Command): GlideFsCliOptions {
   const o = cmd.optsWithGlobals() as GlideFsCliOptions;
-  return { store: o.store, catalog: o.catalog, cache: o.cache };
+  return { store: o.store, catalog: o.catalog, cache: o.cache, cacheSize: o.cacheSize };
 }
 
 /** `--store-retry-timeout`, the same on `device mount` and `up`. */
@@ -185,6 +185,7 @@ Examples:
           );
         }
         out(`  ext4 ${s.ext4Mountpoint}  kv pid ${s.kvPid ?? '-'}`);
+        out(`  cache ${s.cache} (size ${fmtCacheSize(s.cacheSize)} per volume)`);
         if (s.problems.length) out(`  problems: ${s.problems.join(', ')}`);
       }
     });

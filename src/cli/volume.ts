@@ -34,7 +34,7 @@ const CHUNK = 1024 * 1024;
 
 function globals(cmd: Command): GlideFsCliOptions {
   const o = cmd.optsWithGlobals() as GlideFsCliOptions;
-  return { store: o.store, catalog: o.catalog, cache: o.cache };
+  return { store: o.store, catalog: o.catalog, cache: o.cache, cacheSize: o.cacheSize };
 }
 
 /**

@@ -26,7 +26,8 @@ export interface StackState {
   mountpoint: string;
   stateDir: string;
   createdAt: number;
-  glidefs: { store: string; catalog: string; cache: string };
+  /** cacheSize: `--cache-size` / GLIDEKV_CACHE_SIZE in bytes given to `up` (absent: the default, min(8G, 1/4 of free space)). */
+  glidefs: { store: string; catalog: string; cache: string; cacheSize?: number };
   engine: { valueThreshold?: number; sync?: string };
   deviceMountpoint: string;
   deviceFile: string;

@@ -34,6 +34,8 @@ export interface StackStatus {
   store: string;
   catalog: string;
   cache: string;
+  /** The cache size per open volume `up` was given (bytes); null = the default (min(8G, 1/4 of the cache filesystem's free space)). */
+  cacheSize: number | null;
   createdAt: number;
 }
 
@@ -79,6 +81,7 @@ export function statusOf(s: StackState): StackStatus {
     store: s.glidefs.store,
     catalog: s.glidefs.catalog,
     cache: s.glidefs.cache,
+    cacheSize: s.glidefs.cacheSize ?? null,
     createdAt: s.createdAt,
   };
 }

@@ -98,7 +98,7 @@ async function stopDevice(s: StackState, log: (line: string) => void): Promise<s
   await stopProcess(pid, 0);
   if (mountAt(s.deviceMountpoint)) await run('umount', ['-l', s.deviceMountpoint]);
   const g = await openGlideFsFromOptions(
-    { store: s.glidefs.store, catalog: s.glidefs.catalog, cache: s.glidefs.cache },
+    { store: s.glidefs.store, catalog: s.glidefs.catalog, cache: s.glidefs.cache, cacheSize: s.glidefs.cacheSize },
     { check: true, retry: retryOptionsFor(s.storeRetryTimeoutMs ?? DEFAULT_STORE_RETRY_TIMEOUT) },
   );
   try {

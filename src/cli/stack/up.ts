@@ -155,7 +155,7 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     mountpoint,
     stateDir,
     createdAt: Date.now(),
-    glidefs: { store: resolved.storeUrl, catalog: resolved.catalogPath, cache: resolved.cacheDir },
+    glidefs: { store: resolved.storeUrl, catalog: resolved.catalogPath, cache: resolved.cacheDir, ...(resolved.cacheSize !== undefined ? { cacheSize: resolved.cacheSize } : {}) },
     engine: { valueThreshold: flags.valueThreshold, sync: flags.sync },
     deviceMountpoint: join(stateDir, 'dev'),
     deviceFile: join(stateDir, 'dev', 'volume'),
@@ -181,6 +181,7 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
     s.devicePid = spawnDaemon(
       [
         ...['--store', resolved.storeUrl, '--catalog', resolved.catalogPath, '--cache', resolved.cacheDir],
+        ...(resolved.cacheSize !== undefined ? ['--cache-size', String(resolved.cacheSize)] : []),
         ...['device', 'mount', volume, s.deviceMountpoint, '--fsync', s.fsync ?? 'upload'],
         ...['--store-retry-timeout', `${s.storeRetryTimeoutMs}ms`, '--status-file', s.deviceStatusFile!],
       ],
