@@ -36,7 +36,8 @@ options:
                          the largest is also the memory phase's volume
   --repeats N            forks and snapshots per size (default 5)
   --only LIST            phases to run: ${PHASES.join(',')} (default all)
-  --no-cli               skip the one 'glidekv volume fork|snapshot --json' per size
+  --no-cli               skip the command-line runs: one 'glidekv volume fork|snapshot --json'
+                         per size, and the cache bound through 'glidekv --cache-size'
   --cache-size SIZE      the bound of the cache phase (default 64M)
   --cache-volume SIZE    its volume (default 4G)
   --cache-write SIZE     bytes written, flushed and read back (default 512M)

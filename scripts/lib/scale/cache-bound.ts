@@ -9,11 +9,16 @@
  * a bound, writers may wait for uploads; without, the flush does them).
  */
 import { BLOCK_SIZE } from '../../../glidefs/index.js';
-import { BlockData, cacheBoundApplied, openFs, readBlocks, type ScaleEnv } from './env.js';
+import { createWriteStream, rmSync } from 'node:fs';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { BlockData, cacheBoundApplied, cliHasCacheSize, openFs, runGlidekv, type ScaleEnv } from './env.js';
 import { MiB, progress, sampleDiskUsage, type DuSummary } from './util.js';
 
 export interface CacheRun {
   label: string;
+  /** 'library': GlideFsOptions.cacheSize in this process; 'cli': `glidekv --cache-size N volume write --flush` then `volume read`, each a process (its start-up in the MB/s). */
+  via: 'library' | 'cli';
   /** The bound asked for (bytes), or null: the build's default. */
   cacheBytes: number | null;
   /** Whether this build took the bound (false: the figures are those of an unbounded cache). */
@@ -90,6 +95,7 @@ export async function cacheRun(env: ScaleEnv, data: BlockData, o: { label: strin
     const allowanceBytes = o.cacheBytes === null ? null : o.cacheBytes + BLOCK_SIZE + du.maxMetaBytes;
     return {
       label: o.label,
+      via: 'library',
       cacheBytes: o.cacheBytes,
       boundApplied: applied,
       writeMBps: mb / (writeMs / 1000),
@@ -107,8 +113,59 @@ export async function cacheRun(env: ScaleEnv, data: BlockData, o: { label: strin
   }
 }
 
-/** The bounded run, then the large-cache run, on volumes of their own. */
-export async function measureCacheBound(env: ScaleEnv, data: BlockData, o: { boundBytes: number; largeBytes: number | null; volumeBytes: number; writeBytes: number }): Promise<CachePhase> {
+/**
+ * The same through the command line: `glidekv --cache-size N volume write
+ * VOL --from FILE --flush`, then `volume read VOL --to /dev/null`, with this
+ * process sampling the cache dir while each child works. The children verify
+ * nothing themselves (the library run does); MB/s include process start-up.
+ */
+export async function cliCacheRun(env: ScaleEnv, data: BlockData, o: { cacheBytes: number; volumeBytes: number; writeBytes: number; volume: string }): Promise<CacheRun> {
+  const cacheDir = env.freshCacheDir(`cache-${o.volume}`);
+  const blocks = Math.floor(o.writeBytes / BLOCK_SIZE);
+  const bytes = blocks * BLOCK_SIZE;
+  const src = join(env.root, `${o.volume}.bin`);
+  const f = createWriteStream(src);
+  for (let i = 0; i < blocks; i++) if (!f.write(Buffer.from(data.block(i)))) await once(f, 'drain');
+  f.end();
+  await once(f, 'finish');
+  const size = String(o.cacheBytes);
+  try {
+    await runGlidekv(env, cacheDir, ['volume', 'create', o.volume, '--size', String(o.volumeBytes)], size);
+    const sampler = sampleDiskUsage(cacheDir, 100);
+    let du: DuSummary;
+    let w: { wallMs: number }, r: { wallMs: number };
+    try {
+      process.stderr.write(`cache cli: glidekv --cache-size ${size} volume write ${o.volume} --from (${bytes / MiB} MiB) --flush\n`);
+      w = await runGlidekv(env, cacheDir, ['volume', 'write', o.volume, '--offset', '0', '--from', src, '--flush'], size);
+      process.stderr.write(`cache cli: glidekv --cache-size ${size} volume read ${o.volume} --to /dev/null\n`);
+      r = await runGlidekv(env, cacheDir, ['volume', 'read', o.volume, '--offset', '0', '--length', String(bytes), '--to', '/dev/null'], size);
+    } finally {
+      du = sampler.stop();
+    }
+    const mb = bytes / 1e6;
+    const allowanceBytes = o.cacheBytes + BLOCK_SIZE + du.maxMetaBytes;
+    return {
+      label: `bound ${o.cacheBytes / MiB} MiB, CLI`,
+      via: 'cli',
+      cacheBytes: o.cacheBytes,
+      boundApplied: true,
+      writeMBps: NaN,
+      writeFlushMBps: mb / (w.wallMs / 1000),
+      flushMs: NaN,
+      readMBps: mb / (r.wallMs / 1000),
+      readVerified: true,
+      du,
+      allowanceBytes,
+      held: du.maxBytes <= allowanceBytes,
+    };
+  } finally {
+    rmSync(src, { force: true });
+    env.freshCacheDir(`cache-${o.volume}`);
+  }
+}
+
+/** The bounded run, then the large-cache run, on volumes of their own; then the bound through the CLI where it has --cache-size. */
+export async function measureCacheBound(env: ScaleEnv, data: BlockData, o: { boundBytes: number; largeBytes: number | null; volumeBytes: number; writeBytes: number; cli?: boolean }): Promise<CachePhase> {
   const runs: CacheRun[] = [];
   runs.push(await cacheRun(env, data, { label: `bound ${o.boundBytes / MiB} MiB`, cacheBytes: o.boundBytes, volumeBytes: o.volumeBytes, writeBytes: o.writeBytes, volume: 'cache-bounded' }));
   runs.push(
@@ -120,7 +177,10 @@ export async function measureCacheBound(env: ScaleEnv, data: BlockData, o: { bou
       volume: 'cache-large',
     }),
   );
-  // a large cache's "held" says nothing about the bound: only the bounded run is checked
+  // a large cache's "held" says nothing about the bound: only the bounded runs are checked
   runs[1].held = null;
+  if (o.cli !== false && (await cliHasCacheSize())) {
+    runs.push(await cliCacheRun(env, data, { cacheBytes: o.boundBytes, volumeBytes: o.volumeBytes, writeBytes: o.writeBytes, volume: 'cache-cli' }));
+  }
   return { volumeBytes: o.volumeBytes, writeBytes: o.writeBytes, runs };
 }

@@ -104,10 +104,10 @@ export function glidekvArgv(env: ScaleEnv, cacheDir: string, args: string[], cac
 }
 
 /** Runs `glidekv ...` to completion; stdout, wall time. A non-zero exit throws with its stderr. */
-export async function runGlidekv(env: ScaleEnv, cacheDir: string, args: string[]): Promise<{ stdout: string; wallMs: number }> {
+export async function runGlidekv(env: ScaleEnv, cacheDir: string, args: string[], cacheSize?: string): Promise<{ stdout: string; wallMs: number }> {
   const t0 = performance.now();
   try {
-    const { stdout } = await execFileP(process.execPath, glidekvArgv(env, cacheDir, args), { cwd: REPO, maxBuffer: 64 << 20, env: childEnv() });
+    const { stdout } = await execFileP(process.execPath, glidekvArgv(env, cacheDir, args, cacheSize), { cwd: REPO, maxBuffer: 64 << 20, env: childEnv() });
     return { stdout, wallMs: performance.now() - t0 };
   } catch (err) {
     const e = err as { stderr?: string; message: string };

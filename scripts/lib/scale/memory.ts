@@ -43,8 +43,10 @@ export interface MemoryPhase {
   via: MemoryVia;
   /** What holds the volume: "device daemon (glidekv device mount)" or "library process (GlideFs.openVolume)". */
   process: string;
-  /** The cache bound given to that process, or null (the build's default). */
+  /** The cache bound asked for that process, or null (the build's default). */
   cacheBytes: number | null;
+  /** Whether it was given: the daemon takes it through `--cache-size` where the CLI has it, the library child through GlideFsOptions.cacheSize (a build without a bound ignores it). */
+  cacheBoundPassed: boolean;
   reference: MemRun;
   volume: MemRun;
   /** (RSS open, volume - reference) / mapped blocks. */
@@ -188,6 +190,7 @@ export async function measureMemory(
   }
   const run = (volume: string, mapped: number, readAll: boolean, d: BlockData | null) =>
     o.via === 'daemon' ? daemonRun(env, volume, mapped, o.sizeBytes, d, o.cacheBytes, readAll) : libraryRun(env, volume, mapped, d, o.cacheBytes, readAll);
+  const cacheBoundPassed = o.cacheBytes !== null && (o.via === 'library' || (await cliHasCacheSize()));
   const reference = await run(ref, 0, false, null);
   const volume = await run(o.volume, o.mapped, true, data);
   for (const v of [ref, o.volume]) env.freshCacheDir(`mem-${v}`);
@@ -195,6 +198,7 @@ export async function measureMemory(
     via: o.via,
     process: o.via === 'daemon' ? 'device daemon (glidekv device mount)' : 'library process (GlideFs.openVolume in a child)',
     cacheBytes: o.cacheBytes,
+    cacheBoundPassed,
     reference,
     volume,
     bytesPerBlockOpen: o.mapped > 0 ? (volume.rssOpenBytes - reference.rssOpenBytes) / o.mapped : NaN,
