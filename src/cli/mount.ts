@@ -201,7 +201,7 @@ Examples:
     .argument('<VOLUME>', 'source volume')
     .argument('<NEW>', 'name of the fork')
     .option('--state <dir>', 'state directory of VOLUME\'s stack (found from the volume name when omitted)')
-    .option('--json', 'print { source, fork, live, durationMs, frozenMs, engineSyncMs, uploads, uploadedBytes }')
+    .option('--json', 'print { source, fork, live, durationMs, frozenMs, engineSyncMs, uploads, uploadedBytes, rowsCopied, catalogMs, checkpointMs }')
     .addHelpText('after', '\nExamples:\n  $ sudo glidekv fork data data-test\n  $ sudo glidekv up data-test /mnt/kv-test')
     .action(async (volume: string, name: string, flags: { state?: string; json?: boolean }, cmd: Command) => {
       const r = await fork(volume, name, globals(cmd), flags.state ? resolve(flags.state) : undefined);

@@ -217,15 +217,15 @@ Examples:
       .command(kind)
       .description(
         kind === 'fork'
-          ? 'make a writable copy of a volume: metadata only, no object is copied or uploaded'
-          : 'make a read-only copy of a volume: metadata only; writes to it are refused',
+          ? 'make a writable copy of a volume in constant time: no block-map row, no object is copied'
+          : 'make a read-only copy of a volume in constant time; writes to it are refused',
       )
       .argument('<src>', 'existing volume')
       .argument('<dst>', 'new volume name (must not exist)')
-      .option('--json', 'print the new volume as JSON')
+      .option('--json', 'print JSON: { name, sizeBytes, parent, snapshot, createdAt, durationMs, catalogMs, rowsCopied, parentSeq }')
       .addHelpText(
         'after',
-        `\nUnflushed writes of <src> in this cache dir are flushed first. A volume held\nopen by a device mount is copied as last flushed.\n\nExamples:\n  $ glidekv volume ${kind} data data-${kind === 'fork' ? 'test' : 'monday'}`,
+        `\nUnflushed writes of <src> in this cache dir are flushed and its log is checkpointed\nfirst (a fork lies on a checkpoint of its source). A volume held open by a device\nmount must be checkpointed by its daemon: use 'glidekv fork' (it asks the daemon).\n\nExamples:\n  $ glidekv volume ${kind} data data-${kind === 'fork' ? 'test' : 'monday'}\n  $ glidekv volume ${kind} data data-x --json`,
       )
       .action(async (src: string, dst: string, opts: { json?: boolean }, cmd: Command) => {
         checkVolumeName(dst);
@@ -235,7 +235,10 @@ Examples:
           async ({ fs }) => {
             const info = kind === 'fork' ? await fs.fork(src, dst) : await fs.snapshot(src, dst);
             if (opts.json) printJson(info);
-            else process.stdout.write(`${kind === 'fork' ? 'forked' : 'snapshotted'} ${src} -> ${info.name}\n`);
+            else
+              process.stdout.write(
+                `${kind === 'fork' ? 'forked' : 'snapshotted'} ${src} -> ${info.name} in ${info.durationMs.toFixed(1)} ms (catalog ${info.catalogMs.toFixed(2)} ms, ${info.rowsCopied} rows copied)\n`,
+              );
           },
           [src],
         );

@@ -14,6 +14,9 @@
  *   SIGUSR1: flush now (upload + commit), then on stderr one line
  *     `glidekv: device VOLUME upload done (N flushes)` or
  *     `glidekv: device VOLUME upload failed: MSG` (what `glidekv fork` waits for).
+ *   SIGUSR2: flush, then checkpoint the volume (FORMAT.md, "Layers"), then one line
+ *     `glidekv: device VOLUME checkpoint done (record N)` or `... checkpoint failed: MSG`
+ *     (a live `glidekv fork` asks for it: a fork lies on a checkpoint).
  *   Startup failures: one line `glidekv: ...` on stderr, exit 1. The store is
  *     checked before anything is mounted (endpoint, bucket, credentials: one
  *     cheap authenticated request), so bad credentials never get as far as a
@@ -119,6 +122,15 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
           () => log(`device ${volumeName} upload done (${m.flushes} flushes)`),
           (err) => log(`device ${volumeName} upload failed: ${(err as Error)?.message ?? String(err)}`.split('\n')[0]),
         );
+      // SIGUSR2: flush, then checkpoint (fold the log with the bytes in this cache): what a live fork needs first
+      const onUsr2 = () =>
+        m
+          .flushNow()
+          .then(() => volume.checkpoint())
+          .then(
+            (r) => log(`device ${volumeName} checkpoint done (record ${r.seq})`),
+            (err) => log(`device ${volumeName} checkpoint failed: ${(err as Error)?.message ?? String(err)}`.split('\n')[0]),
+          );
       const timer =
         flags.flushInterval > 0
           ? setInterval(() => {
@@ -168,7 +180,7 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
       }, STATUS_POLL_MS);
       return {
         readyLine: `glidekv: device ${volumeName} mounted at ${mount.file} (${volume.sizeBytes} bytes, pid ${process.pid})`,
-        signals: { SIGUSR1: onUsr1 },
+        signals: { SIGUSR1: onUsr1, SIGUSR2: onUsr2 },
         async stop() {
           clearInterval(timer);
           status.phase = 'stopping';
