@@ -1,47 +1,47 @@
 /**
  * The KV engine: namespaces of keys, each an append-only log of segments plus a keydir.
  *
- * Write path (one writer loop for the whole engine):
- *   put/delete/batch validate, (CAS) wait until no write to the key's stripe is in flight,
- *   check the revision, take the next revision and enqueue — all in one synchronous step,
- *   so the check and the append are atomic. The writer takes everything queued, encodes it
- *   into per-namespace staging buffers, writes each namespace's buffer with one write(2),
- *   applies the keydir updates, fsyncs every touched segment once ('batch': group commit,
- *   'always': one fsync per operation, 'none': none), then resolves the operations and
- *   dispatches watch events, in revision order.
- *   A failed append or fsync poisons the writer: those operations fail (E_IO), queued and
- *   later ones fail fast (E_POISONED), reads keep working.
+ * KvEngine is the facade: it validates every call, owns the namespaces and the read path
+ * (keydir + read cache + segment preads), and hands the rest to the concepts it holds:
+ * - src/log-writer.ts (LogWriter): the one writer loop — group commit, segment roll,
+ *   revision and file-id counters, poisoning after a failed append or fsync.
+ * - src/engine-open.ts: open/replay — the version gate, recovery of every namespace from its
+ *   segments, the first meta write, the blob store's rebuild.
+ * - src/meta.ts (MetaStore): meta.json's state and its one writer.
+ * - src/reclaim.ts: reclaim (compaction), through the narrow ReclaimHost.
+ * - src/watch.ts: watch subscriptions; history replay from the log is here.
  *
  * Value separation (issue 4): values of `valueThreshold` bytes or more go to the blob store
- * (src/blob-store.ts) through the `ValueSeparator` seam below; the default separator is
- * `BlobSeparator` (src/value-separator.ts). See FORMAT.md, "Value separation".
+ * (src/blob-store.ts) through the `ValueSeparator` seam (src/value-separator.ts); the default
+ * separator is `BlobSeparator`. See FORMAT.md, "Value separation".
  */
 import path from 'node:path';
 import { KvError } from './errors.js';
 import type { FileIo } from './file-io.js';
-import { nodeFileIo, readFully, writeFully } from './file-io.js';
+import { nodeFileIo, readFully } from './file-io.js';
 import { FdCache } from './fd-cache.js';
 import { DirLock } from './lock.js';
-import { MetaWriter, readMeta, removeStaleMetaTemps, zeroCounters, type Meta, type MetaCounters } from './meta.js';
-import { KF_POINTER, MAX_REVISION, type Keydir } from './keydir.js';
+import { MetaStore } from './meta.js';
+import { KF_POINTER, MAX_REVISION } from './keydir.js';
 import { NsState, type SegInfo } from './ns-state.js';
 import {
-  decodeRecord, encodeRecord, F_BATCH, F_POINTER, HASH_SIZE, HEADER_SIZE, recordSize, RecordView, T_COMMIT, T_DEL, T_PUT,
+  decodeRecord, F_BATCH, F_POINTER, HASH_SIZE, HEADER_SIZE, recordSize, RecordView, T_COMMIT, T_DEL, T_PUT,
 } from './record.js';
-import { FooterBuilder, parseSegmentName, segmentName } from './segment.js';
-import {
-  addKeydirEntries, checkSegmentVersions, revisionLimit, dropTombstones, loadSegments, resealDamaged, scanRecords, sealRecovered, writeFooter,
-} from './recovery.js';
+import { segmentName } from './segment.js';
+import { scanRecords } from './recovery.js';
 import { WatchHub, type Subscription, type WatchEvent } from './watch.js';
-import { reclaimNamespace } from './reclaim.js';
+import { reclaimNamespace, type ReclaimHost } from './reclaim.js';
+import { NS_DIR, rebuildBlobRefs, recoverDirectory, TRASH_DIR, type OpenHost } from './engine-open.js';
 import { BlobStore } from './blob-store.js';
 import { blobIoFromFileIo } from './blob-io.js';
-import { BlobSeparator } from './value-separator.js';
+import { BlobSeparator, type ValueSeparator } from './value-separator.js';
 import { ReadCache } from './read-cache.js';
 import { listKeys } from './key-list.js';
-import { fnv1a as fnv } from '../lib/hash.js';
+import { LogWriter, OpKind, type BatchItem, type SyncMode } from './log-writer.js';
 
-export type SyncMode = 'always' | 'batch' | 'none';
+export type { ValueSeparator } from './value-separator.js';
+
+export type { SyncMode } from './log-writer.js';
 
 export interface EngineOptions {
   /** Durability of put/delete/batch when they resolve. Default 'batch' (group commit). */
@@ -84,41 +84,6 @@ export interface EngineOptions {
   valueSeparator?: ValueSeparator;
   /** Surfaced, non-fatal problems (failed directory fsync, dangling pointers at open). Default: process.emitWarning. */
   onWarning?: (message: string, cause?: unknown) => void;
-}
-
-/**
- * The seam where the blob store plugs in (issue 4). The engine calls:
- * - `store(value)` for a put/batch value of valueThreshold bytes or more, BEFORE the
- *   revision is taken; it must return once the blob is durable (file + dir fsynced) and
- *   pinned. The engine appends a POINTER record (flags bit0, payload = hash) and calls
- *   `appended(handle)` after the record is written and applied (ref the hash, drop the
- *   pin), or `failed(handle)` if the append failed or was refused (drop the pin only).
- * - `dropped(hash)` when a pointer stops being referenced: an overwrite or delete of a
- *   key whose entry was a pointer (called right after the record that drops it is
- *   applied), and for every live pointer of a dropped namespace.
- * - `beforeSync()` right before a log fsync starts and `afterSync(token)` after it
- *   succeeded (collect blobs whose last dereference that fsync made durable).
- *   In sync 'none' mode the engine calls them around `sync()` and reclaim.
- * - `read(hash, size)` for a get of a pointer entry.
- * - `rebuild(hashes)` once after open with every live pointer hash (duplicates counted).
- * Reclaim relocates pointer records as they are (16-byte payload): no refcount change.
- */
-export interface ValueSeparator {
-  store(value: Buffer): Promise<{ hash: Buffer; handle: unknown }>;
-  appended(handle: unknown): void;
-  failed(handle: unknown): void;
-  dropped(hash: Buffer): void;
-  beforeSync(): number;
-  afterSync(token: number): Promise<void>;
-  read(hash: Buffer, size: number): Promise<Buffer>;
-  rebuild(hashes: Buffer[]): Promise<void>;
-  close?(): Promise<void>;
-  /** Is the hash referenced by a live pointer? (watch replay: a missing blob of an old record = history gone) */
-  referenced?(hash: Buffer): boolean;
-  /** Orphan sweep; the engine calls it with every dereference durable. Returns files removed. */
-  sweep?(): Promise<number>;
-  /** Blob counters for stats(). */
-  stats?(): { blobs: number; blobBytes: number; orphansSwept: number; dirFsyncFailures: number; danglingPointers: number };
 }
 
 export interface EngineStats {
@@ -188,43 +153,6 @@ export interface Engine {
 }
 
 const MAX_KEY = 1024;
-const STRIPES = 4096;
-const NS_DIR = 'ns';
-const TRASH_DIR = 'trash';
-
-const enum OpKind { Put, Del, Batch, Barrier }
-
-/** One record on its way to the log: what a put/delete op and a batch item both carry. */
-interface PendingRecord {
-  value: Buffer | null;
-  flags: number;
-  vsize: number;
-  hash: Buffer | null;
-  handle: unknown;
-  stripe: number;
-  offset: number;
-  applied: boolean;
-}
-
-interface BatchItem extends PendingRecord {
-  type: number; // T_PUT | T_DEL
-  key: Buffer;
-}
-
-interface Op extends PendingRecord {
-  kind: OpKind;
-  ns: NsState | null;
-  key: Buffer | null;
-  rev: number;
-  mtime: number;
-  items: BatchItem[] | null;
-  size: number;
-  fileId: number;
-  fn: (() => Promise<unknown>) | null;
-  result: unknown;
-  resolve: (v: any) => void;
-  reject: (e: unknown) => void;
-}
 
 /** Little-endian u32 at b[p] (plain reads: cheaper than readUInt32LE's checks on the hot path). */
 function u32(b: Buffer, p: number): number {
@@ -287,43 +215,25 @@ export class KvEngine implements Engine {
   separator: ValueSeparator | null;
   private readonly warnFn: (message: string, cause?: unknown) => void;
   warnings = 0;
-  /** Blob collections started after a group commit's fsync (awaited by close). */
-  private collecting: Promise<void> = Promise.resolve();
+  /** The writer loop: group commit, segment roll, revision and file-id counters, poisoning. */
+  private readonly log: LogWriter;
 
   private lock: DirLock | null = null;
   readonly namespaces = new Map<string, NsState>();
   private readonly creating = new Set<string>();
   /** Namespaces being dropped (their directory is still there): a create of one waits for the drop. */
   private readonly dropping = new Map<string, Promise<void>>();
-  meta: Meta = { version: 1, revision: 0, compacted: {} };
-  /** The one writer of meta.json: writes are serialized, each writes metaSnapshot() as of its turn. */
-  readonly metaWriter: MetaWriter;
-  /** Lifetime counters as read from meta.json at open (this process adds its own). */
-  private counterBase: MetaCounters = zeroCounters();
-  /** Last revision handed out. */
-  revision = 0;
-  /** Highest revision applied to a keydir (written to a segment). */
-  writtenRevision = 0;
-  /** Highest revision whose watch events were dispatched (acknowledged). */
-  notifiedRevision = 0;
-  nextFileId = 1;
-
-  private queue: Op[] = [];
-  private writerRunning = false;
-  private poisonErr: KvError | null = null;
+  /** meta.json: its state and its one writer. */
+  private readonly meta: MetaStore;
+  /** What reclaim sees of the engine. */
+  private readonly reclaimHost: ReclaimHost;
   private closed = false;
   private closing: Promise<void> | null = null;
-  private readonly stripes = new Uint32Array(STRIPES);
-  private readonly stripeWaiters = new Map<number, Array<() => void>>();
   private readonly view = new RecordView();
   private reclaimChain: Promise<unknown> = Promise.resolve();
   private readonly autoReclaimPending = new Set<string>();
 
   // counters
-  compactionBytes = 0;
-  reclaims = 0;
-  fsyncs = 0;
-  writes = 0;
   lastReclaimError: unknown = null;
   reclaimFailures = 0;
 
@@ -346,12 +256,104 @@ export class KvEngine implements Engine {
     this.readCache = rcBytes > 0 ? new ReadCache(rcBytes) : null;
     this.hub = new WatchHub(opts.maxWatchers ?? 10000, Math.max(1, opts.watchQueueMax ?? 10000));
     this.separator = opts.valueSeparator ?? null;
-    this.metaWriter = new MetaWriter(this.io, this.dir, () => this.metaSnapshot());
+    this.meta = new MetaStore(this.io, this.dir, {
+      revision: () => this.log.revision,
+      orphansSwept: () => this.separator?.stats?.().orphansSwept ?? 0,
+    });
     const onWarning = opts.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'GLIDEKV' }));
     this.warnFn = (m, cause) => {
       this.warnings++;
       onWarning(m, cause);
     };
+    const eng = this;
+    this.log = new LogWriter({
+      io: this.io, fds: this.fds, syncMode: this.syncMode, segmentMaxBytes: this.segmentMaxBytes,
+      syncIoMaxBytes: this.syncIoMaxBytes, hub: this.hub, namespaces: this.namespaces,
+      get separator() { return eng.separator; },
+      get closed() { return eng.closed; },
+      afterApply: (st) => this.maybeAutoReclaim(st),
+      warn: (m, cause) => this.warn(m, cause),
+    });
+    const log = this.log;
+    const meta = this.meta;
+    this.reclaimHost = {
+      io: this.io, fds: this.fds, segmentMaxBytes: this.segmentMaxBytes,
+      get revision() { return log.revision; },
+      get writtenRevision() { return log.writtenRevision; },
+      barrier: (fn) => log.barrier(fn),
+      roll: (st) => log.roll(st),
+      allocFileId: () => log.allocFileId(),
+      recordReclaim: (ns, sealRev, oldIds, relocatedBytes) => meta.recordReclaim(ns, sealRev, oldIds, relocatedBytes),
+      countReclaim: () => meta.countReclaim(),
+      obsoleteRemoved: (ns) => meta.obsoleteRemoved(ns),
+    };
+  }
+
+  /** What open/replay (src/engine-open.ts) sees of this engine. */
+  private openHost(): OpenHost {
+    return {
+      io: this.io, dir: this.dir, fds: this.fds, meta: this.meta, namespaces: this.namespaces,
+      setNextFileId: (id) => { this.log.nextFileId = id; },
+      startRevision: (rev) => this.log.start(rev),
+      newActive: (st) => this.log.newActive(st),
+      warn: (m, cause) => this.warn(m, cause),
+    };
+  }
+
+  /** Bytes relocated by reclaim, reclaims run: by this process (since open). */
+  get compactionBytes(): number {
+    return this.meta.compactionBytes;
+  }
+
+  get reclaims(): number {
+    return this.meta.reclaims;
+  }
+
+  /** Last revision handed out. */
+  get revision(): number {
+    return this.log.revision;
+  }
+
+  /** Highest revision applied to a keydir (written to a segment). */
+  get writtenRevision(): number {
+    return this.log.writtenRevision;
+  }
+
+  /** Highest revision whose watch events were dispatched (acknowledged). */
+  get notifiedRevision(): number {
+    return this.log.notifiedRevision;
+  }
+
+  get fsyncs(): number {
+    return this.log.fsyncs;
+  }
+
+  get writes(): number {
+    return this.log.writes;
+  }
+
+  /** The error that disabled writes (null while writes work). */
+  get poisoned(): KvError | null {
+    return this.log.poisoned;
+  }
+
+  /** Runs fn inside the writer, after everything enqueued before it is written and acknowledged. */
+  barrier<T>(fn: () => Promise<T>): Promise<T> {
+    return this.log.barrier(fn);
+  }
+
+  /** Inside the writer: seals the active segment of st (footer + fsync) and starts a new one. */
+  roll(st: NsState): Promise<void> {
+    return this.log.roll(st);
+  }
+
+  /** Creates the next segment file of a namespace and makes it the active one. */
+  newActive(st: NsState): Promise<void> {
+    return this.log.newActive(st);
+  }
+
+  allocFileId(): number {
+    return this.log.allocFileId();
   }
 
   /** Raises a surfaced, non-fatal problem (counted in stats().warnings). */
@@ -365,111 +367,13 @@ export class KvEngine implements Engine {
     await this.io.mkdir(this.dir);
     this.lock = await DirLock.acquire(this.io, this.dir);
     try {
-      // format version gate (meta.json, every segment footer): reads only, before anything changes
-      this.meta = await readMeta(this.io, this.dir);
-      await checkSegmentVersions(this.io, path.join(this.dir, NS_DIR));
-      this.counterBase = { ...zeroCounters(), ...this.meta.counters };
-      await removeStaleMetaTemps(this.io, this.dir);
-      await this.io.mkdir(path.join(this.dir, NS_DIR));
-      await this.io.rm(path.join(this.dir, TRASH_DIR));
-      let maxRev = this.meta.revision;
-      const names = (await this.io.readdir(path.join(this.dir, NS_DIR))).sort();
-      const perNs: Array<{ st: NsState; ids: number[] }> = [];
-      let maxId = 0;
-      for (const name of names) {
-        const st = new NsState(name, path.join(this.dir, NS_DIR, name));
-        const ids: number[] = [];
-        let files: string[];
-        try {
-          files = await this.io.readdir(st.dir);
-        } catch (err) {
-          if (errnoOf(err) === 'ENOTDIR') continue; // a stray file, not a namespace
-          throw err;
-        }
-        const obsolete = new Set(this.meta.obsolete?.[name] ?? []);
-        for (const f of files) {
-          const id = parseSegmentName(f);
-          if (id >= 0 && obsolete.has(id)) {
-            // a reclaim replaced it and crashed while deleting the old segments: finish that
-            await this.io.unlink(path.join(st.dir, f));
-            continue;
-          }
-          if (id >= 0) ids.push(id);
-          else if (f.endsWith('.tmp')) await this.io.unlink(path.join(st.dir, f)).catch(() => {});
-        }
-        ids.sort((a, b) => a - b);
-        for (const id of ids) if (id > maxId) maxId = id;
-        perNs.push({ st, ids });
-      }
-      if (maxRev > MAX_REVISION) throw revisionLimit(`${path.join(this.dir, 'meta.json')}: revision ${maxRev}`);
-      this.nextFileId = maxId + 1;
-      for (const { st, ids } of perNs) {
-        const r = await loadSegments(this.io, st, ids);
-        if (r.maxRev > maxRev) maxRev = r.maxRev;
-        st.compactedThrough = this.meta.compacted[st.name] ?? 0;
-        // the newest unsealed segment stays active; other unsealed ones are sealed (or, empty, removed)
-        const last = r.unsealed.length > 0 ? r.unsealed[r.unsealed.length - 1] : null;
-        for (const seg of r.unsealed) {
-          if (seg === last) continue;
-          if (seg.size === 0) {
-            st.segments.delete(seg.id);
-            await this.io.unlink(seg.path);
-          } else {
-            await sealRecovered(this.io, st, seg, maxRev);
-          }
-        }
-        for (const seg of r.resealed) await resealDamaged(this.io, st, seg, maxRev); // a damaged footer, rewritten
-        for (const m of r.damage) this.warn(m);
-        if (last !== null) {
-          const fb = new FooterBuilder();
-          // tombstones of the active segment go to its future footer
-          const k = st.keydir;
-          for (let e = 0, n = k.entryLimit; e < n; e++) {
-            if (k.isLive(e) && k.fileId[e] === last.id && (k.flags[e] & 0x40) !== 0) {
-              fb.add(T_DEL, 0, k.keyView(e), k.offset[e], 0, k.revOf(e), k.mtimeOf(e));
-            }
-          }
-          const fd = await this.fds.openWithRetry(last.path, 'r+');
-          st.active = { seg: last, fd, footer: fb };
-        }
-        dropTombstones(st);
-        st.keydir.trim(); // no spare capacity left from the rebuild
-        st.keydir.renumberSorted(false); // entries in key order: list walks the arrays in order
-        if (st.active === null) await this.newActive(st);
-        st.recount();
-        this.namespaces.set(st.name, st);
-      }
-      if (this.namespaces.size > 0) await this.io.fsyncDir(path.join(this.dir, NS_DIR));
-      if (maxRev > MAX_REVISION) throw revisionLimit(`${this.dir}: a segment footer's revision ${maxRev}`);
-      this.revision = maxRev;
-      this.writtenRevision = maxRev;
-      this.notifiedRevision = maxRev;
-      if (this.meta.obsolete !== undefined && Object.keys(this.meta.obsolete).length > 0) {
-        for (const st of this.namespaces.values()) await this.io.fsyncDir(st.dir); // the unlinks above
-        delete this.meta.obsolete;
-        this.meta.revision = Math.max(this.meta.revision, maxRev);
-        await this.metaWriter.write();
-      }
+      // the version gate, recovery of every namespace, the first meta write (src/engine-open.ts)
+      await recoverDirectory(this.openHost());
       if (this.separator === null) {
         const blobs = await BlobStore.open(this.dir, { io: blobIoFromFileIo(this.io), onWarning: (m, c) => this.warn(m, c) });
         this.separator = new BlobSeparator(blobs, (m) => this.warn(m));
       }
-      {
-        // the recovered log must be durable before the sweep trusts it: a tombstone read from the
-        // page cache of a killed predecessor must not let its blob go and then vanish in a power cut
-        const fds: number[] = [];
-        for (const st of this.namespaces.values()) if (st.active !== null) fds.push(st.active.fd);
-        await Promise.all(fds.map((fd) => this.io.fsync(fd)));
-        const hashes: Buffer[] = [];
-        for (const st of this.namespaces.values()) {
-          const k = st.keydir;
-          for (let e = 0, n = k.entryLimit; e < n; e++) {
-            const h = k.isLive(e) && (k.flags[e] & KF_POINTER) !== 0 ? k.pointerHash(e) : undefined;
-            if (h !== undefined) hashes.push(h);
-          }
-        }
-        await this.separator.rebuild(hashes);
-      }
+      await rebuildBlobRefs(this.io, this.namespaces.values(), this.separator);
     } catch (err) {
       for (const st of this.namespaces.values()) if (st.active) await this.io.close(st.active.fd).catch(() => {});
       await this.separator?.close?.().catch(() => {});
@@ -479,19 +383,6 @@ export class KvEngine implements Engine {
     }
   }
 
-  /** Creates the next segment file of a namespace and makes it the active one. */
-  async newActive(st: NsState): Promise<void> {
-    const id = this.allocFileId();
-    const seg = st.addSegment(id, 0, false);
-    const fd = await this.fds.openWithRetry(seg.path, 'wx');
-    st.active = { seg, fd, footer: new FooterBuilder() };
-    await this.io.fsyncDir(st.dir);
-  }
-
-  allocFileId(): number {
-    if (this.nextFileId > 0xfffffffe) throw new KvError('E_IO', 'segment file ids (u32) exhausted');
-    return this.nextFileId++;
-  }
 
   async close(): Promise<void> {
     if (this.closing !== null) return this.closing;
@@ -502,8 +393,8 @@ export class KvEngine implements Engine {
   private async closeInternal(): Promise<void> {
     try {
       await this.reclaimChain.catch(() => {});
-      if (this.poisonErr === null) await this.barrier(async () => this.syncAndCollect()).catch(() => {});
-      await this.collecting;
+      if (this.log.poisoned === null) await this.barrier(async () => this.log.syncAndCollect()).catch(() => {});
+      await this.log.drained();
     } finally {
       this.closed = true;
       this.hub.endAll(null, null);
@@ -511,8 +402,8 @@ export class KvEngine implements Engine {
         if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
         st.active = null;
       }
-      if (this.poisonErr === null) {
-        await this.metaWriter.write().catch(() => {});
+      if (this.log.poisoned === null) {
+        await this.meta.write().catch(() => {});
       }
       await this.separator?.close?.().catch(() => {});
       await this.fds.closeAll();
@@ -526,7 +417,7 @@ export class KvEngine implements Engine {
 
   private checkWritable(): void {
     this.checkOpen();
-    if (this.poisonErr !== null) throw this.poisonErr;
+    if (this.log.poisoned !== null) throw this.log.poisoned;
   }
 
   private nsOrThrow(ns: string): NsState {
@@ -554,7 +445,7 @@ export class KvEngine implements Engine {
     this.creating.add(ns); // reserved synchronously: concurrent creates see it
     try {
       const st = new NsState(ns, path.join(this.dir, NS_DIR, ns));
-      st.compactedThrough = this.meta.compacted[ns] ?? 0;
+      st.compactedThrough = this.meta.compactedThrough(ns);
       try {
         // a directory of this name that no namespace owns is what a drop that failed midway left
         // (its meta.json entry was written): never reuse it, or its old records come back on open
@@ -570,7 +461,7 @@ export class KvEngine implements Engine {
           await this.io.rm(trash).catch(() => {});
         }
         await this.io.mkdir(st.dir);
-        await this.newActive(st);
+        await this.log.newActive(st);
         await this.io.fsyncDir(path.join(this.dir, NS_DIR));
       } catch (err) {
         if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
@@ -597,11 +488,7 @@ export class KvEngine implements Engine {
       if (!force && (st.keydir.size > 0 || st.inflight > 0)) {
         throw new KvError('E_NAMESPACE_NOT_EMPTY', `namespace ${JSON.stringify(ns)} is not empty (use force)`);
       }
-      // the revision high-water mark first: the namespace's records may carry the highest revisions
-      this.meta.revision = Math.max(this.meta.revision, this.revision);
-      this.meta.compacted[ns] = this.revision;
-      if (this.meta.obsolete !== undefined) delete this.meta.obsolete[ns];
-      await this.metaWriter.write();
+      await this.meta.recordDrop(ns, this.log.revision);
       st.dropped = true;
       let done!: () => void;
       const dropped = new Promise<void>((resolve) => (done = resolve));
@@ -822,28 +709,6 @@ export class KvEngine implements Engine {
 
   // ---------------------------------------------------------------- writes
 
-  private stripeOf(key: Buffer): number {
-    return fnv(key) & (STRIPES - 1);
-  }
-
-  /** Resolves when the stripe has no write in flight (call in a loop: re-check after). */
-  private waitStripe(s: number): Promise<void> {
-    return new Promise((resolve) => {
-      let w = this.stripeWaiters.get(s);
-      if (w === undefined) this.stripeWaiters.set(s, (w = []));
-      w.push(resolve);
-    });
-  }
-
-  private releaseStripe(s: number): void {
-    if (--this.stripes[s] === 0) {
-      const w = this.stripeWaiters.get(s);
-      if (w !== undefined) {
-        this.stripeWaiters.delete(s);
-        for (const r of w) r();
-      }
-    }
-  }
 
   private checkValue(value: ValueInput): Buffer {
     const v = toBytes(value, 'value');
@@ -857,23 +722,6 @@ export class KvEngine implements Engine {
     return this.separator !== null && this.valueThreshold > 0 && v.length >= this.valueThreshold;
   }
 
-  private newOp(kind: OpKind, st: NsState | null): Op {
-    return {
-      kind, ns: st, key: null, value: null, flags: 0, vsize: 0, hash: null, handle: undefined, stripe: 0, rev: 0,
-      mtime: 0, items: null, size: 0, fileId: 0, offset: 0, applied: false, fn: null, result: undefined,
-      resolve: noop, reject: noop,
-    };
-  }
-
-  private enqueue<T>(op: Op): Promise<T> {
-    const p = new Promise<T>((resolve, reject) => {
-      op.resolve = resolve;
-      op.reject = reject;
-    });
-    this.queue.push(op);
-    if (!this.writerRunning) void this.runWriter();
-    return p;
-  }
 
   async put(ns: string, keyIn: KeyInput, valueIn: ValueInput, opts?: { ifRevision?: number }): Promise<number> {
     this.checkWritable();
@@ -896,9 +744,9 @@ export class KvEngine implements Engine {
         throw err;
       }
     }
-    const s = this.stripeOf(key);
+    const s = this.log.stripeOf(key);
     if (ifRev !== undefined) {
-      while (this.stripes[s] > 0) await this.waitStripe(s);
+      while (this.log.stripeBusy(s)) await this.log.waitStripe(s);
       try {
         this.checkWritable();
         st = this.nsOrThrow(ns);
@@ -910,14 +758,14 @@ export class KvEngine implements Engine {
         throw err;
       }
     }
-    if (this.revision >= MAX_REVISION) {
+    if (this.log.revision >= MAX_REVISION) {
       if (hash !== null) this.separator!.failed(handle);
       throw revisionExhausted();
     }
     // from here to enqueue: synchronous
-    this.stripes[s]++;
+    this.log.holdStripe(s);
     st.inflight++;
-    const op = this.newOp(OpKind.Put, st);
+    const op = this.log.newOp(OpKind.Put, st);
     op.key = key;
     op.stripe = s;
     op.vsize = value.length;
@@ -928,11 +776,11 @@ export class KvEngine implements Engine {
     } else {
       op.value = value;
     }
-    op.rev = ++this.revision;
+    op.rev = this.log.nextRevision();
     op.mtime = Date.now();
     op.size = recordSize(st.nameBuf.length, key.length, T_PUT, op.flags, op.vsize);
     if (hash !== null) op.value = value; // kept for watch events only
-    return this.enqueue<number>(op);
+    return this.log.enqueue<number>(op);
   }
 
   async delete(ns: string, keyIn: KeyInput, opts?: { ifRevision?: number }): Promise<number | undefined> {
@@ -941,24 +789,24 @@ export class KvEngine implements Engine {
     const key = toKey(keyIn);
     const ifRev = opts?.ifRevision;
     if (ifRev !== undefined) checkRevisionArg(ifRev, 'ifRevision');
-    const s = this.stripeOf(key);
-    while (this.stripes[s] > 0) await this.waitStripe(s);
+    const s = this.log.stripeOf(key);
+    while (this.log.stripeBusy(s)) await this.log.waitStripe(s);
     this.checkWritable();
     st = this.nsOrThrow(ns);
     const e = st.keydir.find(key);
     const cur = e < 0 ? 0 : st.keydir.revOf(e);
     if (ifRev !== undefined && cur !== ifRev) throw KvError.casMismatch(ifRev, cur);
     if (e < 0) return undefined;
-    if (this.revision >= MAX_REVISION) throw revisionExhausted();
-    this.stripes[s]++;
+    if (this.log.revision >= MAX_REVISION) throw revisionExhausted();
+    this.log.holdStripe(s);
     st.inflight++;
-    const op = this.newOp(OpKind.Del, st);
+    const op = this.log.newOp(OpKind.Del, st);
     op.key = key;
     op.stripe = s;
-    op.rev = ++this.revision;
+    op.rev = this.log.nextRevision();
     op.mtime = Date.now();
     op.size = recordSize(st.nameBuf.length, key.length, T_DEL, 0, 0);
-    return this.enqueue<number>(op);
+    return this.log.enqueue<number>(op);
   }
 
   async batch(ns: string, ops: BatchOp[]): Promise<number> {
@@ -974,10 +822,10 @@ export class KvEngine implements Engine {
       const value = o.type === 'put' ? this.checkValue(o.value) : null;
       items.push({
         type: o.type === 'put' ? T_PUT : T_DEL, key, value, flags: F_BATCH, vsize: value?.length ?? 0,
-        hash: null, handle: undefined, stripe: this.stripeOf(key), offset: 0, applied: false,
+        hash: null, handle: undefined, stripe: this.log.stripeOf(key), offset: 0, applied: false,
       });
     }
-    if (items.length === 0) return this.revision;
+    if (items.length === 0) return this.log.revision;
     const stored: BatchItem[] = [];
     try {
       for (const it of items) {
@@ -991,396 +839,43 @@ export class KvEngine implements Engine {
       }
       this.checkWritable();
       st = this.nsOrThrow(ns);
-      if (this.revision >= MAX_REVISION) throw revisionExhausted();
+      if (this.log.revision >= MAX_REVISION) throw revisionExhausted();
     } catch (err) {
       for (const it of stored) this.separator!.failed(it.handle);
       throw err;
     }
     let size = recordSize(st.nameBuf.length, 0, T_COMMIT, 0, 0);
     for (const it of items) {
-      this.stripes[it.stripe]++;
+      this.log.holdStripe(it.stripe);
       size += recordSize(st.nameBuf.length, it.key.length, it.type, it.flags, it.vsize);
     }
     st.inflight++;
-    const op = this.newOp(OpKind.Batch, st);
+    const op = this.log.newOp(OpKind.Batch, st);
     op.items = items;
-    op.rev = ++this.revision;
+    op.rev = this.log.nextRevision();
     op.mtime = Date.now();
     op.size = size;
-    return this.enqueue<number>(op);
+    return this.log.enqueue<number>(op);
   }
 
-  /** Runs fn inside the writer, after everything enqueued before it is written and acknowledged. */
-  barrier<T>(fn: () => Promise<T>): Promise<T> {
-    const op = this.newOp(OpKind.Barrier, null);
-    op.fn = fn;
-    return this.enqueue<T>(op);
-  }
 
   async sync(): Promise<void> {
     this.checkWritable();
-    await this.barrier(async () => this.syncAndCollect());
+    await this.barrier(async () => this.log.syncAndCollect());
   }
 
-  /** Inside the writer: fsync every active segment, then collect the blobs it made unreferenced for good. */
-  private async syncAndCollect(): Promise<void> {
-    const token = this.separator?.beforeSync();
-    await this.syncActive(); // throws (and poisons) on failure: nothing is collected then
-    if (token !== undefined) await this.separator!.afterSync(token);
-  }
 
   async gc(): Promise<{ orphansSwept: number }> {
     this.checkWritable();
     return this.barrier(async () => {
       // every dereference so far becomes durable first: a blob whose tombstone is only in the
       // page cache is not an orphan yet
-      await this.syncAndCollect();
+      await this.log.syncAndCollect();
       const n = this.separator?.sweep !== undefined ? await this.separator.sweep() : 0;
       return { orphansSwept: n };
     });
   }
 
-  private async syncActive(): Promise<void> {
-    const fds: number[] = [];
-    for (const st of this.namespaces.values()) if (st.active !== null) fds.push(st.active.fd);
-    try {
-      await Promise.all(fds.map((fd) => this.io.fsync(fd)));
-    } catch (err) {
-      this.poison(err, []); // after a failed fsync the page cache can no longer be trusted
-      throw new KvError('E_IO', `sync failed: ${errnoOf(err)}`, { cause: err });
-    }
-    this.fsyncs += fds.length;
-  }
-
-  // ---------------------------------------------------------------- the writer
-
-  private async runWriter(): Promise<void> {
-    this.writerRunning = true;
-    try {
-      while (this.queue.length > 0) {
-        const group = this.queue;
-        this.queue = [];
-        if (this.poisonErr !== null) {
-          this.failOps(group, this.poisonErr);
-          continue;
-        }
-        await this.processGroup(group);
-      }
-    } finally {
-      this.writerRunning = false;
-    }
-  }
-
-  /** Rejects ops that were never applied, releasing what they hold. */
-  private failOps(ops: Op[], err: unknown): void {
-    for (const op of ops) {
-      if (op.kind === OpKind.Barrier) {
-        op.reject(err);
-        continue;
-      }
-      if (!op.applied) this.unhold(op);
-      op.reject(err);
-    }
-  }
-
-  private unhold(op: Op): void {
-    if (op.kind === OpKind.Batch) {
-      for (const it of op.items!) {
-        if (it.applied) continue;
-        this.releaseStripe(it.stripe);
-        if (it.hash !== null) this.separator!.failed(it.handle);
-      }
-    } else {
-      this.releaseStripe(op.stripe);
-      if (op.hash !== null) this.separator!.failed(op.handle);
-    }
-    op.ns!.inflight--;
-    op.applied = true; // nothing left to release
-  }
-
-  private async processGroup(group: Op[]): Promise<void> {
-    let pending: Op[] = []; // staged or written, not yet acknowledged
-    const touched = new Set<NsState>();
-    const complete = async (): Promise<boolean> => {
-      if (pending.length === 0) return true;
-      const ops = pending;
-      pending = [];
-      try {
-        await Promise.all([...touched].map((st) => this.appendStaged(st)));
-      } catch (err) {
-        touched.clear();
-        this.poison(err, ops); // the append failed: E_IO
-        return false;
-      }
-      try {
-        for (const st of touched) this.applyStaged(st); // throws E_POISONED, never an I/O error
-      } catch (err) {
-        touched.clear();
-        this.poison(err, ops);
-        return false;
-      }
-      try {
-        if (this.syncMode !== 'none') {
-          const token = this.separator?.beforeSync();
-          const fds = [...touched].filter((st) => st.active !== null).map((st) => st.active!.fd);
-          await Promise.all(fds.map((fd) => this.io.fsync(fd)));
-          this.fsyncs += fds.length;
-          if (token !== undefined) {
-            // not awaited (the acknowledgements do not wait for unlinks); close() waits for it
-            const sep = this.separator!;
-            this.collecting = this.collecting.then(() => sep.afterSync(token)).catch((err) => {
-              if (!this.closed) this.warn(`blob collection failed: ${(err as Error)?.message ?? err}`, err);
-            });
-          }
-        }
-      } catch (err) {
-        touched.clear();
-        this.poison(err, ops);
-        return false;
-      }
-      touched.clear();
-      for (const op of ops) {
-        this.notify(op);
-        op.resolve(op.rev);
-      }
-      return true;
-    };
-
-    for (let i = 0; i < group.length; i++) {
-      const op = group[i];
-      if (op.kind === OpKind.Barrier) {
-        if (!(await complete())) {
-          this.failOps(group.slice(i), this.poisonErr);
-          return;
-        }
-        try {
-          op.resolve(await op.fn!());
-        } catch (err) {
-          op.reject(err);
-        }
-        if (this.poisonErr !== null) {
-          this.failOps(group.slice(i + 1), this.poisonErr);
-          return;
-        }
-        continue;
-      }
-      const st = op.ns!;
-      if (st.dropped || st.active === null) {
-        this.unhold(op);
-        op.reject(new KvError('E_NO_NAMESPACE', `namespace ${JSON.stringify(st.name)} was dropped`));
-        continue;
-      }
-      let act = st.active;
-      const used = act.seg.size + st.stagingLen;
-      if (used > 0 && used + op.size > this.segmentMaxBytes) {
-        try {
-          await this.writeStaged(st);
-          await this.roll(st);
-        } catch (err) {
-          this.poison(err, pending.concat(group.slice(i)));
-          return;
-        }
-        act = st.active!;
-      }
-      this.stage(st, op);
-      pending.push(op);
-      touched.add(st);
-      if (this.syncMode === 'always' || st.stagingLen >= 8 * 1024 * 1024) {
-        if (!(await complete())) {
-          this.failOps(group.slice(i + 1), this.poisonErr);
-          return;
-        }
-      }
-    }
-    await complete();
-  }
-
-  /** Encodes op into its namespace's staging buffer (at the position it will have in the file). */
-  private stage(st: NsState, op: Op): void {
-    st.ensureStaging(op.size);
-    const act = st.active!;
-    const base = act.seg.size;
-    op.fileId = act.seg.id;
-    if (op.kind === OpKind.Put) {
-      op.offset = base + st.stagingLen;
-      st.stagingLen += encodeRecord(st.staging, st.stagingLen, T_PUT, op.flags, st.nameBuf, op.key!, op.rev, op.mtime,
-        op.vsize, op.hash !== null ? op.hash : op.value);
-    } else if (op.kind === OpKind.Del) {
-      op.offset = base + st.stagingLen;
-      st.stagingLen += encodeRecord(st.staging, st.stagingLen, T_DEL, 0, st.nameBuf, op.key!, op.rev, op.mtime, 0, null);
-    } else {
-      const items = op.items!;
-      for (const it of items) {
-        it.offset = base + st.stagingLen;
-        st.stagingLen += encodeRecord(st.staging, st.stagingLen, it.type, it.flags, st.nameBuf, it.key, op.rev, op.mtime,
-          it.vsize, it.type === T_PUT ? (it.hash !== null ? it.hash : it.value) : null);
-      }
-      op.offset = base + st.stagingLen;
-      st.stagingLen += encodeRecord(st.staging, st.stagingLen, T_COMMIT, 0, st.nameBuf, EMPTY, op.rev, op.mtime,
-        items.length, null);
-    }
-    st.stagedOps.push(op);
-  }
-
-  /** Writes a namespace's staging buffer with one write and applies its ops to the keydir. */
-  private async writeStaged(st: NsState): Promise<void> {
-    await this.appendStaged(st);
-    this.applyStaged(st);
-  }
-
-  /** Writes a namespace's staging buffer with one write. Throws the errno error of a failed write. */
-  private async appendStaged(st: NsState): Promise<void> {
-    const len = st.stagingLen;
-    if (len === 0) return;
-    const act = st.active!;
-    try {
-      if (this.io.writeSync !== undefined && len <= this.syncIoMaxBytes) {
-        let done = 0;
-        while (done < len) {
-          const w = this.io.writeSync(act.fd, st.staging, done, len - done, act.seg.size + done);
-          if (w <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
-          done += w;
-        }
-      } else {
-        await writeFully(this.io, act.fd, st.staging, 0, len, act.seg.size);
-      }
-    } catch (err) {
-      // best effort: cut what may have reached the file, so the segment ends on a record
-      await this.io.ftruncate(act.fd, act.seg.size).catch(() => {});
-      throw err;
-    }
-    this.writes++;
-    act.seg.size += len;
-    st.totalBytes += len;
-    st.stagingLen = 0;
-  }
-
-  /**
-   * Applies a namespace's appended ops to its keydir. Their records are in the log, so a
-   * failure here is no I/O error: it is E_POISONED (the index no longer matches the log;
-   * a reopen rebuilds it from the log).
-   */
-  private applyStaged(st: NsState): void {
-    const ops = st.stagedOps;
-    st.stagedOps = [];
-    for (const op of ops) {
-      try {
-        this.apply(st, op);
-      } catch (err) {
-        throw new KvError('E_POISONED', `writes are disabled: updating the in-memory index of ${JSON.stringify(st.name)} ` +
-          `failed after revision ${op.rev} was appended (${(err as Error)?.message ?? String(err)}); reopen the engine`,
-        { cause: err });
-      }
-    }
-    st.shrinkStaging();
-    this.maybeAutoReclaim(st);
-  }
-
-  private apply(st: NsState, op: Op): void {
-    if (op.kind === OpKind.Put) {
-      this.applyPut(st, op.key!, op.fileId, op.offset, op.vsize, op.rev, op.mtime, op.flags, op.hash);
-      this.releaseStripe(op.stripe);
-      if (op.hash !== null) this.separator!.appended(op.handle);
-    } else if (op.kind === OpKind.Del) {
-      this.applyDel(st, op.key!, op.fileId, op.offset, op.rev, op.mtime);
-      this.releaseStripe(op.stripe);
-    } else {
-      for (const it of op.items!) {
-        if (it.type === T_PUT) {
-          this.applyPut(st, it.key, op.fileId, it.offset, it.vsize, op.rev, op.mtime, it.flags & F_POINTER, it.hash);
-          if (it.hash !== null) this.separator!.appended(it.handle);
-        } else {
-          this.applyDel(st, it.key, op.fileId, it.offset, op.rev, op.mtime);
-        }
-        it.applied = true;
-        this.releaseStripe(it.stripe);
-      }
-    }
-    st.inflight--;
-    op.applied = true;
-    if (op.rev > this.writtenRevision) this.writtenRevision = op.rev;
-  }
-
-  private applyPut(st: NsState, key: Buffer, fileId: number, offset: number, vsize: number, rev: number, mtime: number,
-    flags: number, hash: Buffer | null): void {
-    const k = st.keydir;
-    const old = k.find(key);
-    let oldHash: Buffer | undefined;
-    if (old >= 0) {
-      st.liveBytes -= st.entryRecordSize(old);
-      oldHash = k.pointerHash(old);
-    }
-    const e = k.set(key, fileId, offset, vsize, rev, mtime, flags & KF_POINTER, hash);
-    st.liveBytes += st.entryRecordSize(e);
-    if (oldHash !== undefined) this.separator?.dropped(oldHash);
-  }
-
-  private applyDel(st: NsState, key: Buffer, fileId: number, offset: number, rev: number, mtime: number): void {
-    const k = st.keydir;
-    const old = k.find(key);
-    if (old >= 0) {
-      st.liveBytes -= st.entryRecordSize(old);
-      const oldHash = k.pointerHash(old);
-      k.remove(old);
-      if (oldHash !== undefined) this.separator?.dropped(oldHash);
-    }
-    st.active!.footer.add(T_DEL, 0, key, offset, 0, rev, mtime);
-  }
-
-  /** Seals the active segment (footer + fsync) and starts a new one. Runs inside the writer. */
-  async roll(st: NsState): Promise<void> {
-    const act = st.active!;
-    if (act.seg.size === 0) return;
-    try {
-      addKeydirEntries(st, act.seg.id, act.footer);
-      await writeFooter(this.io, act.fd, act.seg, act.footer, this.revision);
-      this.fsyncs++;
-      await this.io.close(act.fd).catch(() => {});
-      st.active = null;
-      await this.newActive(st);
-    } catch (err) {
-      this.poison(err, []); // a half-sealed segment takes no more appends
-      throw err;
-    }
-  }
-
-  private notify(op: Op): void {
-    if (op.rev > this.notifiedRevision) this.notifiedRevision = op.rev;
-    const st = op.ns!;
-    if (!this.hub.has(st.name)) return;
-    if (op.kind === OpKind.Put) {
-      this.hub.dispatch(st.name, 'put', op.key!, op.rev, op.value ?? undefined);
-    } else if (op.kind === OpKind.Del) {
-      this.hub.dispatch(st.name, 'delete', op.key!, op.rev, undefined);
-    } else {
-      for (const it of op.items!) {
-        this.hub.dispatch(st.name, it.type === T_PUT ? 'put' : 'delete', it.key, op.rev, it.value ?? undefined);
-      }
-    }
-  }
-
-  private poison(err: unknown, ops: Op[]): void {
-    const code = err instanceof KvError ? err.code : errnoOf(err);
-    if (this.poisonErr === null) {
-      this.poisonErr = err instanceof KvError && err.code === 'E_POISONED' ? err
-        : new KvError('E_POISONED', `writes are disabled after a failed append (${code}); reopen the engine`, { cause: err });
-    }
-    const failure = err instanceof KvError ? err : new KvError('E_IO', `append failed: ${code}`, { cause: err });
-    for (const st of this.namespaces.values()) {
-      if (st.stagedOps.length > 0) {
-        st.stagedOps = [];
-        st.stagingLen = 0;
-      }
-    }
-    this.failOps(ops, failure);
-    const queued = this.queue;
-    this.queue = [];
-    this.failOps(queued, this.poisonErr);
-  }
-
-  get poisoned(): KvError | null {
-    return this.poisonErr;
-  }
 
   // ---------------------------------------------------------------- watch
 
@@ -1397,7 +892,7 @@ export class KvEngine implements Engine {
     if (from !== undefined && st.compactedThrough > 0 && from <= st.compactedThrough) {
       throw KvError.compacted(from, st.compactedThrough + 1);
     }
-    const through = this.notifiedRevision;
+    const through = this.log.notifiedRevision;
     const replay = from !== undefined && from <= through ? this.replay(st, selector, from, through) : null;
     const sub: Subscription = this.hub.add(ns, selector, through, replay, from ?? 0);
     return sub;
@@ -1499,7 +994,7 @@ export class KvEngine implements Engine {
     this.autoReclaimPending.add(st.name);
     setImmediate(() => {
       this.autoReclaimPending.delete(st.name);
-      if (this.closing !== null || st.dropped || this.poisonErr !== null) return;
+      if (this.closing !== null || st.dropped || this.log.poisoned !== null) return;
       this.reclaimOne(st).catch((err) => {
         this.lastReclaimError = err;
         this.reclaimFailures++;
@@ -1512,14 +1007,14 @@ export class KvEngine implements Engine {
   reclaimOne(st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
     const run = this.reclaimChain.catch(() => {}).then(async () => {
       if (st.dropped || this.closed) return { relocatedBytes: 0, segmentsRemoved: 0 };
-      const p = reclaimNamespace(this, st);
+      const p = reclaimNamespace(this.reclaimHost, st);
       st.reclaiming = p;
       try {
         return await p; // (reclaimNamespace counts compactionBytes and reclaims)
       } finally {
         st.reclaiming = null;
         // writes during the reclaim may have passed the threshold again
-        if (this.poisonErr === null && !st.dropped) this.maybeAutoReclaim(st);
+        if (this.log.poisoned === null && !st.dropped) this.maybeAutoReclaim(st);
       }
     });
     this.reclaimChain = run;
@@ -1537,27 +1032,13 @@ export class KvEngine implements Engine {
       segmentsRemoved += r.segmentsRemoved;
     }
     // sync 'none' never fsyncs per write: collect unreferenced blobs here as in sync()
-    if (this.syncMode === 'none' && this.poisonErr === null) await this.barrier(async () => this.syncAndCollect());
+    if (this.syncMode === 'none' && this.log.poisoned === null) await this.barrier(async () => this.log.syncAndCollect());
     return { relocatedBytes, segmentsRemoved, durationMs: performance.now() - t0 };
-  }
-
-  /** What meta.json gets when a write's turn comes: the state now, the revision high-water mark, lifetime counters. */
-  private metaSnapshot(): Meta {
-    const swept = this.separator?.stats?.().orphansSwept ?? 0;
-    return {
-      ...this.meta,
-      revision: Math.max(this.meta.revision, this.revision),
-      counters: {
-        compactionBytes: this.counterBase.compactionBytes + this.compactionBytes,
-        reclaims: this.counterBase.reclaims + this.reclaims,
-        orphansSwept: this.counterBase.orphansSwept + swept,
-      },
-    };
   }
 
   /** Used by reclaim: marks a fatal failure of the log. */
   poisonFromReclaim(err: unknown): void {
-    this.poison(err, []);
+    this.log.poison(err, []);
   }
 
   // ---------------------------------------------------------------- stats
@@ -1572,14 +1053,15 @@ export class KvEngine implements Engine {
       keydirBytes += st.keydir.byteFootprint();
     }
     const b = this.separator?.stats?.();
+    const life = this.meta.lifetime();
     return {
-      keys, liveBytes: live, deadBytes: dead, segments, revision: this.revision,
-      compactionBytes: this.counterBase.compactionBytes + this.compactionBytes, compactionBytesSinceOpen: this.compactionBytes,
-      namespaces: this.namespaces.size, reclaims: this.counterBase.reclaims + this.reclaims, reclaimsSinceOpen: this.reclaims,
-      reclaimFailures: this.reclaimFailures, keydirBytes, fsyncs: this.fsyncs, writes: this.writes,
+      keys, liveBytes: live, deadBytes: dead, segments, revision: this.log.revision,
+      compactionBytes: life.compactionBytes, compactionBytesSinceOpen: this.meta.compactionBytes,
+      namespaces: this.namespaces.size, reclaims: life.reclaims, reclaimsSinceOpen: this.meta.reclaims,
+      reclaimFailures: this.reclaimFailures, keydirBytes, fsyncs: this.log.fsyncs, writes: this.log.writes,
       watchers: this.hub.size, openFiles: this.fds.size, emfileRetries: this.fds.emfileRetries,
-      poisoned: this.poisonErr !== null ? 1 : 0,
-      blobs: b?.blobs ?? 0, blobBytes: b?.blobBytes ?? 0, orphansSwept: this.counterBase.orphansSwept + (b?.orphansSwept ?? 0),
+      poisoned: this.log.poisoned !== null ? 1 : 0,
+      blobs: b?.blobs ?? 0, blobBytes: b?.blobBytes ?? 0, orphansSwept: life.orphansSwept,
       orphansSweptSinceOpen: b?.orphansSwept ?? 0,
       dirFsyncFailures: b?.dirFsyncFailures ?? 0, danglingPointers: b?.danglingPointers ?? 0, warnings: this.warnings,
       readCacheBytes: this.readCache?.bytes ?? 0, readCacheHits: this.readCache?.hits ?? 0, readCacheMisses: this.readCache?.misses ?? 0,
@@ -1587,14 +1069,12 @@ export class KvEngine implements Engine {
   }
 }
 
-const EMPTY = Buffer.alloc(0);
 
 /** A write when the revision counter is at MAX_REVISION (checked before anything is held or enqueued). */
 function revisionExhausted(): KvError {
   return new KvError('E_REVISION_LIMIT', `the revision counter is at ${MAX_REVISION} (2^48 - 1), the largest revision ` +
     'this glidekv holds exactly; the write was refused and nothing was changed');
 }
-function noop(): void {}
 
 /** Opens (creating if needed) the engine in `dir`. */
 export async function open(dir: string, options: EngineOptions = {}): Promise<Engine & KvEngine> {

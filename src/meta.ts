@@ -83,7 +83,7 @@ export async function readMeta(io: FileIo, dir: string): Promise<Meta> {
     if (!nat(m.revision) || typeof m.compacted !== 'object' || m.compacted === null || Array.isArray(m.compacted) || !Object.values(m.compacted).every(nat)) {
       throw new Error('bad shape');
     }
-    const out: Meta = { version: 1, revision: m.revision, compacted: { ...m.compacted } };
+    const out: Meta = { version: 1, revision: m.revision as number, compacted: { ...m.compacted } };
     if (m.obsolete !== undefined && typeof m.obsolete === 'object' && m.obsolete !== null) {
       const ob: Record<string, number[]> = {};
       for (const [ns, ids] of Object.entries(m.obsolete)) {
@@ -169,5 +169,138 @@ export class MetaWriter {
     });
     this.tail = run.catch(() => {});
     return run;
+  }
+}
+
+/** What the meta store reads of its engine when a write's turn comes. */
+export interface MetaSource {
+  /** The last revision handed out (meta.json's revision is never below it). */
+  revision(): number;
+  /** Orphan blobs swept by this process (added to the lifetime counter). */
+  orphansSwept(): number;
+}
+
+/**
+ * The meta store: the state meta.json holds (revision high-water mark, per-namespace
+ * compacted revision, a reclaim's obsolete segments, lifetime counters) and its one writer.
+ * Nothing else reads or changes that state: callers say what happened (a drop, a reclaim)
+ * and the store records it durably. Every write is a KvError on failure (see MetaWriter).
+ */
+export class MetaStore {
+  private meta: Meta = { version: 1, revision: 0, compacted: {} };
+  /** Lifetime counters as read at open (this process adds its own). */
+  private counterBase: MetaCounters = zeroCounters();
+  private readonly writer: MetaWriter;
+  /** Bytes relocated and reclaims run by this process (since open). */
+  compactionBytes = 0;
+  reclaims = 0;
+
+  constructor(private readonly io: FileIo, private readonly dir: string, private readonly src: MetaSource) {
+    this.writer = new MetaWriter(io, dir, () => this.snapshot());
+  }
+
+  /** Reads meta.json (E_VERSION / E_CORRUPT / E_IO; reads only). */
+  async load(): Promise<void> {
+    this.meta = await readMeta(this.io, this.dir);
+    this.counterBase = { ...zeroCounters(), ...this.meta.counters };
+  }
+
+  /** The revision high-water mark as recorded. */
+  get revision(): number {
+    return this.meta.revision;
+  }
+
+  /** Watch replay from at or below this revision of `ns` is E_COMPACTED (0: none reclaimed). */
+  compactedThrough(ns: string): number {
+    return this.meta.compacted[ns] ?? 0;
+  }
+
+  /** Segment ids of `ns` that a reclaim replaced and had not finished deleting. */
+  obsoleteOf(ns: string): number[] {
+    return this.meta.obsolete?.[ns] ?? [];
+  }
+
+  /**
+   * Open: the obsolete segments are deleted (and their directories fsynced) — forget them and
+   * record the recovered revision. Writes only when there was a list.
+   */
+  async obsoleteDeleted(maxRev: number): Promise<void> {
+    if (this.meta.obsolete === undefined || Object.keys(this.meta.obsolete).length === 0) return;
+    delete this.meta.obsolete;
+    this.meta.revision = Math.max(this.meta.revision, maxRev);
+    await this.writer.write();
+  }
+
+  /** Is there an obsolete list (open then fsyncs the namespace directories before obsoleteDeleted)? */
+  hasObsolete(): boolean {
+    return this.meta.obsolete !== undefined && Object.keys(this.meta.obsolete).length > 0;
+  }
+
+  /**
+   * A namespace is being dropped at `revision`: its history through that revision is gone (a
+   * namespace of the same name created later replays from after it). Durable on return.
+   */
+  async recordDrop(ns: string, revision: number): Promise<void> {
+    // the revision high-water mark first: the namespace's records may carry the highest revisions
+    this.meta.revision = Math.max(this.meta.revision, revision);
+    this.meta.compacted[ns] = revision;
+    if (this.meta.obsolete !== undefined) delete this.meta.obsolete[ns];
+    await this.writer.write();
+  }
+
+  /**
+   * A reclaim of `ns` copied its live records (durable) and is about to delete `oldIds`:
+   * history through `sealRev` is gone, the old segments are doomed as a set (open deletes any
+   * left), and the counters take this reclaim. Durable on return; returns the namespace's
+   * compacted revision.
+   */
+  async recordReclaim(ns: string, sealRev: number, oldIds: number[], relocatedBytes: number): Promise<number> {
+    this.meta.revision = Math.max(this.meta.revision, this.src.revision());
+    this.meta.compacted[ns] = Math.max(this.meta.compacted[ns] ?? 0, sealRev);
+    this.meta.obsolete = { ...this.meta.obsolete, [ns]: oldIds };
+    // the lifetime counters go into this same meta write (kv stats in a later process shows them)
+    this.compactionBytes += relocatedBytes;
+    this.reclaims++;
+    await this.writer.write();
+    return this.meta.compacted[ns];
+  }
+
+  /** A reclaim that had nothing to copy: counted, nothing written now. */
+  countReclaim(): void {
+    this.reclaims++;
+  }
+
+  /**
+   * The old segments of a reclaim of `ns` are deleted. The list stays in meta.json until its
+   * next write (deleting absent files on open is harmless; ids are never reused in a process).
+   */
+  obsoleteRemoved(ns: string): void {
+    if (this.meta.obsolete === undefined) return;
+    delete this.meta.obsolete[ns];
+    if (Object.keys(this.meta.obsolete).length === 0) delete this.meta.obsolete;
+  }
+
+  /** Lifetime counters: as read at open plus this process's. */
+  lifetime(): MetaCounters {
+    return {
+      compactionBytes: this.counterBase.compactionBytes + this.compactionBytes,
+      reclaims: this.counterBase.reclaims + this.reclaims,
+      orphansSwept: this.counterBase.orphansSwept + this.src.orphansSwept(),
+    };
+  }
+
+  /** Writes meta.json as it is now (close). */
+  write(): Promise<void> {
+    return this.writer.write();
+  }
+
+  /** meta.json writes completed. */
+  get writes(): number {
+    return this.writer.writes;
+  }
+
+  /** What a write gets when its turn comes: the state now, the revision high-water mark, lifetime counters. */
+  private snapshot(): Meta {
+    return { ...this.meta, revision: Math.max(this.meta.revision, this.src.revision()), counters: this.lifetime() };
   }
 }

@@ -11,7 +11,7 @@
  *    of the copy (a damaged footer) must count it on its own, into new segments. After each chunk is written, keydir
  *    entries that still point at the copied record are switched to the copy.
  * 3. Footer + fsync each new segment, fsync the directory.
- * 4. Write meta.json (through the engine's one MetaWriter): the revision high-water mark, the
+ * 4. Write meta.json (through the engine's MetaStore, src/meta.ts): the revision high-water mark, the
  *    counters (compactionBytes, reclaims), compacted[ns] = the last revision
  *    in the old segments (watch replay from at or below it is now E_COMPACTED), and
  *    obsolete[ns] = the old segment ids (recovery deletes them first if we crash in 5).
@@ -27,7 +27,32 @@ import { FooterBuilder, segmentName } from './segment.js';
 import { KF_POINTER } from './keydir.js';
 import { T_PUT } from './record.js';
 import type { NsState, SegInfo } from './ns-state.js';
-import type { KvEngine } from './engine.js';
+import type { FileIo } from './file-io.js';
+import type { FdCache } from './fd-cache.js';
+
+/** What reclaim sees of its engine: the log writer's barrier and roll, the file-id counter, the meta store. */
+export interface ReclaimHost {
+  readonly io: FileIo;
+  readonly fds: FdCache;
+  /** A new segment is started past this size. */
+  readonly segmentMaxBytes: number;
+  /** The last revision handed out (a sealed copy's footer high-water mark). */
+  readonly revision: number;
+  /** The highest revision applied to a keydir (read inside a barrier: everything before it). */
+  readonly writtenRevision: number;
+  /** Runs fn inside the writer, after everything enqueued before it is written and acknowledged. */
+  barrier<T>(fn: () => Promise<T>): Promise<T>;
+  /** Inside the writer: seals st's active segment (footer + fsync) and starts a new one. */
+  roll(st: NsState): Promise<void>;
+  /** The next segment file id. */
+  allocFileId(): number;
+  /** Step 4 (MetaStore.recordReclaim): durable on return; returns the namespace's compacted revision. */
+  recordReclaim(ns: string, sealRev: number, oldIds: number[], relocatedBytes: number): Promise<number>;
+  /** A reclaim that found nothing to copy. */
+  countReclaim(): void;
+  /** Step 5 done: the old segments of ns are gone. */
+  obsoleteRemoved(ns: string): void;
+}
 
 const CHUNK = 4 * 1024 * 1024;
 
@@ -38,7 +63,7 @@ interface Out {
 }
 
 /** Reclaims one namespace; every failure is a KvError (an errno error becomes E_IO naming the namespace). */
-export async function reclaimNamespace(eng: KvEngine, st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
+export async function reclaimNamespace(eng: ReclaimHost, st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
   try {
     return await reclaimInner(eng, st);
   } catch (err) {
@@ -47,7 +72,7 @@ export async function reclaimNamespace(eng: KvEngine, st: NsState): Promise<{ re
   }
 }
 
-async function reclaimInner(eng: KvEngine, st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
+async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
   const io = eng.io;
   const sealed = await eng.barrier(async () => {
     if (st.dropped || st.active === null) return { oldIds: [] as number[], sealRev: 0 };
@@ -57,7 +82,7 @@ async function reclaimInner(eng: KvEngine, st: NsState): Promise<{ relocatedByte
   });
   const oldIds = sealed.oldIds;
   if (oldIds.length === 0) {
-    eng.reclaims++;
+    eng.countReclaim();
     return { relocatedBytes: 0, segmentsRemoved: 0 };
   }
   const old = new Set(oldIds);
@@ -166,17 +191,10 @@ async function reclaimInner(eng: KvEngine, st: NsState): Promise<{ relocatedByte
     throw err;
   }
 
-  // history at or below sealRev is gone once the old segments are
-  eng.meta.revision = Math.max(eng.meta.revision, eng.revision);
-  eng.meta.compacted[st.name] = Math.max(eng.meta.compacted[st.name] ?? 0, sealed.sealRev);
-  // the old segments are doomed as a set: a crash between two unlinks must not leave an old
-  // record whose tombstone (in another old segment) is already gone — recovery deletes them all
-  eng.meta.obsolete = { ...eng.meta.obsolete, [st.name]: oldIds.filter((id) => st.segments.has(id)) };
-  // the lifetime counters go into this same meta write (kv stats in a later process shows them)
-  eng.compactionBytes += relocated;
-  eng.reclaims++;
-  await eng.metaWriter.write();
-  st.compactedThrough = eng.meta.compacted[st.name];
+  // history at or below sealRev is gone once the old segments are; the old segments are
+  // doomed as a set: a crash between two unlinks must not leave an old record whose tombstone
+  // (in another old segment) is already gone — recovery deletes them all
+  st.compactedThrough = await eng.recordReclaim(st.name, sealed.sealRev, oldIds.filter((id) => st.segments.has(id)), relocated);
 
   let removed = 0;
   for (const id of oldIds) {
@@ -192,10 +210,7 @@ async function reclaimInner(eng: KvEngine, st: NsState): Promise<{ relocatedByte
   await io.fsyncDir(st.dir);
   // (the list stays in meta.json until its next write; deleting absent files on open is harmless,
   // and ids are never reused within a process, while open clears the list)
-  if (eng.meta.obsolete !== undefined) {
-    delete eng.meta.obsolete[st.name];
-    if (Object.keys(eng.meta.obsolete).length === 0) delete eng.meta.obsolete;
-  }
+  eng.obsoleteRemoved(st.name);
   st.recount();
   return { relocatedBytes: relocated, segmentsRemoved: removed };
 }
