@@ -55,6 +55,20 @@ describe('bench:scale, a tiny run on the file store', () => {
     }
   });
 
+  it('forks: the build reports 0 rows copied and its times, and adds the same rows at every size (issue 11)', () => {
+    const f = doc.forks!;
+    for (const r of f.rows) {
+      expect(r.rowsCopied).toBe(0);
+      expect(r.durationMsMedian).toBeGreaterThan(0);
+      expect(r.catalogTxMsMedian).toBeGreaterThanOrEqual(0);
+      expect(r.catalogTxMsMedian!).toBeLessThanOrEqual(r.durationMsMedian!);
+    }
+    for (const kind of ['fork', 'snapshot']) {
+      const [small, large] = f.rows.filter((r) => r.kind === kind);
+      expect(large.rowsAdded).toBe(small.rowsAdded); // nothing per block of the source
+    }
+  });
+
   it('cache: both runs read back every block written; du and the allowance agree', () => {
     const c = doc.cache!;
     expect(c.runs).toHaveLength(2);
