@@ -237,7 +237,7 @@ export function formatReport(doc: ScaleDoc): string {
     parts.push(`\nForks and snapshots (median of ${doc.forks.repeats} through the library; CLI: one \`glidekv volume fork|snapshot --json\`)`);
     parts.push(
       table(
-        ['blocks', 'kind', 'ms median', 'min', 'max', 'reported ms', 'catalog tx ms', 'rowsCopied', 'rows added', 'catalog growth B', 'CLI durationMs', 'CLI rowsCopied', 'CLI wall ms'],
+        ['blocks', 'kind', 'ms median', 'min', 'max', 'reported ms', 'catalog tx ms', 'rowsCopied', 'rows added', 'catalog used +B', 'catalog file +B', 'CLI durationMs', 'CLI rowsCopied', 'CLI wall ms'],
         doc.forks.rows.map((r) => [
           int(r.blocks),
           r.kind,
@@ -249,12 +249,14 @@ export function formatReport(doc: ScaleDoc): string {
           int(r.rowsCopied),
           int(r.rowsAdded),
           int(r.catalogUsedGrowthBytes),
+          int(r.catalogFileGrowthBytes),
           n1(r.cli?.durationMs),
           int(r.cli?.rowsCopied),
           int(r.cli?.wallMs),
         ]),
       ),
     );
+    parts.push('reported: the build\'s durationMs and catalog transaction ms; rows added: over every catalog table, measured; catalog used/file +B: bytes in use (pages - free pages) and file size after a WAL checkpoint, added per fork (medians)');
   }
   if (doc.cache) {
     const c = doc.cache;
