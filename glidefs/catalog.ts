@@ -161,6 +161,9 @@ UPDATE volumes SET layer = id;
 CREATE INDEX IF NOT EXISTS volumes_layer ON volumes (layer);
 `;
 
+/** The DDL of schema versions 1 and 2, for migration tests (a catalog of an older glidekv). */
+export const OLD_SCHEMAS = { v1: SCHEMA, v2: SCHEMA_V2 } as const;
+
 /** A tombstone row's key: block hole in this layer, whatever the layers below hold. */
 export const TOMBSTONE = '';
 
@@ -833,6 +836,7 @@ export class Catalog {
     pendingKeys: string[],
     counters: CommitCounters,
     owner: Owner,
+    durable = true,
   ): CommitResult {
     return this.immediate(() => {
       const v = this.volumeById(volumeId);
@@ -854,7 +858,7 @@ export class Catalog {
         )
         .run(seq, recordBytes, recordBytes, Date.now(), counters.skippedUnchanged, counters.gets, volumeId);
       return { uploads, uploadedBytes: uploads * BLOCK_BYTES, reuploads, toDelete };
-    }, true);
+    }, durable);
   }
 
   /**

@@ -22,11 +22,16 @@ export interface RestoreResult {
   volumes: Array<{ name: string; uuid: string; logSeq: number; checkpointSeq: number; blocks: number }>;
   /** Volumes whose newest record is a delete (skipped). */
   deletedVolumes: number;
+  /** Volumes skipped because a checkpoint they lie on is gone (a fork cut off before its catalog commit; FORMAT.md, "Layers"). */
+  unrestorable: Array<{ uuid: string; name: string; why: string }>;
   recordsRead: number;
   bytesRead: number;
   listed: number;
   durationMs: number;
 }
+
+/** A checkpoint a volume lies on is gone from the store. */
+class MissingBase extends Error {}
 
 /** Every volume's record seqs in the store, ascending. */
 async function listVolumes(store: ObjectStore, prefix: string): Promise<Map<string, number[]>> {
@@ -93,6 +98,7 @@ export async function restoreCatalog(store: ObjectStore, prefix: string, catalog
   const catalog = Catalog.open(catalogPath);
   const owner: Owner = newOwner();
   const out: RestoreResult['volumes'] = [];
+  const unrestorable: RestoreResult['unrestorable'] = [];
   try {
     // the rebuilt catalog is the store's catalog (store-marker.ts)
     await adoptStoreMarker(store, prefix, catalog);
@@ -118,7 +124,7 @@ export async function restoreCatalog(store: ObjectStore, prefix: string, catalog
           let cp = fromPlans.get(id);
           if (!cp) {
             const r = await readRecord(store, prefix, name.volume, name.seq);
-            if (r === null) throw GlideFsError.CORRUPT(`checkpoint record ${name.seq} of volume ${name.volume}, which a volume lies on, is missing from the store`);
+            if (r === null) throw new MissingBase(`checkpoint record ${name.seq} of volume ${name.volume}, which it lies on, is missing from the store`);
             if (r.rec.kind !== KIND_CHECKPOINT) throw GlideFsError.CORRUPT(`record ${name.seq} of volume ${name.volume}, which a volume lies on, is not a checkpoint`);
             recordsRead++;
             bytesRead += r.bytes;
@@ -141,6 +147,15 @@ export async function restoreCatalog(store: ObjectStore, prefix: string, catalog
       const cp = p.recs[0].rec as CheckpointRecord;
       const m = cp.meta;
       const base = m.base ?? null;
+      if (base) {
+        try {
+          await layerFor(base, [p.uuid]);
+        } catch (err) {
+          if (!(err instanceof MissingBase)) throw err;
+          unrestorable.push({ uuid: p.uuid, name: m.name, why: err.message });
+          continue;
+        }
+      }
       let id: number;
       if (bases.has(`${p.uuid}:${cp.seq}`)) {
         // a fork point of another volume: the volume stands on it with an empty top layer
@@ -157,7 +172,24 @@ export async function restoreCatalog(store: ObjectStore, prefix: string, catalog
   } finally {
     catalog.close();
   }
-  return { volumes: out, deletedVolumes, recordsRead, bytesRead, listed: [...vols.values()].reduce((a, l) => a + l.length, 0), durationMs: performance.now() - t0 };
+  return { volumes: out, deletedVolumes, unrestorable, recordsRead, bytesRead, listed: [...vols.values()].reduce((a, l) => a + l.length, 0), durationMs: performance.now() - t0 };
+}
+
+/** A log record or lease gc deleted (or, in a dry run, would delete). */
+export interface GcLogItem {
+  key: string;
+  size: number;
+  modifiedAt: number;
+  /** `log-record`: below a checkpoint of a volume of this catalog, or of a volume this catalog deleted. `lease`: of a volume that has no log left. */
+  kind: 'log-record' | 'lease';
+}
+
+export interface GcLogsResult {
+  /** Log records deleted (dry run: that would be deleted). */
+  records: number;
+  items: GcLogItem[];
+  /** Deleted volumes' logs left alone: their delete record was written by no writer of this catalog. */
+  unattributed: number;
 }
 
 /**
