@@ -52,6 +52,8 @@ export interface PeersDoc {
 
 const MiB = 2 ** 20;
 const mib = (n: number) => (n / MiB).toFixed(2);
+/** For the README: thousands separated (3,331.00). */
+const mibMd = (n: number) => (n / MiB).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const secs = (ms: number) => (ms / 1000).toFixed(1);
 const ampl = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)) + '×';
 
@@ -170,7 +172,7 @@ export function markdownTable(doc: PeersDoc): string {
     const t = r.total;
     const check = r.check.agree === null ? r.check.note : r.check.agree ? `agree (${r.check.client})` : `${r.check.client} vs ${r.check.server}`;
     lines.push(
-      `| ${r.label} | ${r.version.replace(/ \(main .*\)$/, '')} | ${r.writers} | ${t.puts.toLocaleString('en-US')} | ${mib(t.uploadedBytes)} | ${ampl(t.amplification)} | ${t.gets ?? '-'} | ${secs(t.wallMs)} | ${check} |`,
+      `| ${r.label} | ${r.version.replace(/ \(main .*\)$/, '')} | ${r.writers} | ${t.puts.toLocaleString('en-US')} | ${mibMd(t.uploadedBytes)} | ${ampl(t.amplification)} | ${t.gets?.toLocaleString('en-US') ?? '-'} | ${secs(t.wallMs)} | ${check} |`,
     );
   }
   for (const h of doc.handMeasured) {
@@ -186,7 +188,7 @@ export function markdownPhases(doc: PeersDoc): string {
   const names = ok[0].phases.map((p) => p.name);
   const lines = [`| system | ${names.join(' | ')} |`, `|---|${names.map(() => '--:').join('|')}|`];
   for (const r of ok) {
-    lines.push(`| ${r.label} | ${r.phases.map((p) => `${p.puts.toLocaleString('en-US')} / ${mib(p.uploadedBytes)}`).join(' | ')} |`);
+    lines.push(`| ${r.label} | ${r.phases.map((p) => `${p.puts.toLocaleString('en-US')} / ${mibMd(p.uploadedBytes)}`).join(' | ')} |`);
   }
   return lines.join('\n') + '\n';
 }
