@@ -48,6 +48,8 @@ export interface Volume {
   close(): Promise<void>;
   /** Blocks written here and not yet committed by a flush. */
   readonly dirtyBlocks: number;
+  /** Blocks the local cache holds at most (its slots; read-ahead stays well below it). */
+  readonly cacheBlocks?: number;
 }
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
@@ -144,6 +146,10 @@ export class OpenVolume implements Volume {
 
   get dirtyBlocks(): number {
     return this.cache.dirtyCount;
+  }
+
+  get cacheBlocks(): number {
+    return this.cache.slotCount;
   }
 
   private checkOpen(): void {

@@ -58,6 +58,8 @@ export interface DeviceVolume {
   flush(): Promise<unknown>;
   /** Writes so far on the local disk (cache data + dirty set), no upload. */
   sync(): Promise<unknown>;
+  /** Blocks the volume's local cache holds at most (read-ahead takes at most an eighth of it). */
+  readonly cacheBlocks?: number;
 }
 
 /** What fsync/flush/fsyncdir of the device file do: upload + commit, or local sync. */
@@ -312,7 +314,9 @@ export class DeviceFs implements FsOps {
       return;
     }
     const from = Math.max(this.aheadUntil, Math.ceil(end / BLOCK) * BLOCK);
-    const to = Math.min(this.size, Math.floor(end / BLOCK) * BLOCK + READ_AHEAD_BLOCKS * BLOCK);
+    // at most an eighth of the volume's bounded cache, so read-ahead never evicts what is about to be read
+    const ahead = Math.max(1, Math.min(READ_AHEAD_BLOCKS, Math.floor((this.volume.cacheBlocks ?? Infinity) / 8)));
+    const to = Math.min(this.size, Math.floor(end / BLOCK) * BLOCK + ahead * BLOCK);
     for (let o = from; o < to; o += BLOCK) this.volume.read(o, Math.min(BLOCK, this.size - o)).catch(() => undefined);
     if (to > this.aheadUntil) this.aheadUntil = to;
   }
