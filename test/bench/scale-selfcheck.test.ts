@@ -46,6 +46,7 @@ describe('bench:scale, a tiny run on the file store', () => {
     expect(f.rows.map((r) => `${r.blocks} ${r.kind}`)).toEqual(['16 fork', '16 snapshot', '64 fork', '64 snapshot']);
     for (const r of f.rows) {
       expect(r.samples).toBe(2);
+      expect(r.msSamples).toHaveLength(2);
       expect(r.msMin).toBeGreaterThan(0);
       expect(r.msMin).toBeLessThanOrEqual(r.msMedian);
       expect(r.msMedian).toBeLessThanOrEqual(r.msMax);
@@ -136,7 +137,7 @@ describe('bench:scale judging and helpers', () => {
   it('judges forks: ratio ≤ 2×, catalog tx < 10 ms, rowsCopied 0, rows added not growing with size', () => {
     const row = (blocks: number, kind: 'fork' | 'snapshot', ms: number, tx: number | null, copied: number | null, added: number) => ({
       blocks, kind, samples: 1, msMedian: ms, msMin: ms, msMax: ms, durationMsMedian: ms, catalogTxMsMedian: tx, rowsCopied: copied, rowsAdded: added,
-      catalogFileGrowthBytes: 0, catalogUsedGrowthBytes: 0, cli: { durationMs: ms, rowsCopied: copied, catalogTxMs: tx, wallMs: 1 },
+      catalogFileGrowthBytes: 0, catalogUsedGrowthBytes: 0, cli: { durationMs: ms, rowsCopied: copied, catalogTxMs: tx, wallMs: 1 }, msSamples: [ms], catalogTxMsSamples: [tx],
     });
     const base = { forks: null, cache: null, memory: null, chain: null } as unknown as ScaleDoc;
     const good = checks({ ...base, forks: { sizes: [1000, 100000], repeats: 1, fillMs: 0, rows: [row(1000, 'fork', 5, 1, 0, 2), row(1000, 'snapshot', 5, 1, 0, 2), row(100000, 'fork', 9, 2, 0, 2), row(100000, 'snapshot', 9.9, 2, 0, 2)] } });

@@ -51,6 +51,9 @@ export interface ForkRow {
   catalogUsedGrowthBytes: number;
   /** One `glidekv volume fork|snapshot --json` at this size: what it printed, and the command's wall time (process start included). */
   cli: (ForkReport & { wallMs: number }) | null;
+  /** Every sample, in the order taken: wall ms and the build's catalog transaction ms. */
+  msSamples: number[];
+  catalogTxMsSamples: Array<number | null>;
 }
 
 export interface ForkPhase {
@@ -193,5 +196,7 @@ export function forkRow(blocks: number, kind: ForkKind, s: ForkSample[], cli: Fo
     catalogFileGrowthBytes: median(s.map((x) => x.catalogFileGrowthBytes)),
     catalogUsedGrowthBytes: median(s.map((x) => x.catalogUsedGrowthBytes)),
     cli,
+    msSamples: ms.map((x) => Math.round(x * 1000) / 1000),
+    catalogTxMsSamples: s.map((x) => (x.reported.catalogTxMs === null ? null : Math.round(x.reported.catalogTxMs * 1000) / 1000)),
   };
 }
