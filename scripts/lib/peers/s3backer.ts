@@ -31,7 +31,9 @@
  * write waits for a whole-block PUT; libfuse 2 (which the Debian s3backer
  * links) without `-o big_writes` hands s3backer 4 KiB writes, so each 4 KiB
  * that ext4 writes (data, journal, inode, bitmap, directory) uploads one
- * whole 128 KiB block.
+ * whole 128 KiB block. Each row checks which it got before its workload:
+ * the blocks still dirty in s3backer's cache when a put's fsync returns (the
+ * write-through row fails unless there are none).
  *
  * The bench process does file I/O on the ext4 over the loop device over
  * s3backer's FUSE mount; s3backer is another process, so that is allowed.
@@ -198,6 +200,24 @@ async function putFile(path: string, value: Buffer): Promise<void> {
   }
 }
 
+/**
+ * Blocks still dirty in s3backer's cache the moment a put's fsync returns
+ * (one writer, nothing else running): 0 when fsync waits for the uploads. The
+ * least of three tries, so a background write of ext4's in flight at that
+ * moment does not count.
+ */
+async function dirtyAfterFsync(dir: string, mnt: S3backerMount): Promise<number> {
+  let least = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const path = join(dir, `.fsync-probe-${i}`);
+    await putFile(path, Buffer.alloc(100, i + 1));
+    least = Math.min(least, mnt.dirty());
+    await unlink(path);
+    await mnt.settle();
+  }
+  return least;
+}
+
 export interface S3backerRowOptions {
   workload: Workload;
   mode: S3backerMode;
@@ -218,6 +238,13 @@ export async function runS3backerRow(o: S3backerRowOptions): Promise<SystemRow> 
     await mnt.up('128k', '1G');
     const dir = join(mnt.ext4, 'bench');
     mkdirSync(dir);
+    await mnt.settle();
+    // Does an fsync wait for the upload here? (Outside the counted phases.)
+    const dirty = await dirtyAfterFsync(dir, mnt);
+    o.log(`${label}: ${dirty} dirty blocks in s3backer's cache right after a put's fsync returned (least of 3)`);
+    if (o.mode === 'writethrough' && dirty > 0) {
+      throw new Error(`${dirty} blocks still dirty in s3backer's cache after fsync returned: the write-through row would not be durable`);
+    }
     await mnt.settle();
     const client = async (): Promise<ClientCount> => {
       const s = mnt.stats();
