@@ -22,8 +22,8 @@ import pLimit from 'p-limit';
 import { GlideFsError } from './errors.js';
 import { blockHash, blockKey, keyHash } from './block-key.js';
 import type { BlockChange } from './catalog.js';
-import { FULL_MASK, KIND_CHECKPOINT, KIND_DELETE, logKey, type CheckpointRecord, type LogRecord } from './log-record.js';
-import { fencedError, listLog, materializeMany, readRecord, RecordGone, ZERO_HASH } from './volume-log.js';
+import { encodeRecord, FULL_MASK, KIND_CHECKPOINT, KIND_DELETE, KIND_FLUSH, logKey, type CheckpointRecord, type FlushRecord, type LogRecord } from './log-record.js';
+import { createRecord, fencedError, listLog, materializeMany, readRecord, RecordGone, ZERO_HASH } from './volume-log.js';
 import { appendRecord, crashPoint, deleteObjects } from './flush.js';
 import { STATE_CLEAN } from './cache.js';
 import type { OpenVolume } from './volume.js';
@@ -187,6 +187,58 @@ export async function deleteRecordsBelow(vol: OpenVolume, seq: number): Promise<
  * checkpoint.
  */
 export async function catchUp(vol: OpenVolume): Promise<void> {
+  const takeLease = leaseAtCatchUp.get(vol);
+  if (takeLease) {
+    if (await takeLease()) claimAtCatchUp.add(vol); // taken over from a holder that did not release it
+    leaseAtCatchUp.delete(vol);
+  }
+  await catchUpRecords(vol);
+  if (claimAtCatchUp.has(vol)) {
+    await claimLog(vol);
+    claimAtCatchUp.delete(vol);
+  }
+}
+
+/**
+ * Volumes whose lease was taken over from a holder that did not release it
+ * (lease.ts): their catch-up ends with a claim of the log.
+ */
+export const claimAtCatchUp = new WeakSet<OpenVolume>();
+
+/**
+ * Writable opens take their lease (lease.ts) first thing in the catch-up, so
+ * a store unreachable at the open defers it with the catch-up, to before the
+ * first flush or checkpoint. Resolves true when the lease was taken over.
+ */
+export const leaseAtCatchUp = new WeakMap<OpenVolume, () => Promise<boolean>>();
+
+/**
+ * The claim of a volume taken over from another holder (FORMAT.md, "Volume
+ * lease"): an empty flush record at the next seq. A record of the old holder
+ * found at that seq was written before the claim — an fsync it may have
+ * acknowledged — so it is applied and the claim tried at the next seq. Once
+ * the claim is in the log, every later record of the old holder lands on a
+ * taken seq: E_FENCED for it.
+ */
+export async function claimLog(vol: OpenVolume): Promise<number> {
+  const { catalog, store, prefix, owner } = vol.deps;
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const row = catalog.volumeById(vol.volumeId);
+    if (!row) throw GlideFsError.NO_VOLUME(vol.name);
+    const seq = row.log_seq + 1;
+    const rec: FlushRecord = { kind: KIND_FLUSH, volume: vol.uuid, seq, time: Date.now(), writer: owner.token, blocks: [], sectors: [] };
+    const body = await encodeRecord(rec);
+    const out = await createRecord(store, prefix, vol.uuid, seq, body);
+    if (out.created) {
+      catalog.commitLog(vol.volumeId, seq, body.length, [], [], [], { skippedUnchanged: 0, gets: 0 }, owner);
+      return seq;
+    }
+    await applyReplayed(vol, out.existing, out.bytes); // the old holder's record, from before the claim (a delete fences us)
+  }
+  throw GlideFsError.STORE(`volume '${vol.name}': could not claim its log after 64 attempts`, { retryable: true });
+}
+
+async function catchUpRecords(vol: OpenVolume): Promise<void> {
   const row = vol.deps.catalog.volumeById(vol.volumeId);
   if (!row) throw GlideFsError.NO_VOLUME(vol.name);
   if (row.log_seq === 0) {

@@ -84,6 +84,15 @@ interface Change extends BlockChange {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * A block with this many log records holding its sectors since its base
+ * object is sent whole at its next flush (uploaded as an offset-keyed block
+ * object, its logged sectors dropped): a cold read of any block needs its
+ * base object and at most this many records (FORMAT.md, "Flush"). Costs one
+ * 128 KiB upload per HOT_BLOCK_RECORDS fsyncs of a hot block (~1 KiB per fsync).
+ */
+export const HOT_BLOCK_RECORDS = 128;
+
 /** Crash points for the kill -9 tests: GLIDEFS_CRASH_AT=<point> kills the process there. */
 export function crashPoint(point: string): void {
   if (process.env.GLIDEFS_CRASH_AT === point) {
@@ -120,7 +129,8 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
       unchanged.push({ i, gen });
       continue;
     }
-    if (mask === FULL_MASK) {
+    const hot = (vol.logged.get(i)?.seqs.length ?? 0) >= HOT_BLOCK_RECORDS;
+    if (mask === FULL_MASK || hot) {
       const oldKey = vol.map.get(i) ?? null;
       const newKey = scratch.equals(ZERO_BLOCK) ? null : blockKey(prefix, i, h);
       whole.push({ blockIndex: i, oldKey, newKey, uploaded: false, gen, hash: h });
@@ -146,7 +156,8 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
   let planned = 0;
   try {
     const keyed = whole.filter((c) => c.newKey !== null);
-    const plan = catalog.planUploads(
+    // no whole blocks (a small fsync): no planning transaction
+    const plan = keyed.length === 0 ? { upload: [], wait: [] } : catalog.planUploads(
       keyed.map((c) => c.newKey!),
       owner,
     );
@@ -196,6 +207,9 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
       pendingKeys,
       { skippedUnchanged: unchanged.length, gets },
       owner,
+      // sectors only: nothing is released, so nothing is deleted after this commit, and a commit a power
+      // loss takes back is replayed from the record by the next open's catch-up: no fsync of the catalog
+      whole.length > 0,
     );
     crashPoint('flush-after-commit');
 

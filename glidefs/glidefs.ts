@@ -16,6 +16,9 @@ import { deleteObjects } from './flush.js';
 import type { CheckpointResult } from './checkpoint.js';
 import { createVolumeInStore, deleteVolumeLog, forkInStore, writeDeleteRecord } from './volume-ops.js';
 import { gcLogs } from './restore.js';
+import { leaseAtCatchUp } from './checkpoint.js';
+import { isGlideFsError } from './errors.js';
+import { checkNotLeased, DEFAULT_LEASE_MS, leaseKey, VolumeLease } from './lease.js';
 import { logKey } from './log-record.js';
 import { ensureStoreOwner } from './store-marker.js';
 import { defaultCacheSize, MAX_VOLUME_BYTES, MIN_CACHE_BYTES } from './cache.js';
@@ -69,6 +72,8 @@ export interface GlideFsOptions {
   checkpoint?: Partial<CheckpointPolicy>;
   /** gc's grace period: objects written less than this long ago are never orphans (ms, default 15 min). */
   gcGraceMs?: number;
+  /** A writable open's lease in the store lasts this long without renewal (ms, default 30 000; renewed every third of it; FORMAT.md, "Volume lease"). */
+  leaseMs?: number;
   /**
    * Layer chains deeper than this are flattened in the background after a
    * delete or gc (FORMAT.md, "Layers"; default DEFAULT_FLATTEN_DEPTH = 8).
@@ -101,8 +106,11 @@ export interface GcItem {
   size: number;
   /** Last write (ms since the epoch, the store's clock). */
   modifiedAt: number;
-  /** `unfinished-delete`: released by the catalog, its delete left undone by a dead process. `orphan`: named by nothing. */
-  kind: 'unfinished-delete' | 'orphan';
+  /**
+   * `unfinished-delete`: released by the catalog, its delete left undone by a dead process. `orphan`: named by nothing.
+   * `log-record`: below a checkpoint, or of a volume this catalog deleted. `lease`: of a volume with no log left.
+   */
+  kind: 'unfinished-delete' | 'orphan' | 'log-record' | 'lease';
 }
 
 export interface VolumeInfo {
@@ -153,8 +161,10 @@ export interface GcResult {
   deletedObjects: number;
   /** Objects in the store that the catalog does not name. */
   orphansDeleted: number;
-  /** Log records below a volume's checkpoint, or of a deleted volume (FORMAT.md, "Checkpoint"). Not looked for in a dry run. */
+  /** Log records below a volume's checkpoint, or of a volume this catalog deleted (FORMAT.md, "gc rule"); in `items` too. */
   logRecordsDeleted: number;
+  /** Logs of deleted volumes left alone: no writer of this catalog wrote their delete record. */
+  unattributedLogs: number;
   /** Bytes of the objects in `deletedObjects` + `orphansDeleted`. */
   deletedBytes: number;
   /** Unnamed block objects younger than the grace period: left alone. */
@@ -180,6 +190,7 @@ export class GlideFs {
   readonly checkpointPolicy: CheckpointPolicy;
   readonly catalogPath: string;
   readonly gcGraceMs: number;
+  readonly leaseMs: number;
   /** GlideFsOptions.cacheSize (undefined: the default, computed per open). */
   readonly cacheSize: number | undefined;
   readonly cacheWaitMs: number;
@@ -202,6 +213,7 @@ export class GlideFs {
     this.checkpointPolicy = { ...DEFAULT_CHECKPOINT_POLICY, ...(opts.checkpoint ?? {}) };
     this.catalogPath = opts.catalogPath;
     this.gcGraceMs = opts.gcGraceMs ?? DEFAULT_GC_GRACE_MS;
+    this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
     this.flattenDepth = opts.flattenDepth ?? DEFAULT_FLATTEN_DEPTH;
     this.cacheSize = opts.cacheSize;
     this.cacheWaitMs = opts.cacheWaitMs ?? DEFAULT_CACHE_WAIT_MS;
@@ -213,6 +225,9 @@ export class GlideFs {
       throw GlideFsError.INVALID(`uploadConcurrency must be a positive integer`);
     }
     if (opts.gcGraceMs !== undefined) checkGrace(opts.gcGraceMs);
+    if (opts.leaseMs !== undefined && !(Number.isSafeInteger(opts.leaseMs) && opts.leaseMs >= 300)) {
+      throw GlideFsError.INVALID(`leaseMs must be an integer of at least 300 (ms), got ${opts.leaseMs}`);
+    }
     if (opts.flattenDepth !== undefined && !(Number.isInteger(opts.flattenDepth) && opts.flattenDepth >= 0)) {
       throw GlideFsError.INVALID(`flattenDepth must be a non-negative integer`);
     }
@@ -309,6 +324,7 @@ export class GlideFs {
       release();
       throw err;
     }
+    const held: { lease: VolumeLease | null } = { lease: null };
     const vol = new OpenVolume(row, cache, {
       catalog: this.catalog,
       store: this.store,
@@ -318,13 +334,26 @@ export class GlideFs {
       checkpoint: this.checkpointPolicy,
       cacheWaitMs: this.cacheWaitMs,
       releaseLock: release,
+      releaseLease: async () => held.lease?.release(),
       onClose: () => this.open.delete(name),
     });
     this.open.set(name, vol);
     if (writable) {
+      // one writer per volume across catalogs and machines: the lease in the store, taken first
+      // thing in the catch-up (E_LEASED naming the holder; FORMAT.md, "Volume lease")
+      const holder = { token: this.owner.token, host: this.owner.host, pid: this.owner.pid, catalog: this.catalogPath };
+      leaseAtCatchUp.set(vol, async () => {
+        const got = await VolumeLease.acquire(this.store, this.prefix, row.uuid, name, holder, this.leaseMs);
+        held.lease = got.lease;
+        got.lease.start((err) => (vol.fenced ??= err));
+        return got.takenOver !== null;
+      });
+    }
+    if (writable) {
       try {
         await vol.recover(); // records past the catalog's log_seq (FORMAT.md, "Flush")
       } catch (err) {
+        if (isGlideFsError(err, 'E_LEASED')) vol.fenced = err; // refused: its close writes nothing to the store
         await vol.close().catch(() => undefined);
         throw err;
       }
@@ -463,12 +492,15 @@ export class GlideFs {
     const writer = this.catalog.writerOf(row.id);
     if (writer !== null) throw GlideFsError.BUSY(`volume '${name}' is open for writing by pid ${writer.pid} on host ${writer.host}`);
     await this.checkStoreOwner();
+    await checkNotLeased(this.store, this.prefix, row.uuid, name, this.owner.token);
+    this.catalog.noteWriter(this.owner.token); // gc attributes the deleted volume's log to this catalog by it
     await writeDeleteRecord(this.opsDeps, row);
     const keptBefore = this.catalog.keptRecords();
     const { toDelete } = this.catalog.deleteVolume(name, this.owner);
     VolumeCache.remove(dir);
     await deleteObjects(this, toDelete, null);
     await deleteVolumeLog(this.opsDeps, row.uuid);
+    await this.store.delete(leaseKey(this.prefix, row.uuid)).catch(() => undefined); // a leftover is removed by gc
     await this.deleteFreedRecords(keptBefore);
     this.flattenSoon();
   }
@@ -542,13 +574,17 @@ export class GlideFs {
     items.push(...orphans.items);
 
     if (!dryRun) this.catalog.pruneKeptRecords();
-    const logRecordsDeleted = dryRun ? 0 : await gcLogs(this.opsDeps);
+    const deletedBytes = items.reduce((n, i) => n + i.size, 0);
+    const logs = await gcLogs(this.opsDeps, { dryRun }); // log records and leases (FORMAT.md, "gc rule")
+    const logRecordsDeleted = logs.records;
+    items.push(...logs.items);
     if (!dryRun) this.flattenSoon();
     return {
       deletedObjects: unfinished.items.length,
       orphansDeleted: orphans.items.length,
       logRecordsDeleted,
-      deletedBytes: items.reduce((n, i) => n + i.size, 0),
+      deletedBytes,
+      unattributedLogs: logs.unattributed,
       youngSkipped,
       failed,
       dryRun,

@@ -15,6 +15,7 @@ import { Catalog, newOwner, type Owner, type StoreName } from './catalog.js';
 import { blockKey } from './block-key.js';
 import { KIND_CHECKPOINT, KIND_DELETE, logKey, parseLogKey, volumesPrefix, type CheckpointRecord, type LogRecord } from './log-record.js';
 import { readRecord } from './volume-log.js';
+import { parseLease, parseLeaseKey } from './lease.js';
 import { adoptStoreMarker } from './store-marker.js';
 import pLimit from 'p-limit';
 
@@ -193,34 +194,88 @@ export interface GcLogsResult {
 }
 
 /**
- * gc of the log: records below each catalog volume's checkpoint, and every
- * record of a volume the catalog does not know whose newest record is a
- * delete (tombstone last). Volumes the catalog does not know and that are not
- * deleted are left alone (a create in progress, or not attributable).
+ * gc of the log (FORMAT.md, "gc rule", step 3): records below each catalog
+ * volume's checkpoint, and every record of a volume the catalog does not
+ * know whose newest record is a delete written by one of this catalog's
+ * writers (Catalog.isOwnWriter; tombstone last); leases of volumes with no
+ * log left that are released or expired. Everything else under `volumes/` is
+ * left alone: a create in progress, a volume of another catalog of the same
+ * store (a restored one on another machine), anything not attributable.
+ * `dryRun` lists and deletes nothing.
  */
-export async function gcLogs(d: { catalog: Catalog; store: ObjectStore; prefix: string; uploadConcurrency: number }): Promise<number> {
-  const vols = await listVolumes(d.store, d.prefix);
+export async function gcLogs(
+  d: { catalog: Catalog; store: ObjectStore; prefix: string; uploadConcurrency: number },
+  opts: { dryRun?: boolean } = {},
+): Promise<GcLogsResult> {
+  const vols = new Map<string, number[]>();
+  const leases: string[] = [];
+  for await (const k of d.store.list(volumesPrefix(d.prefix))) {
+    const p = parseLogKey(d.prefix, k);
+    if (p) {
+      let l = vols.get(p.uuid);
+      if (!l) vols.set(p.uuid, (l = []));
+      l.push(p.seq);
+    } else if (parseLeaseKey(d.prefix, k) !== null) leases.push(k);
+  }
+  for (const l of vols.values()) l.sort((a, b) => a - b);
   const known = new Map(d.catalog.listVolumes().map((v) => [v.uuid, v]));
   const kept = d.catalog.keptRecords(); // checkpoints a layer lies on (FORMAT.md, "Layers")
   const isKept = (uuid: string, s: number) => kept.has(`${uuid}:${s}`);
-  const limit = pLimit(d.uploadConcurrency);
-  let n = 0;
-  const del = (uuid: string, seq: number) =>
-    limit(async () => {
-      await d.store.delete(logKey(d.prefix, uuid, seq));
-      n++;
-    });
+  const plan: Array<{ key: string; kind: GcLogItem['kind']; last: boolean }> = [];
+  let unattributed = 0;
   for (const [uuid, seqs] of vols) {
     const v = known.get(uuid);
     if (v) {
-      await Promise.all(seqs.filter((s) => s < v.checkpoint_seq && !isKept(uuid, s)).map((s) => del(uuid, s)));
+      for (const s of seqs) if (s < v.checkpoint_seq && !isKept(uuid, s)) plan.push({ key: logKey(d.prefix, uuid, s), kind: 'log-record', last: false });
       continue;
     }
     const top = seqs[seqs.length - 1];
     const r = await readRecord(d.store, d.prefix, uuid, top).catch(() => null);
     if (r === null || r.rec.kind !== KIND_DELETE) continue;
-    await Promise.all(seqs.slice(0, -1).filter((s) => !isKept(uuid, s)).map((s) => del(uuid, s)));
-    if (!seqs.some((s) => isKept(uuid, s))) await del(uuid, top); // the tombstone stays while a kept record does
+    if (!d.catalog.isOwnWriter(r.rec.writer)) {
+      unattributed++;
+      continue;
+    }
+    // the tombstone stays while a kept record does
+    const keepTop = seqs.some((s) => isKept(uuid, s));
+    for (const s of seqs) if (!isKept(uuid, s) && !(s === top && keepTop)) plan.push({ key: logKey(d.prefix, uuid, s), kind: 'log-record', last: s === top });
   }
-  return n;
+  const now = Date.now();
+  for (const k of leases) {
+    const uuid = parseLeaseKey(d.prefix, k)!;
+    if (vols.has(uuid) || known.has(uuid)) continue;
+    const buf = await d.store.get(k).catch(() => null);
+    if (buf === null) continue;
+    let free = false;
+    try {
+      const b = parseLease(buf, k);
+      free = b.released || now >= b.expiresAt;
+    } catch {
+      free = false; // not ours to judge
+    }
+    if (free) plan.push({ key: k, kind: 'lease', last: false });
+  }
+  const limit = pLimit(d.uploadConcurrency);
+  const items: GcLogItem[] = [];
+  const run = (xs: typeof plan) =>
+    Promise.all(
+      xs.map((x) =>
+        limit(async () => {
+          const head = await d.store.head(x.key).catch(() => null);
+          if (head === null) return;
+          if (!opts.dryRun) {
+            try {
+              await d.store.delete(x.key);
+            } catch {
+              return; // the next gc sees it again
+            }
+          }
+          items.push({ key: x.key, size: head.size, modifiedAt: head.modifiedAt, kind: x.kind });
+        }),
+      ),
+    );
+  await run(plan.filter((x) => !x.last));
+  await run(plan.filter((x) => x.last)); // tombstones last: a deleted volume's log never looks alive
+  items.sort((a, b) => (a.key < b.key ? -1 : 1));
+  return { records: items.filter((i) => i.kind === 'log-record').length, items, unattributed };
 }

@@ -85,6 +85,8 @@ export interface VolumeDeps {
   cacheWaitMs: number;
   onClose: () => void;
   releaseLock: () => void;
+  /** Releases the volume's lease in the store (writable opens; lease.ts), after the last store write of close. */
+  releaseLease?: () => Promise<void>;
 }
 
 export class OpenVolume implements Volume {
@@ -562,6 +564,7 @@ export class OpenVolume implements Volume {
     }
     await this.flushChain;
     await Promise.allSettled([...this.fetches.values()]);
+    await this.deps.releaseLease?.();
     this.closed = true;
     clearInterval(this.statsTimer);
     try {

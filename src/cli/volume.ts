@@ -490,7 +490,8 @@ function gcReport(r: GcResult, graceMs: number): string {
   for (const i of r.items) lines.push(`${verb} ${i.key}  ${i.size} bytes  (${i.kind}, written ${new Date(i.modifiedAt).toISOString()})`);
   const young = r.youngSkipped > 0 ? `; ${r.youngSkipped} unnamed object(s) younger than ${graceMs / 1000}s left alone` : '';
   const failed = r.failed > 0 ? `; ${r.failed} delete(s) failed (tried again by the next gc)` : '';
-  const logs = r.dryRun ? '' : `, ${r.logRecordsDeleted} log records`;
+  const unattributed = r.unattributedLogs > 0 ? `; ${r.unattributedLogs} deleted volume log(s) not written by this catalog left alone` : '';
+  const logs = `, ${r.logRecordsDeleted} log records${unattributed}`;
   lines.push(
     `gc${r.dryRun ? ' (dry run)' : ''}: ${verb} ${r.deletedObjects} unreferenced objects and ${r.orphansDeleted} orphans (${r.deletedBytes} bytes)${logs}${young}${failed}`,
   );

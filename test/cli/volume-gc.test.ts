@@ -110,7 +110,7 @@ describe('glidekv gc', () => {
 
     const text = await ok(['gc', '--dry-run']);
     expect(text).toContain(`would delete ${oldKey}  1000 bytes  (orphan, written ${hourAgo.toISOString().slice(0, 16)}`);
-    expect(text).toMatch(/gc \(dry run\): would delete 0 unreferenced objects and 1 orphans \(1000 bytes\); 1 unnamed object\(s\) younger than 900s left alone\n$/);
+    expect(text).toMatch(/gc \(dry run\): would delete 0 unreferenced objects and 1 orphans \(1000 bytes\), 0 log records; 1 unnamed object\(s\) younger than 900s left alone\n$/);
     const dry = JSON.parse(await ok(['gc', '--dry-run', '--json']));
     expect(dry).toMatchObject({ dryRun: true, orphansDeleted: 1, deletedBytes: 1000, youngSkipped: 1, items: [{ key: oldKey, size: 1000, kind: 'orphan' }] });
     expect(existsSync(join(dir, 'objects', ...oldKey.split('/')))).toBe(true);

@@ -40,9 +40,9 @@ it('gc beside an in-flight flush leaves its uploaded, uncommitted objects alone'
   await v.write(0, blockOf(1, 4 * BLOCK_SIZE));
   const flushing = v.flush();
   await until(() => gate.arrived === 4); // all four objects are in the store, not committed
-  expect(raw.size).toBe(4 + 1 + 1); // + the create record + the store marker
+  expect(raw.size).toBe(4 + 1 + 1 + 1); // + the create record + the store marker + the volume's lease
   expect(await b.gc({ graceMs: 0 })).toMatchObject({ deletedObjects: 0, orphansDeleted: 0, logRecordsDeleted: 0 });
-  expect(raw.size).toBe(4 + 1 + 1);
+  expect(raw.size).toBe(4 + 1 + 1 + 1);
   gate.open();
   expect((await flushing).uploads).toBe(4);
   await v.close();

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BLOCK_SIZE, GlideFs, type ObjectStore } from '../../glidefs/index.js';
 import { restoreCatalog } from '../../glidefs/restore.js';
+import { leaseKey, parseLease } from '../../glidefs/lease.js';
 import { decodeRecord, encodeRecord, KIND_FLUSH, type FlushRecord } from '../../glidefs/log-record.js';
 import { blockOf, makeEnv, type Env } from './helpers.js';
 
@@ -200,6 +201,10 @@ describe('volume log (directory store)', () => {
     await v1.flush();
     await restoreCatalog(env.store, '', join(env.root, 'other.db'));
     const g2 = await GlideFs.open({ store: env.store, catalogPath: join(env.root, 'other.db'), cacheDir: join(env.root, 'other') });
+    await expect(g2.openVolume('v')).rejects.toMatchObject({ code: 'E_LEASED' }); // v1 holds the lease (lease.test.ts)
+    // v1's lease runs out (its renewals no longer reach the store): the second writer takes over and claims the log
+    const lk = leaseKey('', env.fs.catalog.volume('v').uuid);
+    await env.store.put(lk, Buffer.from(JSON.stringify({ ...parseLease((await env.store.get(lk))!, lk), expiresAt: Date.now() - 1 })));
     const v2 = await g2.openVolume('v');
     expect((await v2.read(0, 3)).toString()).toBe('one');
     await v2.write(BS, Buffer.from('two'));

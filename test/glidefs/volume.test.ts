@@ -62,7 +62,7 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     expect(r.uploads).toBe(0);
     // two block objects; every other PUT is a log record (the create, one per flush that changed something)
     expect(env.fs.stats('v').logPuts).toBe(3);
-    expect(env.store.stats().puts).toBe(2 + 3);
+    expect(env.store.stats().puts).toBe(2 + 3 + 1); // + the volume's lease, taken at the open
     const keys = await listKeys(env.raw);
     expect(keys).toEqual([`blocks/0/${blockHash(b)}`, `blocks/1/${blockHash(b)}`]);
     const s = env.fs.stats('v');
@@ -102,7 +102,7 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     const r = await f.flush();
     expect(r.uploads).toBe(1);
     expect(r.deletes).toBe(0); // the parent still references the old object
-    expect(env.store.stats().puts).toBe(putsBefore + 4); // p's checkpoint, fork record, one block object, one log record
+    expect(env.store.stats().puts).toBe(putsBefore + 5); // p's checkpoint, fork record, the fork's lease (taken at its open), one block object, one log record
     expect(await listKeys(env.raw)).toHaveLength(5);
     expect((await p.read(0, 4 * BLOCK_SIZE)).equals(data)).toBe(true);
     expect((await f.read(BLOCK_SIZE, BLOCK_SIZE)).equals(blockOf(99))).toBe(true);
@@ -205,7 +205,7 @@ describe.each(kinds)('glidefs over %s', (kind) => {
     expect(statSync(env.cacheDir).mode & 0o777).toBe(0o700);
     await v.close();
     expect(env.fs.stats('v').dirtyBlocks).toBe(2);
-    expect(env.store.stats().puts).toBe(1); // the volume's create record only
+    expect(env.store.stats().puts).toBe(3); // the volume's create record, and its lease (taken at the open, released at the close)
     const v2 = await env.fs.openVolume('v');
     expect(v2.dirtyBlocks).toBe(2);
     const r = await v2.flush();
@@ -237,7 +237,7 @@ describe('key prefix', () => {
       for await (const k of store.list('')) if (!k.startsWith('team/a/volumes/')) keys.push(k);
       expect(keys.sort()).toEqual(['blocks/0/' + blockHash(blockOf(2)), `team/a/blocks/0/${blockHash(blockOf(1))}`, 'team/a/notes.txt', 'team/a/glidekv-store.json'].sort());
       const logs: string[] = [];
-      for await (const k of store.list('team/a/volumes/')) logs.push(k);
+      for await (const k of store.list('team/a/volumes/')) if (!k.endsWith('/lease')) logs.push(k);
       expect(logs).toHaveLength(2); // the volume's log lives under the prefix too (create + one flush)
       await fs.close();
     } finally {
