@@ -522,7 +522,7 @@ export class Catalog {
   /** The object key of block i of a volume, through its layers; undefined = a hole. One point query per layer of the chain, prepared once. */
   lookup(volumeId: number, i: number): string | undefined {
     this.checkOpen();
-    const k = this.q(`${CHAIN_OF_VOLUME} SELECT b.key FROM chain c JOIN blocks b ON b.layer_id = c.id AND b.block_index = @i ORDER BY c.pos LIMIT 1`)
+    const k = this.q(`${CHAIN_OF_VOLUME} SELECT b.key FROM chain c CROSS JOIN blocks b ON b.layer_id = c.id AND b.block_index = @i ORDER BY c.pos LIMIT 1`)
       .pluck()
       .get({ vol: volumeId, i }) as string | undefined;
     return k === undefined || k === TOMBSTONE ? undefined : k;
@@ -531,7 +531,7 @@ export class Catalog {
   /** Block i as seen from `layer` downward (undefined = a hole). In or out of a transaction. */
   private lookupFrom(layer: number | null, i: number): string | undefined {
     if (layer === null) return undefined;
-    const k = this.q(`${CHAIN_OF_LAYER} SELECT b.key FROM chain c JOIN blocks b ON b.layer_id = c.id AND b.block_index = @i ORDER BY c.pos LIMIT 1`)
+    const k = this.q(`${CHAIN_OF_LAYER} SELECT b.key FROM chain c CROSS JOIN blocks b ON b.layer_id = c.id AND b.block_index = @i ORDER BY c.pos LIMIT 1`)
       .pluck()
       .get({ layer, i }) as string | undefined;
     return k === undefined || k === TOMBSTONE ? undefined : k;
