@@ -34,7 +34,7 @@ Prints tables + checks; writes bench-results/scale-<date>.json.
 options:
   --blocks LIST          written blocks at which forks are timed (default 1000,10000,100000);
                          the largest is also the memory phase's volume
-  --repeats N            forks and snapshots per size (default 5)
+  --repeats N            forks and snapshots per size (default 9)
   --only LIST            phases to run: ${PHASES.join(',')} (default all)
   --no-cli               skip the command-line runs: one 'glidekv volume fork|snapshot --json'
                          per size, and the cache bound through 'glidekv --cache-size'

@@ -43,7 +43,7 @@ export interface ScaleOptions {
 
 export const FULL: ScaleOptions = {
   blocks: [1000, 10_000, 100_000],
-  repeats: 5,
+  repeats: 9,
   only: [...PHASES],
   cli: true,
   cacheBytes: 64 * MiB,
