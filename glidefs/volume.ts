@@ -396,6 +396,7 @@ export class OpenVolume implements Volume {
     while (!this.cache.hasRoom(slots, newDirty)) {
       this.checkOpen();
       this.checkFenced();
+      const flushing = this.startPressureFlush(); // also when the writer will not wait (cacheWaitMs 0): the next write finds room
       if (Date.now() >= deadline) {
         const why = this.lastPressureError ? `; the last flush failed: ${(this.lastPressureError as Error).message ?? String(this.lastPressureError)}` : '';
         throw cacheFullError(
@@ -404,7 +405,7 @@ export class OpenVolume implements Volume {
       }
       const before = this.cache.dirtyCount;
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.startPressureFlush(), new Promise((r) => (timer = setTimeout(r, Math.max(1, deadline - Date.now()))))]);
+      await Promise.race([flushing, new Promise((r) => (timer = setTimeout(r, Math.max(1, deadline - Date.now()))))]);
       clearTimeout(timer);
       // room lacking for pinned clean slots (not dirty ones): a flush cannot help, give the pins time
       if (this.cache.dirtyCount === before && this.cache.dirtyCount + newDirty <= this.cache.dirtyLimit) await new Promise((r) => setTimeout(r, 5));
