@@ -1298,4 +1298,18 @@ export class Catalog {
     this.checkOpen();
     return this.db.prepare('SELECT 1 FROM meta WHERE key = ?').pluck().get(`writer:${token}`) !== undefined;
   }
+
+  /** Counts PUTs of the volume's lease object (lease.ts; meta `lease_puts:<volume id>`): stats and `bench reupload` add them, so glidefs's PUT count stays MinIO's. */
+  addLeasePuts(volumeId: number, n: number): void {
+    this.checkOpen();
+    this.db
+      .prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value")
+      .run(`lease_puts:${volumeId}`, n);
+  }
+
+  /** PUTs of the volume's lease object so far (addLeasePuts). */
+  leasePuts(volumeId: number): number {
+    this.checkOpen();
+    return Number(this.db.prepare('SELECT value FROM meta WHERE key = ?').pluck().get(`lease_puts:${volumeId}`) ?? 0);
+  }
 }

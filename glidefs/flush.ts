@@ -22,8 +22,10 @@
 import pLimit from 'p-limit';
 import { GlideFsError } from './errors.js';
 import { BLOCK_SIZE, blockHash, blockKey, keyHash } from './block-key.js';
-import type { BlockChange } from './catalog.js';
-import { encodeRecord, extractSectors, FULL_MASK, KIND_FLUSH, type FlushRecord, type SectorEntry } from './log-record.js';
+import type { BlockChange, Catalog, Owner } from './catalog.js';
+import type { ObjectStore } from './object-store.js';
+import type { VolumeCache } from './cache.js';
+import { encodeRecord, extractSectors, FULL_MASK, KIND_FLUSH, type CheckpointRecord, type FlushRecord, type SectorEntry } from './log-record.js';
 import { createRecord, fencedError } from './volume-log.js';
 import { applyReplayed } from './checkpoint.js';
 import type { OpenVolume } from './volume.js';
@@ -101,7 +103,43 @@ export function crashPoint(point: string): void {
   }
 }
 
-export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promise<FlushResult> {
+/**
+ * What a flush sees of an open volume (OpenVolume implements it): the cache
+ * and its dirty set, the committed state to compare with, and the calls that
+ * move the committed state in memory after the catalog commit. The catalog is
+ * reached only through its methods.
+ */
+export interface FlushSource {
+  readonly name: string;
+  readonly uuid: string;
+  readonly volumeId: number;
+  readonly deps: { catalog: Catalog; store: ObjectStore; prefix: string; owner: Owner; uploadConcurrency: number };
+  readonly cache: VolumeCache;
+  /** Per block, the 4 KiB sectors written since the last flush (taken and reset by the flush). */
+  readonly masks: Uint32Array;
+  /** Write generation per block. */
+  readonly gens: Uint32Array;
+  readonly fenced: Error | null;
+  /** Hash of block i's committed bytes. */
+  committedHash(i: number): string;
+  /** Block i's committed base object, if any. */
+  baseKey(i: number): string | undefined;
+  /** Log records holding sectors of block i since its base. */
+  loggedRecords(i: number): number;
+  /** Marks block i clean unless written since `gen`. */
+  markClean(i: number, gen: number): void;
+  /** GETs not yet counted in the catalog: taken for the commit, given back when it fails. */
+  takeGets(): number;
+  returnGets(n: number): void;
+  /** Creates the record at the volume's next seq (fencing rule). */
+  appendRecord(rec: FlushRecord): Promise<{ seq: number; bytes: number }>;
+  /** After the commit: block i is `key` (null: a hole), with no logged sectors. */
+  setCommitted(i: number, key: string | null): void;
+  /** After the commit: record `seq` holds sectors of block i, whose bytes now hash to `hash`. */
+  addLogged(i: number, hash: string, seq: number): void;
+}
+
+export async function runFlush(vol: FlushSource, opts: FlushOptions = {}): Promise<FlushResult> {
   const progress = opts.onProgress ?? (() => undefined);
   const t0 = performance.now();
   const { catalog, store, prefix, owner } = vol.deps;
@@ -129,9 +167,9 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
       unchanged.push({ i, gen });
       continue;
     }
-    const hot = (vol.logged.get(i)?.seqs.length ?? 0) >= HOT_BLOCK_RECORDS;
+    const hot = vol.loggedRecords(i) >= HOT_BLOCK_RECORDS;
     if (mask === FULL_MASK || hot) {
-      const oldKey = vol.map.get(i) ?? null;
+      const oldKey = vol.baseKey(i) ?? null;
       const newKey = scratch.equals(ZERO_BLOCK) ? null : blockKey(prefix, i, h);
       whole.push({ blockIndex: i, oldKey, newKey, uploaded: false, gen, hash: h });
     } else {
@@ -176,7 +214,7 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
     whole.push(...kept);
     if (whole.length === 0 && sectors.length === 0) {
       catalog.dropPending(pendingKeys, owner);
-      vol.unsavedGets += gets;
+      vol.returnGets(gets);
       for (const u of unchanged) vol.markClean(u.i, u.gen);
       catalog.addSkipped(vol.volumeId, unchanged.length);
       const r = empty();
@@ -194,7 +232,7 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
       blocks: whole.map((c) => [c.blockIndex, c.newKey === null ? null : c.hash]),
       sectors: sectors.map(({ index, mask, hash, data }) => ({ index, mask, hash, data })),
     };
-    const { seq, bytes } = await appendRecord(vol, rec);
+    const { seq, bytes } = await vol.appendRecord(rec);
 
     // 4. commit
     crashPoint('flush-after-log-put');
@@ -215,14 +253,11 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
 
     // 5. memory follows the catalog; clean; deletes
     for (const c of whole) {
-      if (c.newKey === null) vol.map.delete(c.blockIndex);
-      else vol.map.set(c.blockIndex, c.newKey);
-      vol.logged.delete(c.blockIndex);
+      vol.setCommitted(c.blockIndex, c.newKey);
       vol.markClean(c.blockIndex, c.gen);
     }
     for (const e of sectors) {
-      const l = vol.logged.get(e.index);
-      vol.logged.set(e.index, { hash: e.hash, seqs: [...(l?.seqs ?? []), seq] });
+      vol.addLogged(e.index, e.hash, seq);
       vol.markClean(e.index, e.gen);
     }
     for (const u of unchanged) vol.markClean(u.i, u.gen);
@@ -240,7 +275,7 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
       durationMs: performance.now() - t0,
     };
   } catch (err) {
-    vol.unsavedGets += gets;
+    vol.returnGets(gets);
     restoreMasks();
     try {
       catalog.dropPending(pendingKeys, owner);
@@ -257,7 +292,7 @@ export async function runFlush(vol: OpenVolume, opts: FlushOptions = {}): Promis
  * at that seq (a flush whose answer was lost) is caught up first; another
  * writer's record fences the volume. Returns the seq and the bytes PUT.
  */
-export async function appendRecord(vol: OpenVolume, rec: FlushRecord | import('./log-record.js').CheckpointRecord): Promise<{ seq: number; bytes: number }> {
+export async function appendRecord(vol: OpenVolume, rec: FlushRecord | CheckpointRecord): Promise<{ seq: number; bytes: number }> {
   for (let attempt = 0; attempt < 8; attempt++) {
     const row = vol.deps.catalog.volumeById(vol.volumeId);
     if (!row) throw GlideFsError.NO_VOLUME(vol.name);
@@ -283,7 +318,7 @@ export async function appendRecord(vol: OpenVolume, rec: FlushRecord | import('.
  * since step 1 (its bytes no longer hash to the planned key) is dropped from
  * this flush and stays dirty.
  */
-async function uploadAll(vol: OpenVolume, ups: Change[], onDone: (n: number) => void): Promise<{ ok: Change[]; dropped: Change[] }> {
+async function uploadAll(vol: FlushSource, ups: Change[], onDone: (n: number) => void): Promise<{ ok: Change[]; dropped: Change[] }> {
   let done = 0;
   const limit = pLimit(vol.deps.uploadConcurrency);
   const ok: Change[] = [];
@@ -313,7 +348,7 @@ async function uploadAll(vol: OpenVolume, ups: Change[], onDone: (n: number) => 
   return { ok, dropped };
 }
 
-async function waitForDeletes(vol: OpenVolume, keys: string[]): Promise<void> {
+async function waitForDeletes(vol: FlushSource, keys: string[]): Promise<void> {
   let left = keys;
   const deadline = Date.now() + 120_000;
   while (left.length > 0) {
@@ -330,7 +365,7 @@ async function waitForDeletes(vol: OpenVolume, keys: string[]): Promise<void> {
  * object is then an orphan, which gc removes.
  */
 export async function deleteObjects(
-  vol: { deps: { store: OpenVolume['deps']['store']; catalog: OpenVolume['deps']['catalog']; uploadConcurrency: number } },
+  vol: { deps: { store: ObjectStore; catalog: Catalog; uploadConcurrency: number } },
   keys: string[],
   volumeId: number | null,
 ): Promise<number> {
@@ -351,12 +386,7 @@ export async function deleteObjects(
     ),
   );
   vol.deps.catalog.finishDeletes(done, volumeId);
-  if (failed.length > 0) {
-    vol.deps.catalog.immediate(() => {
-      const del = vol.deps.catalog.db.prepare('DELETE FROM deleting WHERE key = ?');
-      for (const k of failed) del.run(k);
-    });
-  }
+  vol.deps.catalog.dropDeleting(failed);
   return done.length;
 }
 

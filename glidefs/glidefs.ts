@@ -154,6 +154,8 @@ export interface VolumeStats {
   loggedBlocks: number;
   /** Log records deleted (covered by a checkpoint). */
   logDeletes: number;
+  /** PUTs of the volume's lease object (acquire, renewals, release; FORMAT.md, "Volume lease"). */
+  leasePuts: number;
 }
 
 export interface GcResult {
@@ -343,7 +345,8 @@ export class GlideFs {
       // thing in the catch-up (E_LEASED naming the holder; FORMAT.md, "Volume lease")
       const holder = { token: this.owner.token, host: this.owner.host, pid: this.owner.pid, catalog: this.catalogPath };
       leaseAtCatchUp.set(vol, async () => {
-        const got = await VolumeLease.acquire(this.store, this.prefix, row.uuid, name, holder, this.leaseMs);
+        const countPut = () => this.catalog.addLeasePuts(row.id, 1);
+        const got = await VolumeLease.acquire(this.store, this.prefix, row.uuid, name, holder, this.leaseMs, countPut);
         held.lease = got.lease;
         got.lease.start((err) => (vol.fenced ??= err));
         return got.takenOver !== null;
@@ -655,6 +658,7 @@ export class GlideFs {
       checkpointSeq: row.checkpoint_seq,
       loggedBlocks: counts.loggedBlocks,
       logDeletes: row.log_deletes,
+      leasePuts: this.catalog.leasePuts(row.id),
     };
   }
 

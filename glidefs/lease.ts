@@ -115,6 +115,8 @@ export class VolumeLease {
     readonly key: string,
     private body: LeaseBody,
     private etag: string,
+    /** Called for every PUT of the lease object (counted as the volume's lease PUTs). */
+    private readonly onPut: () => void,
   ) {}
 
   get expiresAt(): number {
@@ -130,7 +132,15 @@ export class VolumeLease {
    * none, takes it over when it is released, expired, or held by a dead pid
    * of this host; E_LEASED (naming the holder) when another holder has it.
    */
-  static async acquire(store: ObjectStore, prefix: string, uuid: string, name: string, holder: LeaseHolder, durationMs = DEFAULT_LEASE_MS): Promise<AcquireResult> {
+  static async acquire(
+    store: ObjectStore,
+    prefix: string,
+    uuid: string,
+    name: string,
+    holder: LeaseHolder,
+    durationMs = DEFAULT_LEASE_MS,
+    onPut: () => void = () => undefined,
+  ): Promise<AcquireResult> {
     checkDuration(durationMs);
     const key = leaseKey(prefix, uuid);
     for (let attempt = 0; attempt < 16; attempt++) {
@@ -152,11 +162,13 @@ export class VolumeLease {
       const cur = await store.getTagged(key);
       let prev: LeaseBody | null = null;
       if (cur === null) {
+        onPut();
         if (!(await store.putIfAbsent(key, bytes))) continue; // another taker was first: look again
       } else {
         prev = parseLease(cur.data, key);
         const why = freeReason(prev, now, holder.token);
         if (why === null) throw leasedError(name, uuid, prev, now);
+        onPut();
         if ((await store.putIfMatch(key, bytes, cur.etag)) === null) {
           // another taker won, or our replace landed and its answer was lost: read back
           const again = await store.getTagged(key);
@@ -166,7 +178,7 @@ export class VolumeLease {
       const mine = await store.getTagged(key);
       if (mine === null || !mine.data.equals(bytes)) continue; // replaced right after: decide again
       const takenOver = prev !== null && !prev.released && prev.holder.token !== holder.token ? prev : null;
-      return { lease: new VolumeLease(store, key, body, mine.etag), takenOver };
+      return { lease: new VolumeLease(store, key, body, mine.etag, onPut), takenOver };
     }
     throw GlideFsError.CONFLICT(`lease ${key}: 16 attempts lost to other takers`);
   }
@@ -204,6 +216,7 @@ export class VolumeLease {
     const now = Date.now();
     const next: LeaseBody = { ...this.body, renewedAt: now, expiresAt: now + this.body.durationMs, n: this.body.n + 1 };
     const bytes = Buffer.from(JSON.stringify(next));
+    this.onPut();
     const tag = await this.store.putIfMatch(this.key, bytes, this.etag);
     if (tag !== null) {
       this.body = next;
@@ -235,6 +248,7 @@ export class VolumeLease {
     const now = Date.now();
     const done: LeaseBody = { ...this.body, renewedAt: now, expiresAt: now, released: true, n: this.body.n + 1 };
     try {
+      this.onPut();
       await this.store.putIfMatch(this.key, Buffer.from(JSON.stringify(done)), this.etag);
     } catch {
       // the store is unreachable: the lease expires by itself

@@ -25,9 +25,9 @@ import type { ObjectStore } from './object-store.js';
 import { BLOCK_SIZE, blockHash, keyHash } from './block-key.js';
 import { cacheFullError, STATE_CLEAN, STATE_DIRTY, STATE_NONE, type VolumeCache } from './cache.js';
 import type { Catalog, LoggedBlock, Owner, VolumeRow } from './catalog.js';
-import { emptyFlushResult, runFlush, type FlushOptions, type FlushResult } from './flush.js';
+import { appendRecord, emptyFlushResult, runFlush, type FlushOptions, type FlushResult, type FlushSource } from './flush.js';
 import { runCheckpoint, catchUp, type CheckpointResult } from './checkpoint.js';
-import { FULL_MASK, sectorMask } from './log-record.js';
+import { FULL_MASK, sectorMask, type FlushRecord } from './log-record.js';
 import { BlockLookup } from './block-lookup.js';
 import { materialize, RecordCache, RecordGone, ZERO_HASH } from './volume-log.js';
 
@@ -89,7 +89,7 @@ export interface VolumeDeps {
   releaseLease?: () => Promise<void>;
 }
 
-export class OpenVolume implements Volume {
+export class OpenVolume implements Volume, FlushSource {
   readonly name: string;
   readonly sizeBytes: number;
   readonly readOnly: boolean;
@@ -528,6 +528,35 @@ export class OpenVolume implements Volume {
   invalidate(i: number): void {
     if (this.cache.state(i) === STATE_CLEAN) this.cache.setState(i, STATE_NONE);
     this.verified[i] = 0;
+  }
+
+  // FlushSource (flush.ts): what a flush reads and moves of the committed state in memory
+
+  baseKey(i: number): string | undefined {
+    return this.map.get(i);
+  }
+
+  loggedRecords(i: number): number {
+    return this.logged.get(i)?.seqs.length ?? 0;
+  }
+
+  returnGets(n: number): void {
+    this.unsavedGets += n;
+  }
+
+  appendRecord(rec: FlushRecord): Promise<{ seq: number; bytes: number }> {
+    return appendRecord(this, rec);
+  }
+
+  setCommitted(i: number, key: string | null): void {
+    if (key === null) this.map.delete(i);
+    else this.map.set(i, key);
+    this.logged.delete(i);
+  }
+
+  addLogged(i: number, hash: string, seq: number): void {
+    const l = this.logged.get(i);
+    this.logged.set(i, { hash, seqs: [...(l?.seqs ?? []), seq] });
   }
 
   /** Marks block i clean after a commit, unless it was written since `gen`. */

@@ -207,3 +207,24 @@ it('a renewal that finds another holder fences the old holder before its next fl
   await expect(va.write(4096, sector(1))).rejects.toThrow(/E_FENCED: .*lease was taken over by/);
   await vb.close();
 });
+
+it("every PUT of the lease is counted in the volume's stats (leasePuts), so glidefs's PUT count stays the store's", async () => {
+  const { root } = setup();
+  const inner = new MemoryStore();
+  let leasePuts = 0;
+  const counted = new StuckRenewals(inner); // a pass-through here (never stuck)
+  for (const m of ['putIfAbsent', 'putIfMatch', 'put'] as const) {
+    const f = counted[m].bind(counted) as (...a: unknown[]) => Promise<unknown>;
+    (counted as unknown as Record<string, unknown>)[m] = (k: string, ...rest: unknown[]) => {
+      if (k.endsWith('/lease')) leasePuts++;
+      return f(k, ...rest);
+    };
+  }
+  const a = await openFs(counted, root, 'a', 600);
+  await a.createVolume('v', 131072);
+  const v = await a.openVolume('v');
+  await new Promise((r) => setTimeout(r, 700)); // renewed every 200 ms
+  await v.close();
+  expect(leasePuts).toBeGreaterThanOrEqual(3); // create, renewals, release
+  expect(a.stats('v').leasePuts).toBe(leasePuts);
+});

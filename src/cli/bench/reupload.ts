@@ -459,11 +459,11 @@ export async function runReupload(ctx: RunContext, params: ReuploadParams): Prom
   const inl = await runMode(ctx, 'inline', params, large);
   // Every PUT glidefs made for the three volumes, read after their stacks are
   // down (so the flushes of fork, down and unmount are in).
-  // Block uploads + log records of every volume, + one store marker per store prefix (glidefs' owner marker).
+  // Block uploads + log records + lease PUTs of every volume, + one store marker per store prefix (glidefs' owner marker).
   let client = 0;
   for (const up of [sep.up, forkUp, inl.up]) {
     const s = await ctx.driver.snapshot(up);
-    client += s.uploads + s.logPuts;
+    client += s.uploads + s.logPuts + (s.leasePuts ?? 0);
   }
   client += new Set([sep.up.store, inl.up.store]).size;
   let server: number | null = null;

@@ -80,6 +80,7 @@ async function snapshotOf(o: UpOptions): Promise<VolumeSnapshot> {
         logPuts: s.logPuts,
         logBytes: s.logBytes,
         checkpointUploads: s.checkpointUploads,
+        leasePuts: s.leasePuts,
         perOffset: g.fs.uploadsPerOffset(o.volume),
       };
     } finally {

@@ -17,6 +17,8 @@ export interface VolumeCounters {
   logBytes: number;
   /** Block uploads made by checkpoints (part of `uploads`). */
   checkpointUploads: number;
+  /** PUTs of the volume's lease object (acquire, renewals every 10 s, release). */
+  leasePuts?: number;
 }
 
 export interface VolumeSnapshot extends VolumeCounters {
