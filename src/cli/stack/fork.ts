@@ -137,7 +137,8 @@ export async function fork(volume: string, name: string, globals: GlideFsCliOpti
   try {
     if (g.fs.listVolumes().some((v) => v.name === name)) throw new CliError(`volume '${name}' already exists`);
     g.fs.getVolume(volume);
-    const before = g.fs.stats(volume);
+    // the volume's counters only (stats() would also compute sharedBlocks, a scan of every volume's map)
+    const before = g.fs.catalog.volume(volume);
     let engineSyncMs = 0;
     let frozenMs = 0;
     let checkpointMs = 0;
@@ -162,7 +163,7 @@ export async function fork(volume: string, name: string, globals: GlideFsCliOpti
     } else {
       info = await g.fs.fork(volume, name);
     }
-    const after = g.fs.stats(volume);
+    const after = g.fs.catalog.volume(volume);
     return {
       source: volume,
       fork: name,
@@ -171,7 +172,7 @@ export async function fork(volume: string, name: string, globals: GlideFsCliOpti
       frozenMs: Math.round(frozenMs),
       engineSyncMs: Math.round(engineSyncMs),
       uploads: after.uploads - before.uploads,
-      uploadedBytes: after.uploadedBytes - before.uploadedBytes,
+      uploadedBytes: after.uploaded_bytes - before.uploaded_bytes,
       rowsCopied: info.rowsCopied,
       catalogMs: Math.round(info.catalogMs * 100) / 100,
       checkpointMs: Math.round(checkpointMs),
