@@ -14,7 +14,7 @@
  * A segment rolls (footer + fsync, a new active segment) when the next record would pass
  * `segmentMaxBytes`; reclaim rolls one inside a barrier. The writer owns the revision
  * counters and the segment file-id counter; it sees the engine through `LogHost` only.
- * See FORMAT.md, "Writes" and "Segments".
+ * See FORMAT.md, "Writes and durability" and "Segment and footer".
  */
 import type { FileIo } from './file-io.js';
 import { writeFully } from './file-io.js';
