@@ -146,7 +146,7 @@ describe('bench:scale judging and helpers', () => {
     const failed = bad.filter((c) => c.pass === false).map((c) => c.name);
     expect(failed).toEqual(
       expect.arrayContaining([
-        'fork time at 100000 vs 1000 blocks',
+        'fork time at 100000 vs 1000 blocks (medians; fastest in brackets)',
         'fork catalog transaction at 100000 blocks',
         'fork rowsCopied (reported), every size',
         'fork catalog rows added (measured), 1000/100000 blocks',
