@@ -446,12 +446,19 @@ export class Catalog {
       if (src.log_seq !== parentSeq || src.checkpoint_seq !== parentSeq || this.q('SELECT 1 FROM logged WHERE volume_id = ? LIMIT 1').get(src.id)) {
         throw new ForkMoved(srcName);
       }
-      const sealed = src.layer;
-      this.q('UPDATE layers SET sealed = 1, store_uuid = ?, store_seq = ? WHERE id = ?').run(src.uuid, parentSeq, sealed);
       this.q('INSERT OR REPLACE INTO kept_records (uuid, seq, base_uuid, base_seq) VALUES (?, ?, ?, ?)').run(src.uuid, parentSeq, src.base_uuid, src.base_seq);
-      const srcTop = this.newLayer(sealed, src.uuid);
-      this.q('UPDATE volumes SET layer = ? WHERE id = ?').run(srcTop, src.id);
-      const dstTop = this.newLayer(sealed, uuid);
+      let under: number | null;
+      if (this.q('SELECT 1 FROM blocks WHERE layer_id = ? LIMIT 1').get(src.layer) === undefined) {
+        // an empty top layer (nothing written since the last fork): the child stands on what it stands on,
+        // nothing is sealed, and repeated forks/snapshots of an idle volume do not deepen its chain
+        under = this.q('SELECT parent FROM layers WHERE id = ?').pluck().get(src.layer) as number | null;
+      } else {
+        under = src.layer;
+        this.q('UPDATE layers SET sealed = 1, store_uuid = ?, store_seq = ? WHERE id = ?').run(src.uuid, parentSeq, under);
+        const srcTop = this.newLayer(under, src.uuid);
+        this.q('UPDATE volumes SET layer = ? WHERE id = ?').run(srcTop, src.id);
+      }
+      const dstTop = this.newLayer(under, uuid);
       const info = this.q(
         'INSERT INTO volumes (name, uuid, size_bytes, parent, family, snapshot, created_at, log_seq, checkpoint_seq, parent_uuid, parent_seq, family_uuid, log_puts, log_bytes, layer, base_uuid, base_seq) ' +
           'VALUES (?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, 1, ?, ?, ?, ?)',

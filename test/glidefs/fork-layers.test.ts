@@ -75,6 +75,12 @@ describe('forks as layers', () => {
     const snap = await fs.snapshot('big', 's');
     expect(snap).toMatchObject({ snapshot: true, rowsCopied: 0 });
     expect(fs.catalog.rowCounts().blockRows).toBe(before.blockRows);
+    // nothing written since: more snapshots seal nothing and do not deepen the source's chain
+    const depth = fs.catalog.layerChain(fs.catalog.volume('big').id).length;
+    for (let k = 0; k < 5; k++) await fs.snapshot('big', `s${k}`);
+    expect(fs.catalog.layerChain(fs.catalog.volume('big').id)).toHaveLength(depth);
+    expect(fs.catalog.rowCounts().sealedLayers).toBe(before.sealedLayers + 1);
+    for (const k of [0, 4]) expect((await readAll(fs, `s${k}`)).equals(await readAll(fs, 'big')), `s${k}`).toBe(true);
     expect(fs.stats('f')).toMatchObject({ blocks: 200, sharedBlocks: 200 });
     expect(fs.stats('big')).toMatchObject({ blocks: 200, sharedBlocks: 200 });
   });
