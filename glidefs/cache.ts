@@ -50,6 +50,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { fsyncDirSync, writeAllSync } from '../lib/fsync.js';
 import { GlideFsError } from './errors.js';
 import { lockHolder as pidLockHolder, PidLock } from '../lib/pid-lock.js';
 
@@ -178,28 +179,18 @@ function encodeTable(t: SlotTable): Buffer {
   return buf;
 }
 
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Writes `buf` to `path` atomically: temp file, fdatasync, rename, fsync of the directory. */
 function writeAtomic(dir: string, name: string, buf: Buffer): void {
   const tmp = join(dir, name + '.tmp');
   const fd = openSync(tmp, 'w', 0o600);
   try {
-    let done = 0;
-    while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done, done);
+    writeAllSync(fd, buf, 0);
     fdatasyncSync(fd);
   } finally {
     closeSync(fd);
   }
   renameSync(tmp, join(dir, name));
-  fsyncDir(dir);
+  fsyncDirSync(dir);
 }
 
 function preadFull(fd: number, target: Uint8Array, off: number, len: number, pos: number, what: string): void {
@@ -209,11 +200,6 @@ function preadFull(fd: number, target: Uint8Array, off: number, len: number, pos
     if (n === 0) throw GlideFsError.IO(`short read in ${what}`);
     done += n;
   }
-}
-
-function pwriteFull(fd: number, data: Uint8Array, pos: number): void {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, pos + done);
 }
 
 /** The typed error of a cache that cannot take more dirty blocks, or cannot shrink below them. */
@@ -375,7 +361,7 @@ export class VolumeCache {
     this.entry.fill(0);
     this.entry.writeUInt32LE(blockPlus1, 0);
     this.entry[4] = blockPlus1 === 0 ? 0 : state;
-    pwriteFull(this.slotsFd, this.entry, SLOTS_HEADER + s * SLOT_ENTRY);
+    writeAllSync(this.slotsFd, this.entry, SLOTS_HEADER + s * SLOT_ENTRY);
   }
 
   /** CLOCK: the first clean, unpinned slot whose reference bit is clear (clearing bits on the way); -1 if none. */
@@ -473,7 +459,7 @@ export class VolumeCache {
       }
       s = this.allocate(i);
     }
-    pwriteFull(this.dataFd, data, s * this.blockSize + offsetInBlock);
+    writeAllSync(this.dataFd, data, s * this.blockSize + offsetInBlock);
   }
 
   /** Every dirty block index, ascending. */
@@ -620,7 +606,7 @@ function resize(t: SlotTable, dir: string, dataFd: number, n: number): SlotTable
       if (t.blocks[s] === 0 || t.states[s] !== STATE_DIRTY) continue;
       const to = targets.pop()!;
       preadFull(dataFd, buf, 0, t.blockSize, s * t.blockSize, `cache ${dir} slot ${s}`);
-      pwriteFull(dataFd, buf, to * t.blockSize);
+      writeAllSync(dataFd, buf, to * t.blockSize);
       blocks[to] = t.blocks[s];
       states[to] = STATE_DIRTY;
       moved++;
@@ -690,7 +676,7 @@ function migrateV1(dir: string, blockCount: number, blockSize: number, slotCount
             if (n === 0) break;
             done += n;
           }
-          pwriteFull(out, buf, s * blockSize);
+          writeAllSync(out, buf, s * blockSize);
           t.blocks[s] = b + 1;
           t.states[s] = STATE_DIRTY;
         });

@@ -30,11 +30,8 @@ const PRODUCT = /^(src|glidefs|mount|lib|bin)\//;
  */
 const KNOWN_CYCLE_GROUPS: string[][] = [['glidefs/volume.ts', 'glidefs/flush.ts', 'glidefs/checkpoint.ts']];
 
-/**
- * Copies of a lib/ primitive known on main, owned by others: file -> names. glidefs/cache.ts has
- * a synchronous fsyncDir (lib/fsync.ts has only the async one). Any other copy fails.
- */
-const KNOWN_PRIMITIVE_COPIES: Record<string, string[]> = { 'glidefs/cache.ts': ['fsyncDir'] };
+/** Copies of a lib/ primitive allowed on main: file -> names. None: any copy fails. */
+const KNOWN_PRIMITIVE_COPIES: Record<string, string[]> = {};
 
 /** The primitives lib/ defines once (ARCHITECTURE.md, issue 12 item 3). */
 const PRIMITIVES = ['pidAlive', 'fnv1a', 'writeAll', 'fsyncDir', 'mulberry32', 'KeyedLock', 'PidLock'];
