@@ -49,8 +49,8 @@ describe.skipIf(skipReason !== undefined)('device daemon kill -9 under a random 
     const int = (n: number) => Math.floor(rand() * n);
     mkdirSync(dev);
     await ok(glidekv(['volume', 'create', 'v', '--size', '8M'], env));
-    let acked = Buffer.alloc(SIZE); // what every acknowledged write made of the volume
-    let synced = Buffer.alloc(SIZE); // as of the last acknowledged fsync
+    let acked: Buffer = Buffer.alloc(SIZE); // what every acknowledged write made of the volume
+    let synced: Buffer = Buffer.alloc(SIZE); // as of the last acknowledged fsync
     for (let round = 0; round < rounds; round++) {
       const d = await DeviceDaemon.start('v', dev, env);
       const fh = await openFile(join(dev, 'volume'), 'r+');
