@@ -21,12 +21,34 @@
 import pLimit from 'p-limit';
 import { GlideFsError } from './errors.js';
 import { blockHash, blockKey, keyHash } from './block-key.js';
-import type { BlockChange } from './catalog.js';
 import { encodeRecord, FULL_MASK, KIND_CHECKPOINT, KIND_DELETE, KIND_FLUSH, logKey, type CheckpointRecord, type FlushRecord, type LogRecord } from './log-record.js';
-import { createRecord, fencedError, listLog, materializeMany, readRecord, RecordGone, ZERO_HASH } from './volume-log.js';
-import { appendRecord, crashPoint, deleteObjects } from './flush.js';
+import { createRecord, crashPoint, deleteObjects, fencedError, listLog, materializeMany, readRecord, RecordGone, ZERO_HASH, type RecordCache } from './volume-log.js';
 import { STATE_CLEAN } from './cache.js';
-import type { OpenVolume } from './volume.js';
+import type { BlockChange, Catalog, LoggedBlock, Owner } from './catalog.js';
+import type { ObjectStore } from './object-store.js';
+import type { VolumeCache } from './cache.js';
+import type { BlockLookup } from './block-lookup.js';
+
+/**
+ * What checkpoints, catch-up and the log append see of an open volume
+ * (OpenVolume implements it): its ids, the committed state they move, the
+ * cache they fold from, and the record cache they read the log through.
+ */
+export interface CheckpointVolume {
+  readonly name: string;
+  readonly uuid: string;
+  readonly volumeId: number;
+  readonly blockCount: number;
+  readonly deps: { catalog: Catalog; store: ObjectStore; prefix: string; owner: Owner; uploadConcurrency: number };
+  readonly cache: VolumeCache;
+  readonly map: BlockLookup;
+  logged: Map<number, LoggedBlock>;
+  readonly masks: Uint32Array;
+  readonly records: RecordCache;
+  fenced: Error | null;
+  unsavedGets: number;
+  invalidate(i: number): void;
+}
 
 export interface CheckpointResult {
   /** Seq of the checkpoint record (0: nothing to do). */
@@ -44,7 +66,7 @@ export interface CheckpointResult {
   durationMs: number;
 }
 
-export async function runCheckpoint(vol: OpenVolume): Promise<CheckpointResult> {
+export async function runCheckpoint(vol: CheckpointVolume): Promise<CheckpointResult> {
   const t0 = performance.now();
   const { catalog, store, prefix, owner } = vol.deps;
   if (vol.fenced) throw vol.fenced;
@@ -133,7 +155,7 @@ export async function runCheckpoint(vol: OpenVolume): Promise<CheckpointResult> 
 }
 
 /** The committed bytes of logged blocks: the cache's clean copy when it hashes right, else base + records from the store (each record read once). */
-async function committedBytesMany(vol: OpenVolume, items: Array<{ i: number; base: string | undefined; logged: { hash: string; seqs: number[] } }>): Promise<Map<number, Buffer>> {
+async function committedBytesMany(vol: CheckpointVolume, items: Array<{ i: number; base: string | undefined; logged: { hash: string; seqs: number[] } }>): Promise<Map<number, Buffer>> {
   const out = new Map<number, Buffer>();
   const rest: typeof items = [];
   for (const it of items) {
@@ -158,7 +180,7 @@ async function committedBytesMany(vol: OpenVolume, items: Array<{ i: number; bas
 }
 
 /** Deletes every record of the volume below `seq` (listed: leftovers of a crash go too). Failures are left for the next checkpoint or gc. */
-export async function deleteRecordsBelow(vol: OpenVolume, seq: number): Promise<number> {
+export async function deleteRecordsBelow(vol: CheckpointVolume, seq: number): Promise<number> {
   const { store, prefix } = vol.deps;
   const kept = vol.deps.catalog.keptRecords(); // checkpoints a layer lies on stay (FORMAT.md, "Layers")
   const seqs = (await listLog(store, prefix, vol.uuid)).filter((s) => s < seq && !kept.has(`${vol.uuid}:${s}`));
@@ -186,7 +208,7 @@ export async function deleteRecordsBelow(vol: OpenVolume, seq: number): Promise<
  * `log_seq`. A volume from before the log (log_seq 0) gets its first
  * checkpoint.
  */
-export async function catchUp(vol: OpenVolume): Promise<void> {
+export async function catchUp(vol: CheckpointVolume): Promise<void> {
   const takeLease = leaseAtCatchUp.get(vol);
   if (takeLease) {
     if (await takeLease()) claimAtCatchUp.add(vol); // taken over from a holder that did not release it
@@ -203,14 +225,14 @@ export async function catchUp(vol: OpenVolume): Promise<void> {
  * Volumes whose lease was taken over from a holder that did not release it
  * (lease.ts): their catch-up ends with a claim of the log.
  */
-export const claimAtCatchUp = new WeakSet<OpenVolume>();
+export const claimAtCatchUp = new WeakSet<CheckpointVolume>();
 
 /**
  * Writable opens take their lease (lease.ts) first thing in the catch-up, so
  * a store unreachable at the open defers it with the catch-up, to before the
  * first flush or checkpoint. Resolves true when the lease was taken over.
  */
-export const leaseAtCatchUp = new WeakMap<OpenVolume, () => Promise<boolean>>();
+export const leaseAtCatchUp = new WeakMap<CheckpointVolume, () => Promise<boolean>>();
 
 /**
  * The claim of a volume taken over from another holder (FORMAT.md, "Volume
@@ -220,7 +242,7 @@ export const leaseAtCatchUp = new WeakMap<OpenVolume, () => Promise<boolean>>();
  * the claim is in the log, every later record of the old holder lands on a
  * taken seq: E_FENCED for it.
  */
-export async function claimLog(vol: OpenVolume): Promise<number> {
+export async function claimLog(vol: CheckpointVolume): Promise<number> {
   const { catalog, store, prefix, owner } = vol.deps;
   for (let attempt = 0; attempt < 64; attempt++) {
     const row = catalog.volumeById(vol.volumeId);
@@ -238,7 +260,7 @@ export async function claimLog(vol: OpenVolume): Promise<number> {
   throw GlideFsError.STORE(`volume '${vol.name}': could not claim its log after 64 attempts`, { retryable: true });
 }
 
-async function catchUpRecords(vol: OpenVolume): Promise<void> {
+async function catchUpRecords(vol: CheckpointVolume): Promise<void> {
   const row = vol.deps.catalog.volumeById(vol.volumeId);
   if (!row) throw GlideFsError.NO_VOLUME(vol.name);
   if (row.log_seq === 0) {
@@ -269,7 +291,7 @@ async function catchUpRecords(vol: OpenVolume): Promise<void> {
 }
 
 /** Applies one record found in the store to the catalog and the open volume's memory. */
-export async function applyReplayed(vol: OpenVolume, rec: LogRecord, bytes: number): Promise<void> {
+export async function applyReplayed(vol: CheckpointVolume, rec: LogRecord, bytes: number): Promise<void> {
   if (rec.kind === KIND_DELETE) {
     vol.fenced = fencedError(vol.name, vol.uuid, rec.seq, rec);
     throw vol.fenced;
@@ -292,4 +314,30 @@ export async function applyReplayed(vol: OpenVolume, rec: LogRecord, bytes: numb
     if (rec.writer !== vol.deps.owner.token && vol.masks[i] !== 0) vol.masks[i] = FULL_MASK;
   }
   await deleteObjects(vol, toDelete, vol.volumeId);
+}
+
+/**
+ * Creates `rec` at the volume's next seq (putIfAbsent). A record of our own
+ * at that seq (a flush whose answer was lost) is caught up first; another
+ * writer's record fences the volume. Returns the seq and the bytes PUT.
+ */
+export async function appendRecord(vol: CheckpointVolume, rec: FlushRecord | CheckpointRecord): Promise<{ seq: number; bytes: number }> {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const row = vol.deps.catalog.volumeById(vol.volumeId);
+    if (!row) throw GlideFsError.NO_VOLUME(vol.name);
+    const seq = row.log_seq + 1;
+    rec.seq = seq;
+    rec.time = Date.now();
+    const body = await encodeRecord(rec);
+    crashPoint(rec.kind === KIND_FLUSH ? 'flush-before-log-put' : 'checkpoint-before-record-put');
+    const out = await createRecord(vol.deps.store, vol.deps.prefix, vol.uuid, seq, body);
+    if (out.created) return { seq, bytes: body.length };
+    if (out.existing.writer !== vol.deps.owner.token) {
+      vol.fenced = fencedError(vol.name, vol.uuid, seq, out.existing);
+      throw vol.fenced;
+    }
+    // an earlier flush of ours landed though we saw it fail: apply it, then take the next seq
+    await applyReplayed(vol, out.existing, out.bytes);
+  }
+  throw GlideFsError.STORE(`volume '${vol.name}': could not append to the log after 8 attempts`, { retryable: true });
 }

@@ -26,9 +26,7 @@ import type { BlockChange, Catalog, Owner } from './catalog.js';
 import type { ObjectStore } from './object-store.js';
 import type { VolumeCache } from './cache.js';
 import { encodeRecord, extractSectors, FULL_MASK, KIND_FLUSH, type CheckpointRecord, type FlushRecord, type SectorEntry } from './log-record.js';
-import { createRecord, fencedError } from './volume-log.js';
-import { applyReplayed } from './checkpoint.js';
-import type { OpenVolume } from './volume.js';
+import { crashPoint, deleteObjects } from './volume-log.js';
 
 export interface FlushResult {
   /** Block objects PUT by this flush (blocks rewritten whole). */
@@ -94,14 +92,6 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * 128 KiB upload per HOT_BLOCK_RECORDS fsyncs of a hot block (~1 KiB per fsync).
  */
 export const HOT_BLOCK_RECORDS = 128;
-
-/** Crash points for the kill -9 tests: GLIDEFS_CRASH_AT=<point> kills the process there. */
-export function crashPoint(point: string): void {
-  if (process.env.GLIDEFS_CRASH_AT === point) {
-    process.stdout.write(`CRASH ${point}\n`);
-    process.kill(process.pid, 'SIGKILL');
-  }
-}
 
 /**
  * What a flush sees of an open volume (OpenVolume implements it): the cache
@@ -288,32 +278,6 @@ export async function runFlush(vol: FlushSource, opts: FlushOptions = {}): Promi
 }
 
 /**
- * Creates `rec` at the volume's next seq (putIfAbsent). A record of our own
- * at that seq (a flush whose answer was lost) is caught up first; another
- * writer's record fences the volume. Returns the seq and the bytes PUT.
- */
-export async function appendRecord(vol: OpenVolume, rec: FlushRecord | CheckpointRecord): Promise<{ seq: number; bytes: number }> {
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const row = vol.deps.catalog.volumeById(vol.volumeId);
-    if (!row) throw GlideFsError.NO_VOLUME(vol.name);
-    const seq = row.log_seq + 1;
-    rec.seq = seq;
-    rec.time = Date.now();
-    const body = await encodeRecord(rec);
-    crashPoint(rec.kind === KIND_FLUSH ? 'flush-before-log-put' : 'checkpoint-before-record-put');
-    const out = await createRecord(vol.deps.store, vol.deps.prefix, vol.uuid, seq, body);
-    if (out.created) return { seq, bytes: body.length };
-    if (out.existing.writer !== vol.deps.owner.token) {
-      vol.fenced = fencedError(vol.name, vol.uuid, seq, out.existing);
-      throw vol.fenced;
-    }
-    // an earlier flush of ours landed though we saw it fail: apply it, then take the next seq
-    await applyReplayed(vol, out.existing, out.bytes);
-  }
-  throw GlideFsError.STORE(`volume '${vol.name}': could not append to the log after 8 attempts`, { retryable: true });
-}
-
-/**
  * PUTs each change's block, re-read right before its PUT: a block rewritten
  * since step 1 (its bytes no longer hash to the planned key) is dropped from
  * this flush and stays dirty.
@@ -357,37 +321,6 @@ async function waitForDeletes(vol: FlushSource, keys: string[]): Promise<void> {
     if (Date.now() > deadline) throw GlideFsError.BUSY(`${left.length} objects are still being deleted by another process`);
     await sleep(20);
   }
-}
-
-/**
- * Deletes objects whose `deleting` rows this process holds, then drops the
- * rows (counting the deletes). A delete that fails still drops its row: the
- * object is then an orphan, which gc removes.
- */
-export async function deleteObjects(
-  vol: { deps: { store: ObjectStore; catalog: Catalog; uploadConcurrency: number } },
-  keys: string[],
-  volumeId: number | null,
-): Promise<number> {
-  if (keys.length === 0) return 0;
-  const limit = pLimit(vol.deps.uploadConcurrency);
-  const done: string[] = [];
-  const failed: string[] = [];
-  await Promise.all(
-    keys.map((k) =>
-      limit(async () => {
-        try {
-          await vol.deps.store.delete(k);
-          done.push(k);
-        } catch {
-          failed.push(k);
-        }
-      }),
-    ),
-  );
-  vol.deps.catalog.finishDeletes(done, volumeId);
-  vol.deps.catalog.dropDeleting(failed);
-  return done.length;
 }
 
 function flushError(name: string, err: unknown, planned: number): GlideFsError {

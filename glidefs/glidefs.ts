@@ -12,7 +12,7 @@ import { BLOCK_SIZE, blocksPrefix, normalizePrefix, parseBlockKey } from './bloc
 import { Catalog, checkVolumeName, newOwner, type Owner, type VolumeRow } from './catalog.js';
 import { acquireLock, lockHolder, VolumeCache, volumeCacheDir } from './cache.js';
 import { DEFAULT_CHECKPOINT_POLICY, OpenVolume, type CheckpointPolicy, type Volume } from './volume.js';
-import { deleteObjects } from './flush.js';
+import { deleteObjects } from './volume-log.js';
 import type { CheckpointResult } from './checkpoint.js';
 import { createVolumeInStore, deleteVolumeLog, forkInStore, writeDeleteRecord } from './volume-ops.js';
 import { gcLogs } from './restore.js';

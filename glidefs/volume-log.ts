@@ -15,7 +15,7 @@ import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
 import { BLOCK_SIZE, blockHash, keyHash } from './block-key.js';
 import { applySectors, decodeRecord, KIND_FLUSH, logKey, logPrefix, parseLogKey, type FlushRecord, type LogRecord } from './log-record.js';
-import type { LoggedBlock } from './catalog.js';
+import type { Catalog, LoggedBlock } from './catalog.js';
 
 /** The conditional create every store has (object-store.ts). */
 type ConditionalStore = ObjectStore & { putIfAbsent?(key: string, body: Uint8Array): Promise<boolean> };
@@ -205,4 +205,43 @@ export async function materializeMany(
     }
   }
   return out;
+}
+
+/** Crash points for the kill -9 tests: GLIDEFS_CRASH_AT=<point> kills the process there. */
+export function crashPoint(point: string): void {
+  if (process.env.GLIDEFS_CRASH_AT === point) {
+    process.stdout.write(`CRASH ${point}\n`);
+    process.kill(process.pid, 'SIGKILL');
+  }
+}
+
+/**
+ * Deletes objects whose `deleting` rows this process holds, then drops the
+ * rows (counting the deletes). A delete that fails still drops its row: the
+ * object is then an orphan, which gc removes.
+ */
+export async function deleteObjects(
+  vol: { deps: { store: ObjectStore; catalog: Catalog; uploadConcurrency: number } },
+  keys: string[],
+  volumeId: number | null,
+): Promise<number> {
+  if (keys.length === 0) return 0;
+  const limit = pLimit(vol.deps.uploadConcurrency);
+  const done: string[] = [];
+  const failed: string[] = [];
+  await Promise.all(
+    keys.map((k) =>
+      limit(async () => {
+        try {
+          await vol.deps.store.delete(k);
+          done.push(k);
+        } catch {
+          failed.push(k);
+        }
+      }),
+    ),
+  );
+  vol.deps.catalog.finishDeletes(done, volumeId);
+  vol.deps.catalog.dropDeleting(failed);
+  return done.length;
 }
