@@ -279,7 +279,8 @@ export function ownerAlive(host: string, pid: number): boolean {
 }
 
 export class Catalog {
-  readonly db: Database.Database;
+  /** The database handle: private to the catalog (its methods are the interface; statements prepared once, q()). */
+  private readonly db: Database.Database;
   private closed = false;
   /** Statements prepared once per catalog, by SQL text (q()). */
   private readonly stmts = new Map<string, Database.Statement>();
@@ -1297,26 +1298,25 @@ export class Catalog {
   /** Remembers a writer token of this catalog, durably (meta `writer:<token>`): gc deletes a deleted volume's log only when its delete record carries one (restore.ts gcLogs). */
   noteWriter(token: string): void {
     this.checkOpen();
-    this.immediate(() => this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run(`writer:${token}`, String(Date.now())), true);
+    this.immediate(() => this.q('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run(`writer:${token}`, String(Date.now())), true);
   }
 
   /** True when `token` wrote for this catalog (noteWriter). */
   isOwnWriter(token: string): boolean {
     this.checkOpen();
-    return this.db.prepare('SELECT 1 FROM meta WHERE key = ?').pluck().get(`writer:${token}`) !== undefined;
+    return this.q('SELECT 1 FROM meta WHERE key = ?').pluck().get(`writer:${token}`) !== undefined;
   }
 
   /** Counts PUTs of the volume's lease object (lease.ts; meta `lease_puts:<volume id>`): stats and `bench reupload` add them, so glidefs's PUT count stays MinIO's. */
   addLeasePuts(volumeId: number, n: number): void {
     this.checkOpen();
-    this.db
-      .prepare("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value")
+    this.q("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value")
       .run(`lease_puts:${volumeId}`, n);
   }
 
   /** PUTs of the volume's lease object so far (addLeasePuts). */
   leasePuts(volumeId: number): number {
     this.checkOpen();
-    return Number(this.db.prepare('SELECT value FROM meta WHERE key = ?').pluck().get(`lease_puts:${volumeId}`) ?? 0);
+    return Number(this.q('SELECT value FROM meta WHERE key = ?').pluck().get(`lease_puts:${volumeId}`) ?? 0);
   }
 }

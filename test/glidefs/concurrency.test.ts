@@ -6,6 +6,7 @@ import { afterEach, expect, it } from 'vitest';
 import { BLOCK_SIZE, GlideFs, MemoryStore, blockHash, type ObjectStore } from '../../glidefs/index.js';
 import { blockOf } from './block-data.js';
 import { GateStore } from './gate-store.js';
+import { catalogSql } from './helpers.js';
 
 
 let root: string;
@@ -58,7 +59,7 @@ it('a flush that needs a key being deleted waits for the delete to finish, then 
   await a.createVolume('v', 8 * BLOCK_SIZE);
   const key = `blocks/0/${blockHash(blockOf(5))}`;
   // another live owner is deleting this very key
-  a.catalog.db
+  catalogSql(a)
     .prepare('INSERT INTO deleting (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)')
     .run(key, 'other', (await import('node:os')).hostname(), process.pid, Date.now());
   const v = await a.openVolume('v');
@@ -68,7 +69,7 @@ it('a flush that needs a key being deleted waits for the delete to finish, then 
   await new Promise((r) => setTimeout(r, 150));
   expect(done).toBe(false);
   expect(await raw.get(key)).toBeNull();
-  a.catalog.db.prepare('DELETE FROM deleting WHERE key = ?').run(key); // the delete finished
+  catalogSql(a).prepare('DELETE FROM deleting WHERE key = ?').run(key); // the delete finished
   expect((await flushing).uploads).toBe(1);
   expect(await raw.get(key)).not.toBeNull();
 });
@@ -97,7 +98,7 @@ it('a key planned for reuse is protected by its pending row: a release to zero e
   gate.open();
   const r = await flushing;
   expect(r.uploads).toBe(1); // block 1 only: K was reused
-  expect(x.catalog.db.prepare('SELECT refcount FROM objects WHERE key = ?').pluck().get(key)).toBe(1);
+  expect(catalogSql(x).prepare('SELECT refcount FROM objects WHERE key = ?').pluck().get(key)).toBe(1);
   await yv.close();
   const c = await open(raw, 'cache-c');
   const cy = await c.openVolume('y');

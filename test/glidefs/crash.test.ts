@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { DirStore, GlideFs } from '../../glidefs/index.js';
 import { blockOf } from './block-data.js';
+import { catalogSql } from './helpers.js';
 
 const BLOCKS = 16;
 const BS = 131072;
@@ -55,7 +56,7 @@ async function checkCatalog(g: GlideFs, when: string): Promise<string[]> {
   const named = g.catalog.objectKeys();
   for (const k of named) expect(keys.has(k), `${when}: catalog names missing ${k}`).toBe(true);
   const set = new Set(named);
-  const mapKeys = g.catalog.db.prepare('SELECT key FROM blocks').pluck().all() as string[];
+  const mapKeys = catalogSql(g).prepare('SELECT key FROM blocks').pluck().all() as string[];
   for (const k of mapKeys) expect(set.has(k), `${when}: block map names unknown ${k}`).toBe(true);
   return named;
 }

@@ -3,6 +3,7 @@
  * or MinIO store, in fresh temporary directories, with a CountingStore on top
  * so tests can count PUTs/GETs/DELETEs that reached the store.
  */
+import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -82,4 +83,16 @@ export async function listKeys(store: ObjectStore): Promise<string[]> {
   const out: string[] = [];
   for await (const k of store.list('blocks/')) out.push(k);
   return out.sort();
+}
+
+/**
+ * A second connection to a GlideFs's catalog file, for tests that plant or
+ * inspect rows directly (the catalog's own handle is private). WAL mode: the
+ * GlideFs sees what it writes at its next statement. Closed at process exit.
+ */
+export function catalogSql(g: { catalogPath: string }): Database.Database {
+  const db = new Database(g.catalogPath);
+  db.pragma('busy_timeout = 15000');
+  process.once('exit', () => db.close());
+  return db;
 }

@@ -8,7 +8,7 @@ import { BLOCK_SIZE, GlideFs, type ObjectStore } from '../../glidefs/index.js';
 import { restoreCatalog } from '../../glidefs/restore.js';
 import { leaseKey, parseLease } from '../../glidefs/lease.js';
 import { decodeRecord, encodeRecord, KIND_FLUSH, type FlushRecord } from '../../glidefs/log-record.js';
-import { blockOf, makeEnv, type Env } from './helpers.js';
+import { blockOf, makeEnv, type Env, catalogSql } from './helpers.js';
 
 const BS = BLOCK_SIZE;
 
@@ -239,7 +239,7 @@ describe('volume log (directory store)', () => {
     const v2 = await other.openVolume('v');
     await v2.close();
     // a row of a dead process is stale
-    env.fs.catalog.db.prepare("INSERT INTO writers (volume_id, owner, owner_host, owner_pid, since) VALUES (?, 'dead', ?, 2147483646, 0)").run(env.fs.catalog.volume('v').id, (await import('node:os')).hostname());
+    catalogSql(env.fs).prepare("INSERT INTO writers (volume_id, owner, owner_host, owner_pid, since) VALUES (?, 'dead', ?, 2147483646, 0)").run(env.fs.catalog.volume('v').id, (await import('node:os')).hostname());
     await (await other.openVolume('v')).close();
   });
 

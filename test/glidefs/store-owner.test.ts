@@ -11,7 +11,7 @@ import { MemoryStore } from '../../glidefs/memory-store.js';
 import type { ObjectStore } from '../../glidefs/object-store.js';
 import { markerKey, readMarker } from '../../glidefs/store-marker.js';
 import { blockOf } from './block-data.js';
-import { makeRawStore } from './helpers.js';
+import { makeRawStore, catalogSql } from './helpers.js';
 
 const roots: string[] = [];
 const opened: GlideFs[] = [];
@@ -212,7 +212,7 @@ describe('gc rules', () => {
   it('counts only what it really deleted (issue 9 item 18): keys already gone are not counted', async () => {
     const { store, g } = await withOrphans();
     // a delete left unfinished by a dead process, whose object a flush had already removed
-    g.catalog.db
+    catalogSql(g)
       .prepare('INSERT INTO deleting (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)')
       .run('blocks/5/' + '12'.repeat(16), 'dead', (await import('node:os')).hostname(), 0x7ffffff0, Date.now());
     // a store whose listing still shows a key deleted meanwhile
@@ -230,6 +230,6 @@ describe('gc rules', () => {
     expect(r).toMatchObject({ deletedObjects: 0, failed: 0 });
     expect(r.orphansDeleted).toBe(1); // the planted orphan only, not the ghost
     expect(r.items.map((i) => i.key)).toEqual(['blocks/3/' + 'ab'.repeat(16)]);
-    expect(g2.catalog.db.prepare('SELECT count(*) FROM deleting').pluck().get()).toBe(0);
+    expect(catalogSql(g2).prepare('SELECT count(*) FROM deleting').pluck().get()).toBe(0);
   });
 });
