@@ -20,25 +20,40 @@ export interface OpsDeps {
   uploadConcurrency: number;
 }
 
-/** Writes the seq-1 checkpoint of a new volume, then inserts its catalog row. */
-export async function createVolumeInStore(d: OpsDeps, name: string, sizeBytes: number): Promise<VolumeRow> {
-  if (d.catalog.findVolume(name)) throw GlideFsError.VOLUME_EXISTS(name);
+/**
+ * PUTs the seq-1 checkpoint of a new volume (no blocks of its own) under a
+ * fresh id; `meta` gets that id and the creation time. Create and fork both
+ * start here, then insert the catalog row (and delete this record again if
+ * that fails).
+ */
+async function putFirstCheckpoint(
+  d: OpsDeps,
+  meta: (uuid: string, createdAt: number) => CheckpointRecord['meta'],
+): Promise<{ uuid: string; createdAt: number; bytes: number }> {
   const uuid = randomBytes(16).toString('hex');
   const createdAt = Date.now();
-  const rec: CheckpointRecord = {
-    kind: KIND_CHECKPOINT,
-    volume: uuid,
-    seq: 1,
-    time: createdAt,
-    writer: d.owner.token,
-    meta: { name, sizeBytes, parent: null, parentUuid: null, parentSeq: null, family: uuid, snapshot: false, createdAt },
-    blocks: [],
-  };
+  const rec: CheckpointRecord = { kind: KIND_CHECKPOINT, volume: uuid, seq: 1, time: createdAt, writer: d.owner.token, meta: meta(uuid, createdAt), blocks: [] };
   const body = await encodeRecord(rec);
   const out = await createRecord(d.store, d.prefix, uuid, 1, body);
   if (!out.created) throw GlideFsError.CORRUPT(`new volume id ${uuid} already has a log in the store`);
+  return { uuid, createdAt, bytes: body.length };
+}
+
+/** Writes the seq-1 checkpoint of a new volume, then inserts its catalog row. */
+export async function createVolumeInStore(d: OpsDeps, name: string, sizeBytes: number): Promise<VolumeRow> {
+  if (d.catalog.findVolume(name)) throw GlideFsError.VOLUME_EXISTS(name);
+  const { uuid, createdAt, bytes } = await putFirstCheckpoint(d, (uuid, createdAt) => ({
+    name,
+    sizeBytes,
+    parent: null,
+    parentUuid: null,
+    parentSeq: null,
+    family: uuid,
+    snapshot: false,
+    createdAt,
+  }));
   try {
-    return d.catalog.createVolume(name, sizeBytes, uuid, createdAt, body.length);
+    return d.catalog.createVolume(name, sizeBytes, uuid, createdAt, bytes);
   } catch (err) {
     await d.store.delete(logKey(d.prefix, uuid, 1)).catch(() => undefined);
     throw err;
@@ -84,33 +99,20 @@ export async function forkInStore(
       );
     }
     const parentSeq = s.checkpoint_seq;
-    const uuid = randomBytes(16).toString('hex');
-    const createdAt = Date.now();
-    const rec: CheckpointRecord = {
-      kind: KIND_CHECKPOINT,
-      volume: uuid,
-      seq: 1,
-      time: createdAt,
-      writer: d.owner.token,
-      meta: {
-        name: dst,
-        sizeBytes: s.size_bytes,
-        parent: s.name,
-        parentUuid: s.uuid,
-        parentSeq,
-        family: s.family_uuid ?? s.uuid,
-        snapshot,
-        createdAt,
-        base: { volume: s.uuid, seq: parentSeq },
-      },
-      blocks: [],
-    };
-    const body = await encodeRecord(rec);
-    const out = await createRecord(d.store, d.prefix, uuid, 1, body);
-    if (!out.created) throw GlideFsError.CORRUPT(`new volume id ${uuid} already has a log in the store`);
+    const { uuid, createdAt, bytes } = await putFirstCheckpoint(d, (_uuid, createdAt) => ({
+      name: dst,
+      sizeBytes: s.size_bytes,
+      parent: s.name,
+      parentUuid: s.uuid,
+      parentSeq,
+      family: s.family_uuid ?? s.uuid,
+      snapshot,
+      createdAt,
+      base: { volume: s.uuid, seq: parentSeq },
+    }));
     try {
       const t0 = performance.now();
-      const row = d.catalog.sealAndFork(src, dst, uuid, snapshot, createdAt, parentSeq, body.length);
+      const row = d.catalog.sealAndFork(src, dst, uuid, snapshot, createdAt, parentSeq, bytes);
       return { row, parentSeq, rowsCopied: 0, catalogMs: performance.now() - t0, retries: attempt };
     } catch (err) {
       await d.store.delete(logKey(d.prefix, uuid, 1)).catch(() => undefined);
