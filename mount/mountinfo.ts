@@ -9,12 +9,57 @@
  *   isMounted(dir)        whether something is mounted exactly at `dir`
  *   unmountPath(dir, o)   `fusermount -u` (then `-u -z` if `lazy`); a mount
  *                         that is already gone counts as unmounted
+ *
+ * Why fusermount runs from a worker thread: starting any child (uv_spawn)
+ * blocks the calling thread in a read of an internal pipe until the child has
+ * exec'd. A FUSE daemon unmounting itself must not block its event loop even
+ * that long: if the child touches the mount before its exec is done (shown:
+ * the exec's PATH search looking up a name on the mount; possible too: the
+ * close-on-exec flush of an inherited file on it), the kernel waits for an
+ * answer from the event loop that waits for the child: a deadlock, the main
+ * thread in anon_pipe_read as seen twice in a stopping device daemon, the
+ * child in request_wait_answer (test/mount/stop-hang.test.ts). The worker's
+ * own loop does the spawn; the main loop keeps answering the kernel.
+ * Each fusermount step is also bounded (FUSERMOUNT_TIMEOUT_MS): a step that
+ * hangs is killed and counts as failed (then `-u -z` if `lazy`).
  */
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
 
-const execFileP = promisify(execFile);
+/** How long one fusermount step may take before it is killed (and counts as failed). */
+export const FUSERMOUNT_TIMEOUT_MS = 30_000;
+
+/** The worker: runs one command with execFile on its own event loop, posts the outcome. */
+const RUN_IN_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { execFile } = require('node:child_process');
+execFile(workerData.cmd, workerData.args, { timeout: workerData.timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+  parentPort.postMessage(err ? { ok: false, message: String(err.message), stderr: String(stderr || '') } : { ok: true });
+});
+`;
+
+/**
+ * execFile(cmd, args) spawned from a worker thread (see the header): resolves
+ * on exit 0, rejects with `{ message, stderr }` otherwise (also on timeout).
+ */
+export function execFileOffThread(cmd: string, args: string[], timeoutMs = FUSERMOUNT_TIMEOUT_MS): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(RUN_IN_WORKER, { eval: true, workerData: { cmd, args, timeoutMs } });
+    let done = false;
+    w.once('message', (m: { ok: boolean; message?: string; stderr?: string }) => {
+      done = true;
+      if (m.ok) resolve();
+      else reject(Object.assign(new Error(m.message ?? `${cmd} failed`), { stderr: m.stderr ?? '' }));
+    });
+    w.once('error', (err) => {
+      done = true;
+      reject(err);
+    });
+    w.once('exit', (code) => {
+      if (!done) reject(new Error(`${cmd}: worker exited (${code}) without an answer`));
+    });
+  });
+}
 
 export interface MountEntry {
   source: string;
@@ -63,14 +108,14 @@ export async function isMounted(dir: string): Promise<boolean> {
  */
 export async function unmountPath(dir: string, opts: { lazy?: boolean } = {}): Promise<void> {
   try {
-    await execFileP('fusermount', ['-u', dir]);
+    await execFileOffThread('fusermount', ['-u', dir]);
     return;
   } catch (err) {
     if (!mountAt(dir)) return;
     if (!opts.lazy) throw new Error(`cannot unmount ${dir}: ${firstLine(err)}`);
   }
   try {
-    await execFileP('fusermount', ['-u', '-z', dir]);
+    await execFileOffThread('fusermount', ['-u', '-z', dir]);
   } catch (err) {
     if (!mountAt(dir)) return;
     throw new Error(`cannot unmount ${dir}: ${firstLine(err)}`);
