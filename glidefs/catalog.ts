@@ -650,6 +650,117 @@ export class Catalog {
     }, true);
   }
 
+  // --- copy-up flatten (FORMAT.md, "Layers") ----------------------------------
+  //
+  // A volume whose chain is deeper than the limit gets a NEW sealed layer M
+  // holding the visible rows of its sealed ancestors (the chain from its top
+  // layer's parent P down), built in steps while M is marked `sealed = 2`
+  // (building; its `volume_uuid` names the builder "flatten:<host>:<pid>").
+  // The switch points the top at M (M takes P's store name, so checkpoint
+  // records and restore are unchanged) and drops the layers nothing stands on.
+
+  /** Volumes whose chain has more than `depth` layers (and at least 3): their top layer and its parent. */
+  deepVolumes(depth: number): Array<{ volume: number; top: number; parent: number }> {
+    this.checkOpen();
+    const out: Array<{ volume: number; top: number; parent: number }> = [];
+    for (const [id, top, parent] of this.q('SELECT v.id, v.layer, l.parent FROM volumes v JOIN layers l ON l.id = v.layer WHERE l.parent IS NOT NULL').raw().all() as [number, number, number][]) {
+      const n = this.depthBelow(top);
+      if (n > depth && n > 2) out.push({ volume: id, top, parent });
+    }
+    return out;
+  }
+
+  /** Starts a copy-up: an empty layer M being built by `owner` (sealed = 2, no parent). */
+  copyUpBegin(owner: Owner): number {
+    return this.immediate(() => {
+      const info = this.q('INSERT INTO layers (parent, sealed, volume_uuid, created_at) VALUES (NULL, 2, ?, ?)').run(`flatten:${owner.host}:${owner.pid}`, Date.now());
+      return Number(info.lastInsertRowid);
+    }, true);
+  }
+
+  /**
+   * One copy-up step: the visible rows below and including `parent` for up to
+   * `limit` block indexes after `after` go into M (holes get no row: M has no
+   * parent), each raising its object's refcount. `gone` when M or `parent` no
+   * longer exist (the caller abandons).
+   */
+  copyUpStep(m: number, parent: number, after: number, limit: number): { next: number; rows: number; done: boolean; gone: boolean } {
+    return this.immediate(() => {
+      const ok = this.q('SELECT (SELECT sealed FROM layers WHERE id = @m) = 2 AND EXISTS (SELECT 1 FROM layers WHERE id = @p)').pluck().get({ m, p: parent });
+      if (!ok) return { next: after, rows: 0, done: true, gone: true };
+      const rows = this.q(
+        `${CHAIN_OF_LAYER} SELECT b.block_index, b.key, min(c.pos) FROM chain c JOIN blocks b ON b.layer_id = c.id WHERE b.block_index > @after GROUP BY b.block_index ORDER BY b.block_index LIMIT @limit`,
+      )
+        .raw()
+        .all({ layer: parent, after, limit }) as [number, string, number][];
+      const set = this.q('INSERT INTO blocks (layer_id, block_index, key) VALUES (?, ?, ?)');
+      const ref = this.q('UPDATE objects SET refcount = refcount + 1 WHERE key = ?');
+      let n = 0;
+      for (const [i, k] of rows) {
+        if (k === TOMBSTONE) continue;
+        if (ref.run(k).changes !== 1) throw GlideFsError.CORRUPT(`layer ${parent}: block ${i} names ${k}, which has no objects row`);
+        set.run(m, i, k);
+        n++;
+      }
+      const next = rows.length > 0 ? rows[rows.length - 1][0] : after;
+      return { next, rows: n, done: rows.length < limit, gone: false };
+    });
+  }
+
+  /**
+   * The switch: if the volume still has `top` over `parent`, M is sealed under
+   * P's store name, the top stands on M and the layers nothing stands on any
+   * more are dropped (their rows released). Otherwise (a fork sealed the top,
+   * the volume was deleted, M was dropped) M is abandoned. Returns keys to
+   * delete (with `deleting` rows held by `owner`).
+   */
+  copyUpSwitch(m: number, volumeId: number, top: number, parent: number, owner: Owner): { switched: boolean; toDelete: string[] } {
+    return this.immediate(() => {
+      const v = this.volumeById(volumeId);
+      const t = this.q('SELECT parent, sealed FROM layers WHERE id = ?').get(top) as { parent: number | null; sealed: number } | undefined;
+      const building = this.q('SELECT sealed FROM layers WHERE id = ?').pluck().get(m) === 2;
+      if (!building) return { switched: false, toDelete: [] };
+      if (!v || v.layer !== top || !t || t.sealed !== 0 || t.parent !== parent) return { switched: false, toDelete: this.dropBuild(m, owner) };
+      const p = this.q('SELECT store_uuid, store_seq FROM layers WHERE id = ?').get(parent) as { store_uuid: string | null; store_seq: number | null };
+      this.q('UPDATE layers SET sealed = 1, volume_uuid = ?, store_uuid = ?, store_seq = ? WHERE id = ?').run(v.uuid, p.store_uuid, p.store_seq, m);
+      this.q('UPDATE layers SET parent = ? WHERE id = ?').run(m, top);
+      return { switched: true, toDelete: this.dropUnusedLayers(parent, owner) };
+    }, true);
+  }
+
+  /** Abandons a copy-up: M's rows are released and M goes. Returns keys to delete. */
+  copyUpAbandon(m: number, owner: Owner): string[] {
+    return this.immediate(() => (this.q('SELECT sealed FROM layers WHERE id = ?').pluck().get(m) === 2 ? this.dropBuild(m, owner) : []), true);
+  }
+
+  /**
+   * gc: drops layers being built (sealed = 2) whose builder is dead (a crash
+   * mid copy-up) or is this process but not among `active`. Returns keys to delete.
+   */
+  dropStaleBuilds(owner: Owner, active: ReadonlySet<number>): string[] {
+    return this.immediate(() => {
+      const toDelete: string[] = [];
+      for (const [id, who] of this.q('SELECT id, volume_uuid FROM layers WHERE sealed = 2').raw().all() as [number, string][]) {
+        const m = /^flatten:(.*):(\d+)$/.exec(who);
+        const alive = m !== null && ownerAlive(m[1], Number(m[2]));
+        if (alive && !(m !== null && m[1] === owner.host && Number(m[2]) === owner.pid && !active.has(id))) continue;
+        toDelete.push(...this.dropBuild(id, owner));
+      }
+      return toDelete;
+    }, true);
+  }
+
+  /** Releases a building layer's rows and drops it. In a transaction. */
+  private dropBuild(m: number, owner: Owner): string[] {
+    const toDelete: string[] = [];
+    for (const key of this.q('SELECT key FROM blocks WHERE layer_id = ?').pluck().all(m) as string[]) {
+      if (key !== TOMBSTONE && this.release(key, owner)) toDelete.push(key);
+    }
+    this.q('DELETE FROM blocks WHERE layer_id = ?').run(m);
+    this.q('DELETE FROM layers WHERE id = ?').run(m);
+    return toDelete;
+  }
+
   // --- records the store must keep (FORMAT.md, "Layers") ------------------------
 
   /**
@@ -693,10 +804,10 @@ export class Catalog {
 
   // --- restore (restore.ts) -------------------------------------------------------
 
-  /** Layer id of the sealed layer named `name` in the store, if the catalog has one. */
+  /** Layer id of the sealed layer named `name` in the store, if the catalog has one (the newest: a copy-up layer carries the name of the layer it replaced, which may live on under other volumes). */
   layerByName(name: StoreName): number | undefined {
     this.checkOpen();
-    return this.q('SELECT id FROM layers WHERE store_uuid = ? AND store_seq = ? AND sealed = 1').pluck().get(name.volume, name.seq) as number | undefined;
+    return this.q('SELECT id FROM layers WHERE store_uuid = ? AND store_seq = ? AND sealed = 1 ORDER BY id DESC LIMIT 1').pluck().get(name.volume, name.seq) as number | undefined;
   }
 
   /** Restore: a sealed layer named `name` (a checkpoint record) holding `blocks` (null = tombstone) over `parent`. */

@@ -58,6 +58,12 @@ export interface FlattenResult {
   rowsMoved: number;
   /** Objects deleted (shadowed rows whose refcount fell to zero). */
   deletes: number;
+  /** Volumes whose deep chain of live forks was replaced by one copied-up layer. */
+  copiedUp: number;
+  /** Rows written into copied-up layers (each raised its object's refcount). */
+  rowsCopied: number;
+  /** Copy-ups dropped because the chain changed under them (a fork of the volume, a delete). */
+  abandoned: number;
 }
 
 export interface GlideFsOptions {
@@ -200,6 +206,10 @@ export class GlideFs {
   private readonly owner: Owner = newOwner();
   /** The background flatten (close waits for it). */
   private flattening: Promise<unknown> = Promise.resolve();
+  /** Copy-up layers this process is building (gc leaves them alone; a dead builder's are dropped). */
+  private readonly building = new Set<number>();
+  /** close() has begun: a running copy-up stops at its next step (its layer is dropped) instead of holding close up. */
+  private closing = false;
   /** The store id once this catalog is known to own the store prefix. */
   private ownedStoreId: string | null = null;
   private ownerCheck: Promise<string> | null = null;
@@ -425,17 +435,27 @@ export class GlideFs {
    * child layer into that child, for chains deeper than `depth` (FORMAT.md,
    * "Layers"), a bounded number of rows per transaction: every step keeps
    * every volume's view, so reads, writes, forks and gc go on beside it.
-   * Objects only shadowed rows named are deleted after each step.
+   * Objects only shadowed rows named are deleted after each step. Then
+   * volumes whose chain is still deeper than `depth` (live forks of forks:
+   * sealed layers with two children) get a copied-up layer (`copyUp`).
    */
   async flatten(opts: FlattenOptions = {}): Promise<FlattenResult> {
     this.checkOpen();
+    // one flatten at a time in this process (a background one waits; two copy-ups of one volume would race)
+    const run = this.flattening.then(() => this.flattenNow(opts));
+    this.flattening = run.catch(() => undefined);
+    return run;
+  }
+
+  private async flattenNow(opts: FlattenOptions): Promise<FlattenResult> {
+    this.checkOpen();
     const depth = opts.depth ?? this.flattenDepth;
     const stepRows = opts.stepRows ?? 4096;
-    const out: FlattenResult = { merged: 0, rowsMoved: 0, deletes: 0 };
+    const out: FlattenResult = { merged: 0, rowsMoved: 0, deletes: 0, copiedUp: 0, rowsCopied: 0, abandoned: 0 };
     const skip = new Set<number>();
     for (;;) {
       const c = this.catalog.flattenCandidates().find((x) => !skip.has(x.layer) && this.catalog.depthBelow(x.child) > depth);
-      if (!c) return out;
+      if (!c) break;
       skip.add(c.layer);
       await this.checkStoreOwner();
       for (;;) {
@@ -449,6 +469,54 @@ export class GlideFs {
       }
       if (this.catalog.flattenCandidates().every((x) => x.layer !== c.layer)) out.merged++;
     }
+    // copy-up: live forks of forks leave sealed layers with two children, which nothing above merges
+    const tried = new Map<number, number>();
+    for (;;) {
+      const c = this.closing ? undefined : this.catalog.deepVolumes(depth).find((x) => (tried.get(x.volume) ?? 0) < 2);
+      if (!c) return out;
+      tried.set(c.volume, (tried.get(c.volume) ?? 0) + 1);
+      await this.checkStoreOwner();
+      await this.copyUp(c.volume, c.top, c.parent, stepRows, opts.onStep, out);
+    }
+  }
+
+  /**
+   * Builds a new sealed layer M with the visible rows of the chain from
+   * `parent` down, `stepRows` block indexes per transaction, then points `top`
+   * at M in one transaction (FORMAT.md, "Layers"). Sealed layers never change,
+   * so writes to the top go on meanwhile; if the chain under the top changed
+   * (a fork sealed it, a delete) M is dropped instead.
+   */
+  private async copyUp(volume: number, top: number, parent: number, stepRows: number, onStep: FlattenOptions['onStep'], out: FlattenResult): Promise<void> {
+    const m = this.catalog.copyUpBegin(this.owner);
+    this.building.add(m);
+    let switched = false;
+    try {
+      let after = -1;
+      for (;;) {
+        const step = this.catalog.copyUpStep(m, parent, after, stepRows);
+        if (step.gone) break;
+        out.rowsCopied += step.rows;
+        after = step.next;
+        if (onStep) await onStep();
+        if (step.done) {
+          const sw = this.catalog.copyUpSwitch(m, volume, top, parent, this.owner);
+          out.deletes += await deleteObjects(this, sw.toDelete, null);
+          switched = sw.switched;
+          break;
+        }
+        await new Promise((r) => setImmediate(r));
+        this.checkOpen();
+        if (this.closing) break;
+      }
+    } finally {
+      this.building.delete(m);
+      if (!switched) {
+        out.abandoned++;
+        out.deletes += await deleteObjects(this, this.catalog.copyUpAbandon(m, this.owner), null);
+      }
+    }
+    if (switched) out.copiedUp++;
   }
 
   /**
@@ -481,7 +549,7 @@ export class GlideFs {
 
   /** Starts a flatten in the background (after a delete or gc); close() waits for it. */
   private flattenSoon(): void {
-    this.flattening = this.flattening.then(() => (this.closed ? undefined : this.flatten())).catch(() => undefined);
+    this.flattening = this.flattening.then(() => (this.closed ? undefined : this.flattenNow({}))).catch(() => undefined);
   }
 
   /** Deletes a volume: releases its refcounts, deletes objects no one references, drops its cache. */
@@ -548,7 +616,9 @@ export class GlideFs {
     const items: GcItem[] = [];
     let failed = 0;
 
-    // 1. Deletes left unfinished by dead processes (released objects: no grace needed).
+    // 1. Deletes left unfinished by dead processes (released objects: no grace needed), after
+    // dropping copy-up layers a dead process left half built (their rows release their objects).
+    if (!dryRun) await deleteObjects(this, this.catalog.dropStaleBuilds(this.owner, this.building), null);
     const stale = dryRun ? this.catalog.staleDeletes() : this.catalog.adoptStale(this.owner);
     const unfinished = await this.deleteExisting(stale, 'unfinished-delete', dryRun, limit);
     failed += unfinished.failed;
@@ -670,6 +740,7 @@ export class GlideFs {
   /** Closes every volume opened through this instance, then the catalog. The store stays open. */
   async close(): Promise<void> {
     if (this.closed) return;
+    this.closing = true;
     await this.flattening;
     if (this.closed) return;
     const errors: unknown[] = [];
