@@ -4,12 +4,16 @@
  * limit + 1 with every volume reading back the same (isolation kept both ways
  * after it), refcounts consistent, gc deleting nothing named and leaving no
  * orphan (also with gc between steps); a fork during the build makes the
- * switch abandon and retry; a half-built layer of a dead process goes at gc.
+ * switch abandon and retry; a half-built layer of a dead process goes at gc;
+ * the store is unchanged by it: a restore rebuilds the old chain, same reads.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { hostname } from 'node:os';
 import { GlideFs } from '../../glidefs/glidefs.js';
+import { restoreCatalog } from '../../glidefs/restore.js';
 import { BLOCK_SIZE } from '../../glidefs/block-key.js';
 import { blockOf, catalogSql, listKeys, makeEnv, type Env } from './helpers.js';
 
@@ -197,5 +201,36 @@ describe('copy-up flatten of live fork chains', () => {
     for (let d = 0; d < LEVELS; d++) await fs.deleteVolume(`v${d}`);
     await fs.flatten();
     expect(await listKeys(env.raw)).toEqual([]);
+  });
+
+  it('the store is unchanged by a copy-up: restore from the store alone rebuilds the deep chain, reading the same; a flatten copies it up again', async () => {
+    env = await makeEnv('memory');
+    const fs = env.fs;
+    const models = await buildChain(fs);
+    expect((await fs.flatten()).copiedUp).toBeGreaterThan(0);
+    for (let d = 0; d < LEVELS; d++) {
+      await put(fs, `v${d}`, [[40 + (d % 8), 600 + d]]);
+      models[d].set(40 + (d % 8), 600 + d);
+      const v = await fs.openVolume(`v${d}`);
+      await v.checkpoint(); // a checkpoint after the switch lies on M's name (= the replaced layer's)
+      await v.close();
+    }
+    await checkReads(fs, models);
+    await fs.close();
+    rmSync(env.catalogPath);
+    rmSync(env.cacheDir, { recursive: true, force: true });
+    const res = await restoreCatalog(env.store, '', join(env.root, 'restored.db'));
+    expect(res.volumes).toHaveLength(LEVELS);
+    const g2 = await GlideFs.open({ store: env.store, catalogPath: join(env.root, 'restored.db'), cacheDir: join(env.root, 'cache-r') });
+    try {
+      await checkReads(g2, models);
+      expect(g2.catalog.layerChain(g2.catalog.volume(`v${LEVELS - 1}`).id).length).toBeGreaterThan(LIMIT + 1); // the old chain
+      expect((await g2.flatten()).copiedUp).toBeGreaterThan(0);
+      for (let d = 0; d < LEVELS; d++) expect(g2.catalog.layerChain(g2.catalog.volume(`v${d}`).id).length).toBeLessThanOrEqual(LIMIT + 1);
+      await checkReads(g2, models);
+      checkCatalog(g2);
+    } finally {
+      await g2.close();
+    }
   });
 });
