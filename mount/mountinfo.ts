@@ -21,13 +21,20 @@
  * child in request_wait_answer (test/mount/stop-hang.test.ts). The worker's
  * own loop does the spawn; the main loop keeps answering the kernel.
  * Each fusermount step is also bounded (FUSERMOUNT_TIMEOUT_MS): a step that
- * hangs is killed and counts as failed (then `-u -z` if `lazy`).
+ * hangs is killed and counts as failed (then `-u -z` if `lazy`). A step also
+ * counts as done once the mount is gone from mountinfo, without waiting for
+ * the child's exit to be reported (a stop was also seen idle in epoll beside
+ * an unreaped, defunct fusermount).
  */
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 /** How long one fusermount step may take before it is killed (and counts as failed). */
 export const FUSERMOUNT_TIMEOUT_MS = 30_000;
+
+/** How often execFileOffThread looks at `doneWhen`, and how long past the child's timeout it waits for the worker. */
+const DONE_POLL_MS = 200;
+const DONE_GRACE_MS = 5_000;
 
 /** The worker: runs one command with execFile on its own event loop, posts the outcome. */
 const RUN_IN_WORKER = `
@@ -42,22 +49,37 @@ execFile(workerData.cmd, workerData.args, { timeout: workerData.timeoutMs, killS
  * execFile(cmd, args) spawned from a worker thread (see the header): resolves
  * on exit 0, rejects with `{ message, stderr }` otherwise (also on timeout).
  */
-export function execFileOffThread(cmd: string, args: string[], timeoutMs = FUSERMOUNT_TIMEOUT_MS): Promise<void> {
+export function execFileOffThread(cmd: string, args: string[], opts: { timeoutMs?: number; doneWhen?: () => boolean } = {}): Promise<void> {
+  const timeoutMs = opts.timeoutMs ?? FUSERMOUNT_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     const w = new Worker(RUN_IN_WORKER, { eval: true, workerData: { cmd, args, timeoutMs } });
     let done = false;
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearInterval(poll);
+      clearTimeout(deadline);
+      if (err) reject(err);
+      else resolve();
+    };
+    // Settled from here too, not only by the child's exit: once the work is
+    // visibly done (doneWhen), or at a deadline of our own should the
+    // child's exit never be reported.
+    const poll = setInterval(() => {
+      if (opts.doneWhen?.()) {
+        finish();
+        void w.terminate();
+      }
+    }, DONE_POLL_MS);
+    const deadline = setTimeout(() => {
+      finish(new Error(`${cmd} ${args.join(' ')}: no answer within ${timeoutMs + DONE_GRACE_MS} ms`));
+      void w.terminate();
+    }, timeoutMs + DONE_GRACE_MS);
     w.once('message', (m: { ok: boolean; message?: string; stderr?: string }) => {
-      done = true;
-      if (m.ok) resolve();
-      else reject(Object.assign(new Error(m.message ?? `${cmd} failed`), { stderr: m.stderr ?? '' }));
+      finish(m.ok ? undefined : Object.assign(new Error(m.message ?? `${cmd} failed`), { stderr: m.stderr ?? '' }));
     });
-    w.once('error', (err) => {
-      done = true;
-      reject(err);
-    });
-    w.once('exit', (code) => {
-      if (!done) reject(new Error(`${cmd}: worker exited (${code}) without an answer`));
-    });
+    w.once('error', (err) => finish(err));
+    w.once('exit', (code) => finish(new Error(`${cmd}: worker exited (${code}) without an answer`)));
   });
 }
 
@@ -108,14 +130,14 @@ export async function isMounted(dir: string): Promise<boolean> {
  */
 export async function unmountPath(dir: string, opts: { lazy?: boolean } = {}): Promise<void> {
   try {
-    await execFileOffThread('fusermount', ['-u', dir]);
+    await execFileOffThread('fusermount', ['-u', dir], { doneWhen: () => !mountAt(dir) });
     return;
   } catch (err) {
     if (!mountAt(dir)) return;
     if (!opts.lazy) throw new Error(`cannot unmount ${dir}: ${firstLine(err)}`);
   }
   try {
-    await execFileOffThread('fusermount', ['-u', '-z', dir]);
+    await execFileOffThread('fusermount', ['-u', '-z', dir], { doneWhen: () => !mountAt(dir) });
   } catch (err) {
     if (!mountAt(dir)) return;
     throw new Error(`cannot unmount ${dir}: ${firstLine(err)}`);

@@ -11,6 +11,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { execFileOffThread } from '../../mount/mountinfo.js';
 import { DeviceDaemon, cleanupUnder, glidekv, kernelUnavailable, killDaemons, mountsUnder, ok, sh, stackEnv } from './device-helpers.js';
 
 const skipReason = kernelUnavailable();
@@ -91,4 +92,23 @@ describe.skipIf(skipReason !== undefined)('device daemon stop never blocks its o
     expect(d.lines.join('\n')).toContain('device v unmounted');
     expect(mountsUnder(root)).toEqual([]);
   }, 120_000);
+});
+
+describe('execFileOffThread (how unmountPath runs fusermount)', () => {
+  it('settles once doneWhen holds, without waiting for the child to exit', async () => {
+    const t0 = Date.now();
+    await execFileOffThread('sleep', ['20'], { doneWhen: () => Date.now() - t0 > 300 });
+    expect(Date.now() - t0).toBeLessThan(5_000);
+  }, 30_000);
+
+  it('a child that runs past its timeout is killed and the step fails', async () => {
+    const t0 = Date.now();
+    await expect(execFileOffThread('sleep', ['20'], { timeoutMs: 300 })).rejects.toThrow();
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  }, 30_000);
+
+  it('a failing command rejects with its stderr; a succeeding one resolves', async () => {
+    await expect(execFileOffThread('sh', ['-c', 'echo no such mount >&2; exit 1'])).rejects.toMatchObject({ stderr: 'no such mount\n' });
+    await execFileOffThread('true', []);
+  }, 30_000);
 });
