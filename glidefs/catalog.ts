@@ -679,20 +679,29 @@ export class Catalog {
   }
 
   /**
-   * One copy-up step: the visible rows below and including `parent` for up to
-   * `limit` block indexes after `after` go into M (holes get no row: M has no
-   * parent), each raising its object's refcount. `gone` when M or `parent` no
+   * One copy-up step: the visible rows below and including `parent` for the
+   * block indexes [lo, lo + limit), lo = the first index after `after` that
+   * any layer of the chain has a row for, go into M (holes get no row: M has
+   * no parent), each raising its object's refcount. Index seeks per layer, so
+   * a step costs its range, not the volume. `gone` when M or `parent` no
    * longer exist (the caller abandons).
    */
   copyUpStep(m: number, parent: number, after: number, limit: number): { next: number; rows: number; done: boolean; gone: boolean } {
     return this.immediate(() => {
       const ok = this.q('SELECT (SELECT sealed FROM layers WHERE id = @m) = 2 AND EXISTS (SELECT 1 FROM layers WHERE id = @p)').pluck().get({ m, p: parent });
       if (!ok) return { next: after, rows: 0, done: true, gone: true };
+      const lo = this.q(
+        `${CHAIN_OF_LAYER} SELECT min((SELECT b.block_index FROM blocks b WHERE b.layer_id = c.id AND b.block_index > @after ORDER BY b.block_index LIMIT 1)) FROM chain c`,
+      )
+        .pluck()
+        .get({ layer: parent, after }) as number | null;
+      if (lo === null) return { next: after, rows: 0, done: true, gone: false };
+      const hi = lo + limit;
       const rows = this.q(
-        `${CHAIN_OF_LAYER} SELECT b.block_index, b.key, min(c.pos) FROM chain c JOIN blocks b ON b.layer_id = c.id WHERE b.block_index > @after GROUP BY b.block_index ORDER BY b.block_index LIMIT @limit`,
+        `${CHAIN_OF_LAYER} SELECT b.block_index, b.key, min(c.pos) FROM chain c CROSS JOIN blocks b ON b.layer_id = c.id AND b.block_index >= @lo AND b.block_index < @hi GROUP BY b.block_index`,
       )
         .raw()
-        .all({ layer: parent, after, limit }) as [number, string, number][];
+        .all({ layer: parent, lo, hi }) as [number, string, number][];
       const set = this.q('INSERT INTO blocks (layer_id, block_index, key) VALUES (?, ?, ?)');
       const ref = this.q('UPDATE objects SET refcount = refcount + 1 WHERE key = ?');
       let n = 0;
@@ -702,8 +711,7 @@ export class Catalog {
         set.run(m, i, k);
         n++;
       }
-      const next = rows.length > 0 ? rows[rows.length - 1][0] : after;
-      return { next, rows: n, done: rows.length < limit, gone: false };
+      return { next: hi - 1, rows: n, done: false, gone: false };
     });
   }
 
