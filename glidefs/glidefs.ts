@@ -356,7 +356,7 @@ export class GlideFs {
       const holder = { token: this.owner.token, host: this.owner.host, pid: this.owner.pid, catalog: this.catalogPath };
       leaseAtCatchUp.set(vol, async () => {
         const countPut = () => this.catalog.addLeasePuts(row.id, 1);
-        const got = await VolumeLease.acquire(this.store, this.prefix, row.uuid, name, holder, this.leaseMs, countPut);
+        const got = await VolumeLease.acquire(this.store, this.prefix, row.uuid, name, holder, this.leaseMs, countPut, this.catalogPath); // takeWriter above: no live writer of this catalog
         held.lease = got.lease;
         got.lease.start((err) => (vol.fenced ??= err));
         return got.takenOver !== null;

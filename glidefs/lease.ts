@@ -78,11 +78,15 @@ export function parseLease(buf: Buffer, key: string): LeaseBody {
 }
 
 /** Why a lease may be taken now, or null when its holder still has it. */
-export function freeReason(b: LeaseBody, now: number, token: string): string | null {
+export function freeReason(b: LeaseBody, now: number, token: string, writerOf?: string): string | null {
   if (b.released) return 'released';
   if (b.holder.token === token) return 'ours';
   if (now >= b.expiresAt) return 'expired';
   if (b.holder.host === hostname() && b.holder.pid !== process.pid && !pidAlive(b.holder.pid)) return 'holder dead';
+  // The caller holds the volume's writer row in catalog `writerOf` (E_LOCKED keeps out every live
+  // writer of that catalog), so a holder of this host and catalog is not writing: a close whose
+  // release did not reach the store, or an instance dropped without close.
+  if (writerOf !== undefined && b.holder.host === hostname() && b.holder.catalog === writerOf) return 'same catalog, not its writer';
   return null;
 }
 
@@ -129,8 +133,10 @@ export class VolumeLease {
 
   /**
    * Takes the lease of volume `uuid` for `holder`: creates it when there is
-   * none, takes it over when it is released, expired, or held by a dead pid
-   * of this host; E_LEASED (naming the holder) when another holder has it.
+   * none, takes it over when it is released, expired, held by a dead pid of
+   * this host, or (`writerOf`: the caller holds the volume's writer row in
+   * that catalog) held through the same catalog on this host; E_LEASED
+   * (naming the holder) when another holder has it.
    */
   static async acquire(
     store: ObjectStore,
@@ -140,6 +146,7 @@ export class VolumeLease {
     holder: LeaseHolder,
     durationMs = DEFAULT_LEASE_MS,
     onPut: () => void = () => undefined,
+    writerOf?: string,
   ): Promise<AcquireResult> {
     checkDuration(durationMs);
     const key = leaseKey(prefix, uuid);
@@ -166,7 +173,7 @@ export class VolumeLease {
         if (!(await store.putIfAbsent(key, bytes))) continue; // another taker was first: look again
       } else {
         prev = parseLease(cur.data, key);
-        const why = freeReason(prev, now, holder.token);
+        const why = freeReason(prev, now, holder.token, writerOf);
         if (why === null) throw leasedError(name, uuid, prev, now);
         onPut();
         if ((await store.putIfMatch(key, bytes, cur.etag)) === null) {
