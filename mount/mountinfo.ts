@@ -36,13 +36,61 @@ export const FUSERMOUNT_TIMEOUT_MS = 30_000;
 const DONE_POLL_MS = 200;
 const DONE_GRACE_MS = 5_000;
 
-/** The worker: runs one command with execFile on its own event loop, posts the outcome. */
+/**
+ * The worker: runs one command on its own event loop, posts the outcome.
+ * libfuse 2.9 opens /dev/fuse without O_CLOEXEC, and Node has no fcntl(), so
+ * a plain spawn hands the FUSE connection to the child: a child stuck on the
+ * mount then keeps the connection alive after the daemon is killed, and only
+ * a fusectl abort frees it. Every fd of this process open without
+ * close-on-exec (its flags in /proc/self/fdinfo) is therefore named in the
+ * child's stdio as /dev/null: libuv dup2()s /dev/null over that number in the
+ * child before the exec, so the child never holds the connection.
+ */
 const RUN_IN_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { execFile } = require('node:child_process');
-execFile(workerData.cmd, workerData.args, { timeout: workerData.timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-  parentPort.postMessage(err ? { ok: false, message: String(err.message), stderr: String(stderr || '') } : { ok: true });
-});
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const O_CLOEXEC = 0o2000000;
+const stdio = ['ignore', 'pipe', 'pipe'];
+let nul;
+for (const name of fs.readdirSync('/proc/self/fd')) {
+  const fd = Number(name);
+  if (!(fd >= 3)) continue;
+  let flags;
+  try {
+    flags = parseInt(/^flags:\\s*([0-7]+)/m.exec(fs.readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1], 8);
+  } catch {
+    continue; // closed meanwhile
+  }
+  if (flags & O_CLOEXEC) continue;
+  if (nul === undefined) nul = fs.openSync('/dev/null', 'r');
+  while (stdio.length < fd) stdio.push('ignore');
+  stdio[fd] = nul;
+}
+let out = '';
+let err = '';
+let timedOut = false;
+let child;
+try {
+  child = spawn(workerData.cmd, workerData.args, { stdio });
+} catch (e) {
+  parentPort.postMessage({ ok: false, message: String(e && e.message), stderr: '' });
+}
+if (child) {
+  if (nul !== undefined) fs.closeSync(nul);
+  const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, workerData.timeoutMs);
+  child.stdout.setEncoding('utf8').on('data', (s) => (out += s));
+  child.stderr.setEncoding('utf8').on('data', (s) => (err += s));
+  child.on('error', (e) => {
+    clearTimeout(timer);
+    parentPort.postMessage({ ok: false, message: String(e.message), stderr: err });
+  });
+  child.on('close', (code, signal) => {
+    clearTimeout(timer);
+    if (code === 0) parentPort.postMessage({ ok: true });
+    else parentPort.postMessage({ ok: false, message: workerData.cmd + ' ' + workerData.args.join(' ') + (timedOut ? ': killed after ' + workerData.timeoutMs + ' ms' : signal ? ': killed by ' + signal : ': exit ' + code), stderr: err });
+  });
+}
 `;
 
 /**

@@ -7,7 +7,7 @@
 // with its own mount point, so the child's exec search looks up DIR/fusermount on the mount before /usr/bin. On the
 // old code the daemon never exits (main thread in a pipe read); with fusermount spawned from a worker thread the main
 // loop answers the lookup (ENOENT), the search goes on and the daemon stops cleanly.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -90,6 +90,39 @@ describe.skipIf(skipReason !== undefined)('device daemon stop never blocks its o
     }
     expect(outcome, d.stderr).toBe(0);
     expect(d.lines.join('\n')).toContain('device v unmounted');
+    expect(mountsUnder(root)).toEqual([]);
+  }, 120_000);
+});
+
+describe.skipIf(skipReason !== undefined)('the FUSE connection is not handed to the daemon\'s children', () => {
+  const root = mkdtempSync(join(tmpdir(), 'glidekv-cloexec-'));
+  const env = stackEnv(root);
+
+  afterAll(async () => {
+    await killDaemons();
+    await cleanupUnder(root);
+    rmSync(root, { recursive: true, force: true });
+  }, 120_000);
+
+  // libfuse 2.9 opens /dev/fuse without O_CLOEXEC: a fusermount child that inherits it and gets stuck keeps the
+  // connection alive after the daemon is killed (notes/s3/stop-hang.md). The fusermount the daemon runs on SIGTERM is
+  // a wrapper (first on PATH) that lists its own open fds, then runs the real one.
+  it('the fusermount child of a stopping device daemon holds no /dev/fuse fd', async () => {
+    await ok(glidekv(['volume', 'create', 'v', '--size', '16M'], env));
+    const dir = join(root, 'dev');
+    const bin = join(root, 'bin');
+    mkdirSync(dir);
+    mkdirSync(bin);
+    const real = (await ok(sh('command -v fusermount'))).trim();
+    const fdsFile = join(root, 'child-fds');
+    writeFileSync(join(bin, 'fusermount'), `#!/bin/sh\nls -l /proc/$$/fd/ > ${fdsFile} 2>&1\nexec ${real} "$@"\n`, { mode: 0o755 });
+    const d = await DeviceDaemon.start('v', dir, { ...env, PATH: `${bin}:${process.env.PATH}` });
+    const own = (await ok(sh(`ls -l /proc/${d.pid}/fd/`))).split('\n').filter((l) => l.includes('/dev/fuse'));
+    expect(own.length, 'the daemon itself holds /dev/fuse (the check below would prove nothing)').toBeGreaterThan(0);
+    expect(await d.stop()).toBe(0);
+    const fds = readFileSync(fdsFile, 'utf8');
+    expect(fds, 'the wrapper ran').toMatch(/ 0 -> /);
+    expect(fds.split('\n').filter((l) => l.includes('/dev/fuse'))).toEqual([]);
     expect(mountsUnder(root)).toEqual([]);
   }, 120_000);
 });
