@@ -115,9 +115,9 @@ export const runOptionsArb: fc.Arbitrary<RunOptions> = fc.record({
   faultSeed: fc.nat(),
   faultProbability: fc.constantFrom(0.1, 0.25, 0.4),
   faultsOn: fc.boolean(),
-  // off until finding 7 of /work/notes/model.md (seed 1028522467: unflushed bytes read back after a machine loss
-  // with the 2 MiB bound, possibly an artefact of two GlideFs generations in one process) is understood
-  smallCache: fc.constant(false),
+  // half the runs: finding 7 of notes/s3/model.md (seed 1028522467) was the model's error, not a bug: the bound's
+  // write-back flush (at half the dirty limit) legally made unflushed bytes durable; the model now allows it (MVol.bg)
+  smallCache: fc.boolean(),
 });
 
 /** Resolves a range against a volume size: [offset, length], length >= 1. */
@@ -175,6 +175,12 @@ interface MVol {
   committed: Buffer[];
   /** A delete of it failed or was cut: its tombstone may be in the store. */
   maybeGone: boolean;
+  /**
+   * Block versions written since the last confirmed flush that a background flush may have made durable (the
+   * cache bound's write-back starts a flush at half the dirty limit: bytes may become durable early, legally).
+   * A restored block must then be its flushed bytes or one of these (per block: a flush takes each block whole).
+   */
+  bg: Map<number, Buffer[]>;
 }
 
 class Model {
@@ -187,6 +193,16 @@ class Model {
   pick(v: number): string | null {
     const n = this.names();
     return n.length === 0 ? null : n[v % n.length];
+  }
+}
+
+/** After an acknowledged write of [off, off+len): the touched blocks' new bytes, if a background flush can run. */
+function noteWrite(mv: MVol, off: number, len: number, bgFlush: boolean): void {
+  if (!bgFlush) return;
+  for (let i = Math.floor(off / BS); i <= Math.floor((off + len - 1) / BS); i++) {
+    const list = mv.bg.get(i) ?? [];
+    addCandidate(list, mv.current.subarray(i * BS, (i + 1) * BS));
+    mv.bg.set(i, list);
   }
 }
 
@@ -425,16 +441,28 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
       if (m.vols.has(name)) continue;
       const maybe = m.maybeVols.get(name);
       if (!maybe) fail(`catalog${restored ? ' (restored)' : ''} holds volume '${name}' that was never created`);
-      m.vols.set(name, { size: info.sizeBytes, snapshot: info.snapshot, current: Buffer.from(maybe![0]), committed: maybe!.map((b) => Buffer.from(b)), maybeGone: false });
+      m.vols.set(name, { size: info.sizeBytes, snapshot: info.snapshot, current: Buffer.from(maybe![0]), committed: maybe!.map((b) => Buffer.from(b)), maybeGone: false, bg: new Map() });
     }
   };
 
   /** Reads a whole volume and resolves its candidates: the bytes must be one of them. */
-  const resolveWhole = async (name: string, mv: MVol, candidates: Buffer[], why: string) => {
+  const resolveWhole = async (name: string, mv: MVol, candidates: Buffer[], why: string, bg?: Map<number, Buffer[]>) => {
     const r = await attempt('open', async () => (await sut.vol(name)).read(0, mv.size), false, name);
     if (!r.ok) return;
     const got = r.value;
-    const match = candidates.find((c) => c.equals(got));
+    let match = candidates.find((c) => c.equals(got));
+    if (!match && bg && bg.size > 0) {
+      // a background flush may have made some written blocks durable: per block, flushed bytes or a written version
+      let ok = true;
+      for (let i = 0; ok && i < mv.size / BS; i++) {
+        const blk = got.subarray(i * BS, (i + 1) * BS);
+        ok = candidates.some((c) => c.subarray(i * BS, (i + 1) * BS).equals(blk)) || (bg.get(i) ?? []).some((x) => x.equals(blk));
+      }
+      if (ok) {
+        match = got;
+        count(`${why.split(' ')[0]} resolved with background-flushed blocks`);
+      }
+    }
     count(`${why.split(' ')[0]} resolved ${candidates.length > 1 ? `1 of ${candidates.length}` : 'exact'}`);
     if (!match) {
       const c0 = candidates[0];
@@ -444,6 +472,7 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
     }
     mv.current = Buffer.from(match!);
     mv.committed = [Buffer.from(match!)];
+    if (bg) mv.bg.clear(); // restored from the store: what it holds is the flushed view now
   };
 
   const checkStoreAgainstCatalog = async (when: string) => {
@@ -468,7 +497,7 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
           const name = `v${step}`;
           const size = c.blocks * BS;
           const r = await attempt('create', () => sut.fs.createVolume(name, size));
-          if (r.ok) m.vols.set(name, { size, snapshot: false, current: Buffer.alloc(size), committed: [Buffer.alloc(size)], maybeGone: false });
+          if (r.ok) m.vols.set(name, { size, snapshot: false, current: Buffer.alloc(size), committed: [Buffer.alloc(size)], maybeGone: false, bg: new Map() });
           else {
             m.maybeVols.set(name, [Buffer.alloc(size)]);
             reconcile(false);
@@ -490,7 +519,10 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
             break;
           }
           const r = await attempt('write', () => vol.value.write(off, data), false, name);
-          if (r.ok) data.copy(mv.current, off);
+          if (r.ok) {
+            data.copy(mv.current, off);
+            noteWrite(mv, off, len, opts.smallCache);
+          }
           break;
         }
 
@@ -522,6 +554,7 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
           const r = await attempt('flush', () => vol.value.flush(), false, name);
           if (r.ok) {
             mv.committed = [Buffer.from(mv.current)];
+            mv.bg.clear();
             if (!mv.snapshot) mv.maybeGone = false; // a writable open caught up: no tombstone past the catalog
           } else addCandidate(mv.committed, mv.current);
           break;
@@ -551,7 +584,8 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
           const r = await attempt('fork', () => (c.snapshot ? sut.fs.snapshot(src, dst) : sut.fs.fork(src, dst)));
           if (r.ok) {
             mv.committed = [Buffer.from(mv.current)]; // fork flushed its source
-            m.vols.set(dst, { size: mv.size, snapshot: c.snapshot, current: Buffer.from(mv.current), committed: [Buffer.from(mv.current)], maybeGone: false });
+            mv.bg.clear();
+            m.vols.set(dst, { size: mv.size, snapshot: c.snapshot, current: Buffer.from(mv.current), committed: [Buffer.from(mv.current)], maybeGone: false, bg: new Map() });
           } else {
             addCandidate(mv.committed, mv.current);
             m.maybeVols.set(dst, [Buffer.from(mv.current)]);
@@ -650,11 +684,16 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
                 const [off, len] = resolveRange(c.r, mv.size);
                 const data = fillBytes(c.fill, len, mv.current);
                 const vol = await attempt('open', () => sut.vol(name), false, name);
-                if (vol.ok && (await attempt('write', () => vol.value.write(off, data))).ok) data.copy(mv.current, off);
+                if (vol.ok && (await attempt('write', () => vol.value.write(off, data))).ok) {
+                  data.copy(mv.current, off);
+                  noteWrite(mv, off, len, opts.smallCache);
+                }
               }
               const r = await crashWhile('flush', async () => (await sut.vol(name)).flush(), name);
-              if (r.ok && !cut) mv.committed = [Buffer.from(mv.current)];
-              else addCandidate(mv.committed, mv.current);
+              if (r.ok && !cut) {
+                mv.committed = [Buffer.from(mv.current)];
+                mv.bg.clear();
+              } else addCandidate(mv.committed, mv.current);
             } else if (c.op === 'checkpoint') {
               await crashWhile('checkpoint', async () => (await sut.vol(name)).checkpoint(), name);
             } else if (c.op === 'fork' && m.vols.size < 6) {
@@ -662,7 +701,7 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
               const dst = newName;
               const r = await crashWhile('fork', () => sut.fs.fork(name, dst));
               addCandidate(mv.committed, mv.current);
-              if (r.ok && !cut) m.vols.set(dst, { size: mv.size, snapshot: false, current: Buffer.from(mv.current), committed: [Buffer.from(mv.current)], maybeGone: false });
+              if (r.ok && !cut) m.vols.set(dst, { size: mv.size, snapshot: false, current: Buffer.from(mv.current), committed: [Buffer.from(mv.current)], maybeGone: false, bg: new Map() });
               else m.maybeVols.set(dst, [Buffer.from(mv.current)]);
             } else if (c.op === 'delete') {
               const closed = await attempt('close volume', () => sut.closeVol(name));
@@ -678,7 +717,7 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
               const dst = newName;
               const size = (1 + (c.after % 3)) * BS;
               const r = await crashWhile('create', () => sut.fs.createVolume(dst, size));
-              if (r.ok && !cut) m.vols.set(dst, { size, snapshot: false, current: Buffer.alloc(size), committed: [Buffer.alloc(size)], maybeGone: false });
+              if (r.ok && !cut) m.vols.set(dst, { size, snapshot: false, current: Buffer.alloc(size), committed: [Buffer.alloc(size)], maybeGone: false, bg: new Map() });
               else m.maybeVols.set(dst, [Buffer.alloc(size)]);
             } else {
               sut.proc.crashNow(() => sut.snapshotForCrash());
@@ -705,7 +744,7 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
           try {
             await sut.loseMachine();
             reconcile(true);
-            for (const [vn, mv] of m.vols) await resolveWhole(vn, mv, mv.committed, 'after machine loss (restore from the store)');
+            for (const [vn, mv] of m.vols) await resolveWhole(vn, mv, mv.committed, 'after machine loss (restore from the store)', mv.bg);
             for (const mv of m.vols.values()) mv.maybeGone = false;
             m.maybeVols.clear();
           } finally {
