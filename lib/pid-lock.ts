@@ -153,7 +153,12 @@ export class PidLock {
       for (;;) {
         try {
           await io.link(tmp, file);
-          await io.fsyncDir(dir);
+          // the lock is ours from here: a failure before we hand it out must not leave it held
+          // by this (live) process, or no open in this process could ever take it again
+          await io.fsyncDir(dir).catch(async (err) => {
+            await io.unlink(file).catch(() => {});
+            throw err;
+          });
           await removeLeftovers(io, file).catch(() => {});
           return new PidLock(io, file, content);
         } catch (err) {
