@@ -31,7 +31,7 @@ import { segmentName } from './segment.js';
 import { scanRecords } from './recovery.js';
 import { WatchHub, type Subscription, type WatchEvent } from './watch.js';
 import { reclaimNamespace, type ReclaimHost } from './reclaim.js';
-import { NS_DIR, rebuildBlobRefs, recoverDirectory, TRASH_DIR, type OpenHost } from './engine-open.js';
+import { NS_DIR, rebuildBlobRefs, recoverDirectory, TRASH_DIR, validateEngineOptions, type OpenHost } from './engine-open.js';
 import { BlobStore } from './blob-store.js';
 import { blobIoFromFileIo } from './blob-io.js';
 import { BlobSeparator, type ValueSeparator } from './value-separator.js';
@@ -58,6 +58,12 @@ export interface EngineOptions {
   reclaimDeadRatio?: number;
   /** ... and its dead bytes pass this. Default 1 MiB. */
   reclaimMinBytes?: number;
+  /**
+   * Reclaim policy (FORMAT.md "Reclaim policy"): a segment is reclaimed (its live records
+   * copied) only when its garbage is at least this fraction of its bytes; mostly-live segments
+   * stay where they are. Default 0.5; 0 = every segment at every reclaim.
+   */
+  reclaimSegmentDeadRatio?: number;
   /** Read descriptors kept open (LRU). Default 256. */
   maxOpenFiles?: number;
   /** Total watch subscriptions. Default 10000. */
@@ -145,7 +151,11 @@ export interface Engine {
   watch(ns: string, sel: { key: KeyInput } | { prefix: KeyInput }, opts?: { fromRevision?: number }):
     AsyncIterable<WatchEvent> & { close(): void };
   sync(): Promise<void>;
-  reclaim(): Promise<{ relocatedBytes: number; segmentsRemoved: number; durationMs: number }>;
+  /**
+   * Reclaims every namespace under the reclaim policy (segments with enough garbage);
+   * `full: true` reclaims every segment (the log then holds live records only).
+   */
+  reclaim(opts?: { full?: boolean }): Promise<{ relocatedBytes: number; segmentsRemoved: number; durationMs: number }>;
   /** Makes every acknowledged write durable, then removes orphan blobs (unreferenced, unpinned). */
   gc(): Promise<{ orphansSwept: number }>;
   stats(): EngineStats;
@@ -207,6 +217,7 @@ export class KvEngine implements Engine {
   readonly segmentMaxBytes: number;
   readonly reclaimDeadRatio: number;
   readonly reclaimMinBytes: number;
+  readonly reclaimSegmentDeadRatio: number;
   readonly syncIoMaxBytes: number;
   readonly fds: FdCache;
   /** Segment blocks for small gets (null: readCacheBytes 0). */
@@ -238,6 +249,7 @@ export class KvEngine implements Engine {
   reclaimFailures = 0;
 
   constructor(dir: string, opts: EngineOptions) {
+    validateEngineOptions(dir, opts); // E_INVALID_ARGUMENT before anything is touched
     this.dir = path.resolve(dir);
     this.io = opts.io ?? nodeFileIo;
     this.syncMode = opts.sync ?? 'batch';
@@ -250,6 +262,10 @@ export class KvEngine implements Engine {
     this.segmentMaxBytes = Math.min(Math.max(opts.segmentMaxBytes ?? 64 * 1024 * 1024, 128), 0x7fff_ffff);
     this.reclaimDeadRatio = opts.reclaimDeadRatio ?? 0.5;
     this.reclaimMinBytes = opts.reclaimMinBytes ?? 1024 * 1024;
+    this.reclaimSegmentDeadRatio = opts.reclaimSegmentDeadRatio ?? 0.5;
+    if (!(this.reclaimSegmentDeadRatio >= 0 && this.reclaimSegmentDeadRatio <= 1)) {
+      throw new KvError('E_INVALID_ARGUMENT', 'reclaimSegmentDeadRatio must be a number from 0 to 1');
+    }
     this.syncIoMaxBytes = opts.syncIoMaxBytes ?? 65536;
     this.fds = new FdCache(this.io, Math.max(1, opts.maxOpenFiles ?? 256));
     const rcBytes = opts.readCacheBytes ?? 32 * 1024 * 1024;
@@ -278,6 +294,7 @@ export class KvEngine implements Engine {
     const meta = this.meta;
     this.reclaimHost = {
       io: this.io, fds: this.fds, segmentMaxBytes: this.segmentMaxBytes,
+      policy: { segmentDeadRatio: this.reclaimSegmentDeadRatio, logDeadRatio: this.reclaimDeadRatio, logMinBytes: this.reclaimMinBytes },
       get revision() { return log.revision; },
       get writtenRevision() { return log.writtenRevision; },
       barrier: (fn) => log.barrier(fn),
@@ -1004,10 +1021,10 @@ export class KvEngine implements Engine {
   }
 
   /** Reclaims one namespace (serialized with other reclaims). */
-  reclaimOne(st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
+  reclaimOne(st: NsState, opts: { full?: boolean } = {}): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
     const run = this.reclaimChain.catch(() => {}).then(async () => {
       if (st.dropped || this.closed) return { relocatedBytes: 0, segmentsRemoved: 0 };
-      const p = reclaimNamespace(this.reclaimHost, st);
+      const p = reclaimNamespace(this.reclaimHost, st, opts);
       st.reclaiming = p;
       try {
         return await p; // (reclaimNamespace counts compactionBytes and reclaims)
@@ -1021,13 +1038,13 @@ export class KvEngine implements Engine {
     return run;
   }
 
-  async reclaim(): Promise<{ relocatedBytes: number; segmentsRemoved: number; durationMs: number }> {
+  async reclaim(opts: { full?: boolean } = {}): Promise<{ relocatedBytes: number; segmentsRemoved: number; durationMs: number }> {
     this.checkWritable();
     const t0 = performance.now();
     let relocatedBytes = 0;
     let segmentsRemoved = 0;
     for (const st of [...this.namespaces.values()]) {
-      const r = await this.reclaimOne(st);
+      const r = await this.reclaimOne(st, opts);
       relocatedBytes += r.relocatedBytes;
       segmentsRemoved += r.segmentsRemoved;
     }

@@ -1,34 +1,53 @@
 /**
- * Reclaim (compaction) of one namespace. See FORMAT.md.
+ * Reclaim (compaction) of one namespace. See FORMAT.md ("Reclaim").
  *
+ * 0. The policy (chooseVictims, inside the writer barrier): a segment is a VICTIM when its
+ *    garbage (bytes of records that are neither live in the keydir nor a tombstone reclaim
+ *    kept) is at least `segmentDeadRatio` of its bytes. The active segment is a candidate
+ *    too (it is sealed first when chosen). If the garbage left in the kept segments would
+ *    still pass the whole-log bound (`logDeadRatio` of the namespace's bytes and at least
+ *    `logMinBytes`, the automatic-reclaim trigger), every segment is a victim (a full
+ *    reclaim). `full` (and segmentDeadRatio 0) makes every segment a victim, as before the
+ *    policy. No victim: nothing is sealed, written or removed.
  * 1. Inside the writer (a barrier: every write enqueued before it is written and
  *    acknowledged, later writers wait in the queue — they are not failed): seal the
- *    active segment (footer, fsync) and start a new one. All other segments are "old".
- * 2. Outside the writer (writers run again, into the new active segment): copy every
- *    live record of the old segments, byte for byte (same revision; a pointer record
+ *    active segment (footer, fsync) and start a new one, when it is a victim.
+ * 2. Outside the writer (writers run again, into the active segment): copy every
+ *    live record of the victims, byte for byte (same revision; a pointer record
  *    stays a 16-byte pointer) except that a batch record loses its BATCH flag (crc
  *    recomputed): its batch was committed, and a copy has no COMMIT next to it, so a scan
  *    of the copy (a damaged footer) must count it on its own, into new segments. After each chunk is written, keydir
- *    entries that still point at the copied record are switched to the copy.
+ *    entries that still point at the copied record are switched to the copy. In a partial
+ *    reclaim (some segment is kept), a victim's tombstone (listed in its footer) whose key
+ *    is not live is copied too: a kept segment may hold an older put of that key.
  * 3. Footer + fsync each new segment, fsync the directory.
  * 4. Write meta.json (through the engine's MetaStore, src/meta.ts): the revision high-water mark, the
- *    counters (compactionBytes, reclaims), compacted[ns] = the last revision
- *    in the old segments (watch replay from at or below it is now E_COMPACTED), and
- *    obsolete[ns] = the old segment ids (recovery deletes them first if we crash in 5).
- * 5. Only then delete the old segments and fsync the directory.
- * A crash anywhere leaves the old segments, or the copies, or both: recovery keeps the
- * highest revision per key, so nothing is lost and nothing resurrects (tombstones are
- * dropped only together with every older segment).
+ *    counters (compactionBytes, reclaims), compacted[ns] = the revision written when the
+ *    victims were chosen (watch replay from at or below it is now E_COMPACTED), and
+ *    obsolete[ns] = the victims' ids (recovery deletes them first if we crash in 5).
+ * 5. Only then delete the victims and fsync the directory.
+ * A crash anywhere leaves the victims, or the copies, or both: recovery keeps the
+ * highest revision per key, so nothing is lost and nothing resurrects (a tombstone is
+ * dropped only when its key is live again or every segment is a victim).
  */
 import { KvError } from './errors.js';
 import { readFully, writeFully } from './file-io.js';
-import { decodeRecord, RecordView, unbatchRecord } from './record.js';
-import { FooterBuilder, segmentName } from './segment.js';
+import { decodeRecord, RecordView, unbatchRecord, T_DEL, T_PUT } from './record.js';
+import { FooterBuilder, parseTrailer, readFooterBody, segmentName, TRAILER_SIZE } from './segment.js';
 import { KF_POINTER } from './keydir.js';
-import { T_PUT } from './record.js';
 import type { NsState, SegInfo } from './ns-state.js';
 import type { FileIo } from './file-io.js';
 import type { FdCache } from './fd-cache.js';
+
+/** Which segments a reclaim copies (FORMAT.md "Reclaim policy"). */
+export interface ReclaimPolicy {
+  /** A segment is reclaimed when its garbage is at least this fraction of its bytes. 0 = every segment. */
+  readonly segmentDeadRatio: number;
+  /** Whole-log bound: garbage left above this fraction of the namespace's bytes ... */
+  readonly logDeadRatio: number;
+  /** ... and above this many bytes makes the reclaim a full one. */
+  readonly logMinBytes: number;
+}
 
 /** What reclaim sees of its engine: the log writer's barrier and roll, the file-id counter, the meta store. */
 export interface ReclaimHost {
@@ -36,6 +55,8 @@ export interface ReclaimHost {
   readonly fds: FdCache;
   /** A new segment is started past this size. */
   readonly segmentMaxBytes: number;
+  /** Which segments to reclaim. */
+  readonly policy: ReclaimPolicy;
   /** The last revision handed out (a sealed copy's footer high-water mark). */
   readonly revision: number;
   /** The highest revision applied to a keydir (read inside a barrier: everything before it). */
@@ -54,39 +75,145 @@ export interface ReclaimHost {
   obsoleteRemoved(ns: string): void;
 }
 
+export interface ReclaimResult {
+  relocatedBytes: number;
+  segmentsRemoved: number;
+  /** Segments left in place by the policy (mostly live). */
+  segmentsKept: number;
+  /** Tombstones copied because a kept segment may hold an older put of their key. */
+  tombstonesKept: number;
+  full: boolean;
+}
+
 const CHUNK = 4 * 1024 * 1024;
+
+/**
+ * Bytes of tombstones that a partial reclaim copied into a segment (they are needed, so the
+ * policy does not count them as garbage). In memory only: after a restart they count as
+ * garbage again, which costs at most one more copy of them.
+ */
+const keptTombstoneBytes = new WeakMap<SegInfo, number>();
+
+export interface SegmentUse {
+  id: number;
+  size: number;
+  /** Bytes of live records (keydir) and of kept tombstones in it. */
+  live: number;
+  active: boolean;
+}
+
+/**
+ * The policy, pure: the ids of the segments to reclaim and whether that is every segment.
+ * `deadBytes`/`totalBytes` are the namespace's (NsState), garbage and kept tombstones included.
+ */
+export function chooseVictims(segs: SegmentUse[], deadBytes: number, totalBytes: number, p: ReclaimPolicy, full: boolean):
+  { victims: number[]; full: boolean } {
+  const all = segs.filter((s) => s.size > 0 || !s.active).map((s) => s.id);
+  if (full || p.segmentDeadRatio <= 0) return { victims: all, full: true };
+  const victims: number[] = [];
+  let freed = 0;
+  for (const s of segs) {
+    const garbage = s.size - s.live;
+    if (s.size > 0 && garbage > 0 && garbage >= p.segmentDeadRatio * s.size) {
+      victims.push(s.id);
+      freed += garbage;
+    } else if (s.size === 0 && !s.active) {
+      victims.push(s.id); // an empty sealed segment (no records): nothing to copy, a file to drop
+    }
+  }
+  // the whole-log bound: what the kept segments leave must not trigger reclaim again
+  const left = deadBytes - freed;
+  if (left >= p.logMinBytes && left > p.logDeadRatio * (totalBytes - freed)) return { victims: all, full: true };
+  return { victims, full: false };
+}
 
 interface Out {
   seg: SegInfo;
   fd: number;
   fb: FooterBuilder;
+  tombBytes: number;
 }
 
 /** Reclaims one namespace; every failure is a KvError (an errno error becomes E_IO naming the namespace). */
-export async function reclaimNamespace(eng: ReclaimHost, st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
+export async function reclaimNamespace(eng: ReclaimHost, st: NsState, opts: { full?: boolean } = {}): Promise<ReclaimResult> {
   try {
-    return await reclaimInner(eng, st);
+    return await reclaimInner(eng, st, opts.full === true);
   } catch (err) {
     if (err instanceof KvError) throw err;
     throw new KvError('E_IO', `reclaim of namespace ${JSON.stringify(st.name)} failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
   }
 }
 
-async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedBytes: number; segmentsRemoved: number }> {
+/** The tombstones listed in a sealed segment's footer: [offset, record length] pairs; null = no valid footer. */
+async function footerTombstones(eng: ReclaimHost, seg: SegInfo): Promise<number[] | null> {
+  const fd = await eng.fds.openWithRetry(seg.path, 'r');
+  try {
+    const fileSize = await eng.io.fstatSize(fd);
+    if (fileSize < seg.size + TRAILER_SIZE) return null;
+    const t = Buffer.allocUnsafe(TRAILER_SIZE);
+    if ((await readFully(eng.io, fd, t, 0, TRAILER_SIZE, fileSize - TRAILER_SIZE)) !== TRAILER_SIZE) return null;
+    const tr = parseTrailer(t, fileSize, seg.id);
+    if (tr === null || tr.dataEnd !== seg.size) return null;
+    const body = Buffer.allocUnsafe(tr.bodyLen);
+    if ((await readFully(eng.io, fd, body, 0, tr.bodyLen, tr.dataEnd)) !== tr.bodyLen) return null;
+    const out: number[] = [];
+    const ok = readFooterBody(body, t, tr.entries, (e) => {
+      if (e.type === T_DEL) out.push(e.offset);
+    });
+    return ok ? out : null;
+  } finally {
+    await eng.io.close(fd);
+  }
+}
+
+/** Offsets of every tombstone record in buf[0, size) (a scan: the footer is damaged). */
+function scanTombstones(buf: Buffer, size: number, seg: SegInfo, ns: string): number[] {
+  const v = new RecordView();
+  const out: number[] = [];
+  for (let off = 0; off < size; off += v.len) {
+    if (!decodeRecord(buf, off, size, v)) {
+      throw new KvError('E_CORRUPT', `${ns}: record at ${segmentName(seg.id)}:${off} failed its checksum (footer damaged too); reclaim stopped`);
+    }
+    if (v.type === T_DEL) out.push(off);
+  }
+  return out;
+}
+
+async function reclaimInner(eng: ReclaimHost, st: NsState, forceFull: boolean): Promise<ReclaimResult> {
   const io = eng.io;
+  const k = st.keydir;
   const sealed = await eng.barrier(async () => {
-    if (st.dropped || st.active === null) return { oldIds: [] as number[], sealRev: 0 };
-    await eng.roll(st);
-    const activeId = st.active!.seg.id;
-    return { oldIds: [...st.segments.keys()].filter((id) => id !== activeId).sort((a, b) => a - b), sealRev: eng.writtenRevision };
+    if (st.dropped || st.active === null) return { oldIds: [] as number[], sealRev: 0, full: true, kept: 0 };
+    const activeId = st.active.seg.id;
+    const live = new Map<number, number>();
+    for (let e = 0, n = k.entryLimit; e < n; e++) {
+      if (!k.isLive(e)) continue;
+      const f = k.fileId[e];
+      live.set(f, (live.get(f) ?? 0) + st.entryRecordSize(e));
+    }
+    const use: SegmentUse[] = [];
+    for (const s of st.segments.values()) {
+      use.push({ id: s.id, size: s.size, live: (live.get(s.id) ?? 0) + (keptTombstoneBytes.get(s) ?? 0), active: s.id === activeId });
+    }
+    const choice = chooseVictims(use, st.deadBytes, st.totalBytes, eng.policy, forceFull);
+    const victims = new Set(choice.victims);
+    if (choice.full || victims.has(activeId)) {
+      await eng.roll(st);
+      victims.add(activeId);
+    }
+    const newActive = st.active!.seg.id;
+    victims.delete(newActive);
+    const oldIds = [...victims].filter((id) => st.segments.has(id)).sort((a, b) => a - b);
+    return { oldIds, sealRev: eng.writtenRevision, full: choice.full, kept: st.segments.size - oldIds.length - 1 };
   });
   const oldIds = sealed.oldIds;
   if (oldIds.length === 0) {
     eng.countReclaim();
-    return { relocatedBytes: 0, segmentsRemoved: 0 };
+    return { relocatedBytes: 0, segmentsRemoved: 0, segmentsKept: Math.max(0, sealed.kept), tombstonesKept: 0, full: sealed.full };
   }
   const old = new Set(oldIds);
-  const k = st.keydir;
+  // a tombstone may go only when no segment outside the victims can hold an older put of its key
+  const keepTombstones = !sealed.full;
 
   // live entries in old segments, grouped by segment, in file order
   const bySeg = new Map<number, number[]>();
@@ -98,6 +225,7 @@ async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedB
   }
 
   let relocated = 0;
+  let tombstonesKept = 0;
   let out: Out | null = null;
   let chunk = Buffer.allocUnsafe(CHUNK);
   let chunkLen = 0;
@@ -105,6 +233,8 @@ async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedB
   let moves: number[] = [];
   const outs: Out[] = [];
   const v = new RecordView();
+  // the newest tombstone per key among the victims: key (latin1) -> [victim id, offset, revision]
+  const tombs = new Map<string, [number, number, number]>();
 
   const flushChunk = async (): Promise<void> => {
     if (out === null || chunkLen === 0) return;
@@ -128,6 +258,7 @@ async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedB
     await writeFully(io, out.fd, footer, 0, footer.length, out.seg.size);
     await io.fsync(out.fd);
     out.seg.sealed = true;
+    if (out.tombBytes > 0) keptTombstoneBytes.set(out.seg, out.tombBytes);
     await io.close(out.fd);
     out = null;
   };
@@ -135,16 +266,25 @@ async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedB
     const id = eng.allocFileId();
     const seg = st.addSegment(id, 0, false);
     const fd = await eng.fds.openWithRetry(seg.path, 'wx');
-    const o: Out = { seg, fd, fb: new FooterBuilder() };
+    const o: Out = { seg, fd, fb: new FooterBuilder(), tombBytes: 0 };
     outs.push(o);
     return o;
   };
+  /** Room for a record of len bytes in the current output (a new segment past segmentMaxBytes). */
+  const room = async (len: number): Promise<void> => {
+    if (out === null || (out.seg.size + chunkLen > 0 && out.seg.size + chunkLen + len > eng.segmentMaxBytes)) {
+      await finishOut();
+      out = await startOut();
+    }
+  };
 
   try {
+    const bufs = new Map<number, Buffer>();
     for (const id of oldIds) {
-      const entries = bySeg.get(id);
-      if (entries === undefined) continue;
+      const entries = bySeg.get(id) ?? [];
       const seg = st.segments.get(id)!;
+      const fromFooter = keepTombstones ? await footerTombstones(eng, seg) : [];
+      if (entries.length === 0 && fromFooter !== null && fromFooter.length === 0) continue;
       entries.sort((a, b) => k.offset[a] - k.offset[b]);
       const fd = await eng.fds.openWithRetry(seg.path, 'r');
       let buf: Buffer;
@@ -155,6 +295,17 @@ async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedB
       } finally {
         await io.close(fd);
       }
+      if (keepTombstones) {
+        for (const off of fromFooter ?? scanTombstones(buf, seg.size, seg, st.name)) {
+          if (!decodeRecord(buf, off, seg.size, v) || v.type !== T_DEL) {
+            throw new KvError('E_CORRUPT', `${st.name}: tombstone at ${segmentName(id)}:${off} failed its checksum; reclaim stopped`);
+          }
+          const key = buf.toString('latin1', v.keyOff, v.keyOff + v.keyLen);
+          const had = tombs.get(key);
+          if (had === undefined || had[2] < v.revision) tombs.set(key, [id, off, v.revision]);
+        }
+        if (tombs.size > 0) bufs.set(id, buf);
+      }
       for (const e of entries) {
         if (!k.isLive(e) || k.fileId[e] !== id) continue; // changed while we read
         const off = k.offset[e];
@@ -162,10 +313,7 @@ async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedB
         if (!decodeRecord(buf, off, off + len, v) || v.revision !== k.revOf(e) || v.type !== T_PUT) {
           throw new KvError('E_CORRUPT', `${st.name}: record at ${segmentName(id)}:${off} failed its checksum; reclaim stopped`);
         }
-        if (out === null || (out.seg.size + chunkLen > 0 && out.seg.size + chunkLen + len > eng.segmentMaxBytes)) {
-          await finishOut();
-          out = await startOut();
-        }
+        await room(len);
         if (!k.isLive(e) || k.fileId[e] !== id || k.offset[e] !== off) continue; // changed during the await
         if (chunkLen + len > chunk.length) {
           await flushChunk();
@@ -182,6 +330,28 @@ async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedB
         o.fb.add(T_PUT, k.flags[e] & KF_POINTER, k.keyView(e), newOff, k.vsize[e], k.revOf(e), k.mtimeOf(e), k.pointerHash(e));
       }
     }
+    // tombstones of keys not live now (a live key's record is newer than any tombstone of it)
+    for (const [key, [id, off]] of tombs) {
+      const kb = Buffer.from(key, 'latin1');
+      const e = k.find(kb);
+      if (e >= 0 && k.isLive(e)) continue;
+      const buf = bufs.get(id)!;
+      if (!decodeRecord(buf, off, st.segments.get(id)!.size, v)) throw new KvError('E_CORRUPT', `${st.name}: tombstone at ${segmentName(id)}:${off} changed`);
+      const len = v.len;
+      await room(len);
+      if (chunkLen + len > chunk.length) {
+        await flushChunk();
+        if (len > chunk.length) chunk = Buffer.allocUnsafe(len);
+      }
+      const o: Out = out!;
+      const newOff = o.seg.size + chunkLen;
+      buf.copy(chunk, chunkLen, off, off + len);
+      unbatchRecord(chunk, chunkLen, len);
+      chunkLen += len;
+      o.fb.add(T_DEL, 0, kb, newOff, 0, v.revision, v.mtime);
+      o.tombBytes += len;
+      tombstonesKept++;
+    }
     await finishOut();
     if (outs.length > 0) await io.fsyncDir(st.dir);
   } catch (err) {
@@ -191,9 +361,9 @@ async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedB
     throw err;
   }
 
-  // history at or below sealRev is gone once the old segments are; the old segments are
+  // history at or below sealRev is gone once the victims are; the victims are
   // doomed as a set: a crash between two unlinks must not leave an old record whose tombstone
-  // (in another old segment) is already gone — recovery deletes them all
+  // (in another victim) is already gone — recovery deletes them all
   st.compactedThrough = await eng.recordReclaim(st.name, sealed.sealRev, oldIds.filter((id) => st.segments.has(id)), relocated);
 
   let removed = 0;
@@ -212,5 +382,5 @@ async function reclaimInner(eng: ReclaimHost, st: NsState): Promise<{ relocatedB
   // and ids are never reused within a process, while open clears the list)
   eng.obsoleteRemoved(st.name);
   st.recount();
-  return { relocatedBytes: relocated, segmentsRemoved: removed };
+  return { relocatedBytes: relocated, segmentsRemoved: removed, segmentsKept: Math.max(0, sealed.kept), tombstonesKept, full: sealed.full };
 }

@@ -68,16 +68,16 @@ it('concurrent reclaims, drops, creates and puts: meta writes never overlap, not
     for (let i = 0; i < 20; i++) await e.put(i % 2 ? 'n1' : 'n2', `k${i % 9}`, `r${round}-${i}-${'y'.repeat(i * 3)}`);
     // the race forced: the drops start while reclaim's meta write (outside the writer) is under way
     const opened = io.nextMetaOpen();
-    const first = e.reclaim();
+    const first = e.reclaim({ full: true });
     await opened;
     const results = await Promise.allSettled([
       first,
       e.dropNamespace('d1', { force: true }),
-      e.reclaim(),
+      e.reclaim({ full: true }),
       e.dropNamespace('d2', { force: true }),
       e.put('n1', 'p', `round ${round}`),
       e.dropNamespace('d3', { force: true }),
-      e.reclaim(),
+      e.reclaim({ full: true }),
     ]);
     for (const r of results) {
       if (r.status === 'rejected') expect.fail(`failed: ${(r.reason as Error)?.stack ?? r.reason}`);

@@ -74,7 +74,7 @@ it('reclaim under concurrent writers loses no acknowledged write; writers wait, 
   };
   await check(e);
   const before = e.stats();
-  await e.reclaim();
+  await e.reclaim({ full: true });
   const after = e.stats();
   expect(after.deadBytes).toBe(0);
   expect(after.liveBytes).toBe(before.liveBytes);
@@ -129,7 +129,7 @@ it('a crash in the middle of reclaim (old and new segments both on disk) loses a
   for (let i = 0; i < 100; i++) await e.put('n', `k${i % 25}`, `v${i}`);
   for (let i = 0; i < 25; i += 5) await e.delete('n', `k${i}`);
   const oldSegs = segFiles(dir, 'n');
-  await e.reclaim();
+  await e.reclaim({ full: true });
   await e.close();
   // put the old segments back next to the copies: as if the crash came before their deletion
   rmDir(snap);
@@ -178,7 +178,7 @@ describe('a damaged footer on a segment written by reclaim (issue 9 item 4)', ()
     await e.batch('n', [{ type: 'put', key: 'b4', value: 'four' }, { type: 'delete', key: 'u1' }]);
     want.set('b4', 'four').delete('u1');
     await put('last', 'unbatched, after the batches');
-    await e.reclaim();
+    await e.reclaim({ full: true });
     await e.close();
     return want;
   }

@@ -261,7 +261,7 @@ it('a replay during a reclaim, with originals and copies both present, yields ea
     }
     return fsyncDir0(d);
   };
-  const reclaim = e.reclaim();
+  const reclaim = e.reclaim({ full: true });
   await hit;
   expect(segFiles(dir, 'n').length).toBe(3); // old, new active, copy
   expect(segFiles(dir, 'n')).toContain(oldSeg);
