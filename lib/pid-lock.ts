@@ -124,6 +124,15 @@ function parsePid(text: string): number {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * The lock files this process holds now (resolved paths). A lock file naming this process's
+ * pid that is not in here is stale: a release whose unlink failed (EIO) left it. Without this
+ * set such a file could never be taken again while the process lives.
+ */
+const heldHere = new Set<string>();
+/** The break locks this process is holding now (same idea). */
+const breakingHere = new Set<string>();
+
 export class PidLock {
   private released = false;
 
@@ -155,7 +164,9 @@ export class PidLock {
           await io.link(tmp, file);
           // the lock is ours from here: a failure before we hand it out must not leave it held
           // by this (live) process, or no open in this process could ever take it again
+          heldHere.add(path.resolve(file));
           await io.fsyncDir(dir).catch(async (err) => {
+            heldHere.delete(path.resolve(file));
             await io.unlink(file).catch(() => {});
             throw err;
           });
@@ -167,7 +178,7 @@ export class PidLock {
         const text = await readOrNull(io, file);
         if (text !== null) {
           const pid = parsePid(text);
-          if (pid === process.pid || pidAlive(pid)) throw held(pid);
+          if (pid === process.pid ? heldHere.has(path.resolve(file)) : pidAlive(pid)) throw held(pid);
           const outcome = await breakStale(io, file, tmp, text);
           if (outcome === 'wait') {
             if (Date.now() > deadline) throw held(null);
@@ -185,6 +196,7 @@ export class PidLock {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
+    heldHere.delete(path.resolve(this.file));
     const text = await readOrNull(this.io, this.file).catch(() => null);
     if (text === this.content) await this.io.unlink(this.file).catch(() => {});
   }
@@ -193,6 +205,7 @@ export class PidLock {
   releaseSync(): void {
     if (this.released) return;
     this.released = true;
+    heldHere.delete(path.resolve(this.file));
     try {
       if (fs.readFileSync(this.file, 'utf8') === this.content) fs.unlinkSync(this.file);
     } catch {
@@ -214,13 +227,14 @@ async function breakStale(io: PidLockIo, file: string, tmp: string, stale: strin
     try {
       await io.link(tmp, candidate);
       brk = candidate;
+      breakingHere.add(path.resolve(candidate));
     } catch (err) {
       if (!isCode(err, 'EEXIST')) throw err;
       const text = await readOrNull(io, candidate);
       if (text === null) return 'retry';
       const pid = parsePid(text);
-      if (pid === process.pid || pidAlive(pid)) return 'wait';
-      // dead breaker: step over it
+      if (pid === process.pid ? breakingHere.has(path.resolve(candidate)) : pidAlive(pid)) return 'wait';
+      // dead breaker (or one of ours whose unlink failed): step over it
     }
   }
   if (brk === null) throw Object.assign(new Error(`${file}: ${MAX_BREAK_LEVELS} dead break locks`), { code: 'EDEADLK' });
@@ -233,6 +247,7 @@ async function breakStale(io: PidLockIo, file: string, tmp: string, stale: strin
       await io.fsyncDir(path.dirname(file));
     }
   } finally {
+    breakingHere.delete(path.resolve(brk));
     await io.unlink(brk).catch(() => {});
   }
   return 'retry';

@@ -63,7 +63,8 @@ it('waits for a live breaker, then gives up with pid null', async () => {
   const file = path.join(root, 'wait', 'lock');
   mkdirSync(path.dirname(file));
   writeFileSync(file, `${deadPid()}\n`);
-  writeFileSync(`${file}.break.0`, `${process.pid}\n`); // a live breaker that never finishes
+  // a live breaker (another live process: this process's own pid in a break lock it does not hold is a stale one) that never finishes
+  writeFileSync(`${file}.break.0`, `${process.ppid}\n`);
   const err = await PidLock.acquire(file, { waitMs: 300 }).catch((e) => e);
   expect(err).toBeInstanceOf(LockHeldError);
   expect(err.pid).toBe(null);
