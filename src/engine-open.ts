@@ -16,6 +16,7 @@
  * See FORMAT.md, "Recovery".
  */
 import path from 'node:path';
+import { KvError } from './errors.js';
 import type { FileIo } from './file-io.js';
 import type { FdCache } from './fd-cache.js';
 import type { MetaStore } from './meta.js';
@@ -160,4 +161,52 @@ export async function rebuildBlobRefs(io: FileIo, namespaces: Iterable<NsState>,
     }
   }
   await separator.rebuild(hashes);
+}
+
+/**
+ * Checks open()'s directory and options before anything is touched: a wrong type or range is
+ * E_INVALID_ARGUMENT naming the option (an option left undefined or null takes its default).
+ * Without this a NaN silently disabled a bound (NaN segment size: no segment ever rolled;
+ * NaN maxWatchers / watchQueueMax / maxOpenFiles: unbounded).
+ */
+export function validateEngineOptions(dir: unknown, opts: unknown): void {
+  if (typeof dir !== 'string' || dir.length === 0 || dir.includes('\0')) {
+    throw new KvError('E_INVALID_ARGUMENT', 'the data directory must be a non-empty path string');
+  }
+  if (opts === undefined || opts === null) return;
+  if (typeof opts !== 'object') throw new KvError('E_INVALID_ARGUMENT', 'options must be an object');
+  const o = opts as Record<string, unknown>;
+  const num = (name: string, min: number, opt: { int?: boolean; max?: number; infinite?: boolean } = {}) => {
+    const v = o[name];
+    if (v === undefined || v === null) return;
+    const ok = typeof v === 'number' && !Number.isNaN(v) && v >= min && v <= (opt.max ?? Infinity) &&
+      (Number.isFinite(v) ? opt.int !== true || Number.isInteger(v) : opt.infinite === true);
+    if (!ok) {
+      throw new KvError('E_INVALID_ARGUMENT', `option ${name} must be ${opt.int ? 'an integer' : 'a number'} ` +
+        `>= ${min}${opt.max !== undefined ? ` and <= ${opt.max}` : ''} (got ${typeof v === 'number' ? v : typeof v})`);
+    }
+  };
+  num('valueThreshold', 0, { int: true });
+  num('maxValueBytes', 0, { int: true });
+  num('maxNamespaces', 1, { int: true });
+  num('segmentMaxBytes', 1, { int: true });
+  num('reclaimDeadRatio', 0, { max: 1 });
+  num('reclaimMinBytes', 0, { infinite: true });
+  num('maxOpenFiles', 1, { int: true });
+  num('maxWatchers', 0, { int: true });
+  num('watchQueueMax', 1, { int: true });
+  num('syncIoMaxBytes', 0, { int: true });
+  num('readCacheBytes', 0, { int: true });
+  const fnObj = (name: string, fns: string[]) => {
+    const v = o[name];
+    if (v === undefined || v === null) return;
+    if (typeof v !== 'object' || fns.some((f) => typeof (v as Record<string, unknown>)[f] !== 'function')) {
+      throw new KvError('E_INVALID_ARGUMENT', `option ${name} must be an object with ${fns.join(', ')}`);
+    }
+  };
+  fnObj('io', ['open', 'read', 'write', 'fsync', 'close', 'mkdir']);
+  fnObj('valueSeparator', ['store', 'appended', 'failed', 'dropped', 'beforeSync', 'afterSync', 'read', 'rebuild']);
+  if (o.onWarning !== undefined && o.onWarning !== null && typeof o.onWarning !== 'function') {
+    throw new KvError('E_INVALID_ARGUMENT', 'option onWarning must be a function');
+  }
 }

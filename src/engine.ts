@@ -31,7 +31,7 @@ import { segmentName } from './segment.js';
 import { scanRecords } from './recovery.js';
 import { WatchHub, type Subscription, type WatchEvent } from './watch.js';
 import { reclaimNamespace, type ReclaimHost } from './reclaim.js';
-import { NS_DIR, rebuildBlobRefs, recoverDirectory, TRASH_DIR, type OpenHost } from './engine-open.js';
+import { NS_DIR, rebuildBlobRefs, recoverDirectory, TRASH_DIR, validateEngineOptions, type OpenHost } from './engine-open.js';
 import { BlobStore } from './blob-store.js';
 import { blobIoFromFileIo } from './blob-io.js';
 import { BlobSeparator, type ValueSeparator } from './value-separator.js';
@@ -249,6 +249,7 @@ export class KvEngine implements Engine {
   reclaimFailures = 0;
 
   constructor(dir: string, opts: EngineOptions) {
+    validateEngineOptions(dir, opts); // E_INVALID_ARGUMENT before anything is touched
     this.dir = path.resolve(dir);
     this.io = opts.io ?? nodeFileIo;
     this.syncMode = opts.sync ?? 'batch';
