@@ -388,6 +388,8 @@ async function checkReplay(m: M, e: Eng, ns: string, nsm: NsM, pick: number, wha
       nsm.keys.set(hex(SENTINEL), { value: Buffer.from(tag), rev: sentinelRev });
       nsm.history.push({ type: 'put', key: SENTINEL, rev: sentinelRev, value: Buffer.from(tag) });
     }
+    // a resumed watch replays this sentinel too
+    const sentinelEv: Ev | null = sentinelRev > 0 ? { type: 'put', key: SENTINEL, rev: sentinelRev, value: Buffer.from(tag) } : null;
     for (const ev of events) {
       if (ev.revision < from) fail(`${what}: watch from ${from} yielded ${brief(ev)}`);
       const k = known[wi];
@@ -405,7 +407,15 @@ async function checkReplay(m: M, e: Eng, ns: string, nsm: NsM, pick: number, wha
       fail(`${what}: watch ${ns} from ${from}: got ${brief(ev)}, expected ${k ? brief(k) : 'nothing'} ` +
         `(history from ${from}: ${want.map(brief).join('; ')})`);
     }
-    if (err === null) break;
+    if (sentinelEv !== null) known.push(sentinelEv);
+    if (err === null) {
+      // the collection ended at this round's sentinel: everything known before it was seen
+      if (sentinelEv === null || wi !== known.length - 1) {
+        fail(`${what}: watch ${ns} from ${from}: missing events ${known.slice(wi, known.length - 1).map(brief).join('; ')}`);
+      }
+      wi = known.length;
+      break;
+    }
     if (err.code !== 'E_COMPACTED') fail(`${what}: watch ${ns} from ${from} ended with ${err.message}`);
     const c = err.compactRevision ?? -1;
     if (c <= from) fail(`${what}: ${err.message} with compactRevision ${c} <= fromRevision ${from}`);
