@@ -410,7 +410,7 @@ export class KvEngine implements Engine {
   private async closeInternal(): Promise<void> {
     try {
       await this.reclaimChain.catch(() => {});
-      if (this.log.poisoned === null) await this.barrier(async () => this.log.syncAndCollect()).catch(() => {});
+      if (this.log.poisoned === null) await this.barrier(async () => this.log.closeTails()).catch(() => {});
       await this.log.drained();
     } finally {
       this.closed = true;

@@ -22,7 +22,7 @@ import type { FdCache } from './fd-cache.js';
 import { KvError } from './errors.js';
 import { fnv1a as fnv } from '../lib/hash.js';
 import { KF_POINTER } from './keydir.js';
-import type { NsState } from './ns-state.js';
+import type { ActiveSeg, NsState } from './ns-state.js';
 import { encodeRecord, F_POINTER, T_COMMIT, T_DEL, T_PUT } from './record.js';
 import { FooterBuilder } from './segment.js';
 import { addKeydirEntries, writeFooter } from './recovery.js';
@@ -54,6 +54,25 @@ export interface LogHost {
 }
 
 const STRIPES = 4096;
+
+/**
+ * Preallocated tail (sync 'always'/'batch'; FORMAT.md "Preallocated tail"): the active segment
+ * is kept written with zeros ahead of its records, so the fsync (fdatasync) of an append that
+ * lands there writes the data block only: the file size, and so the inode, does not change.
+ * The tail grows by TAIL_MIN, doubling per extension up to TAIL_MAX, when less than TAIL_LOW
+ * bytes of it are left; a roll and a close cut it off.
+ */
+const TAIL_MIN = 64 * 1024;
+const TAIL_MAX = 1024 * 1024;
+const TAIL_LOW = 16 * 1024;
+const ZEROS = Buffer.alloc(TAIL_MAX);
+
+interface Tail {
+  /** File size: the zero-filled bytes are [seg.size, end). */
+  end: number;
+  /** The next extension's size (0 = a write of zeros failed: no more for this segment). */
+  chunk: number;
+}
 
 export const enum OpKind { Put, Del, Batch, Barrier }
 
@@ -113,6 +132,9 @@ export class LogWriter {
   private readonly syncMode: SyncMode;
   private readonly segmentMaxBytes: number;
   private readonly syncIoMaxBytes: number;
+  /** Keep a zero-filled tail ahead of the active segments' records (not with sync 'none'). */
+  private readonly preallocate: boolean;
+  private readonly tails = new WeakMap<ActiveSeg, Tail>();
   private queue: Op[] = [];
   private writerRunning = false;
   private poisonErr: KvError | null = null;
@@ -127,6 +149,7 @@ export class LogWriter {
     this.syncMode = host.syncMode;
     this.segmentMaxBytes = host.segmentMaxBytes;
     this.syncIoMaxBytes = host.syncIoMaxBytes;
+    this.preallocate = host.syncMode !== 'none';
   }
 
   /** Starts the counters at what recovery found (open). */
@@ -422,6 +445,59 @@ export class LogWriter {
     act.seg.size += len;
     st.totalBytes += len;
     st.stagingLen = 0;
+    if (this.preallocate) await this.extendTail(act);
+  }
+
+  /**
+   * Writes zeros ahead of the active segment's records when less than TAIL_LOW bytes of its
+   * zero-filled tail are left (never past segmentMaxBytes, where it rolls). Best effort: a
+   * failed write of zeros (ENOSPC) only stops preallocating this segment; the records are
+   * unaffected (bytes past seg.size are never read as records).
+   */
+  private async extendTail(act: ActiveSeg): Promise<void> {
+    const size = act.seg.size;
+    let t = this.tails.get(act);
+    if (t === undefined) this.tails.set(act, (t = { end: size, chunk: TAIL_MIN }));
+    if (t.chunk === 0 || t.end - size >= TAIL_LOW) return;
+    const from = Math.max(t.end, size);
+    const to = Math.min(from + t.chunk, this.segmentMaxBytes);
+    if (to <= from) return;
+    try {
+      if (this.io.writeSync !== undefined && to - from <= this.syncIoMaxBytes) {
+        for (let o = from; o < to;) {
+          const w = this.io.writeSync(act.fd, ZEROS, 0, to - o, o);
+          if (w <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
+          o += w;
+        }
+      } else {
+        await writeFully(this.io, act.fd, ZEROS, 0, to - from, from);
+      }
+      t.end = to;
+      t.chunk = Math.min(t.chunk * 2, TAIL_MAX);
+    } catch {
+      t.chunk = 0; // the file may hold some zeros past t.end: cut with the rest (cutTail)
+      t.end = Math.max(t.end, to);
+    }
+  }
+
+  /** Cuts the zero-filled tail of a namespace's active segment (before its footer, and on close). */
+  private async cutTail(act: ActiveSeg): Promise<void> {
+    const t = this.tails.get(act);
+    if (t === undefined) return;
+    this.tails.delete(act);
+    if (t.end > act.seg.size) await this.io.ftruncate(act.fd, act.seg.size);
+  }
+
+  /**
+   * Inside the writer (close): cuts the zero-filled tail of every active segment and fsyncs
+   * them, so a closed data directory holds records (and footers) only.
+   */
+  async closeTails(): Promise<void> {
+    for (const st of this.host.namespaces.values()) {
+      // a tail left in place is harmless (recovery cuts it): the fsync below matters more
+      if (st.active !== null) await this.cutTail(st.active).catch(() => {});
+    }
+    await this.syncAndCollect();
   }
 
   /**
@@ -502,6 +578,7 @@ export class LogWriter {
     if (act.seg.size === 0) return;
     try {
       addKeydirEntries(st, act.seg.id, act.footer);
+      await this.cutTail(act); // the footer ends the file
       await writeFooter(this.io, act.fd, act.seg, act.footer, this.revision);
       this.fsyncs++;
       await this.io.close(act.fd).catch(() => {});

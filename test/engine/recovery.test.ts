@@ -63,8 +63,9 @@ async function buildLog(dir: string, segmentMaxBytes?: number) {
     const rev = await run(e, op);
     applyModel(model, op);
     states.push(new Map(model));
-    const segs = segFiles(dir, 'n');
-    sizes.push(fs.statSync(path.join(dir, 'ns', 'n', segs[segs.length - 1])).size);
+    // where the records end (not the file size: the active segment has a zero-filled tail while
+    // open, see FORMAT.md "Preallocated tail"; close cuts it)
+    sizes.push(e.namespaces.get('n')!.active!.seg.size);
     revs.push(rev ?? revs[revs.length - 1]);
   }
   await e.close();
