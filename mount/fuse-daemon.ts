@@ -23,7 +23,16 @@
  * The process exits explicitly: fuse-native keeps a libuv handle that would
  * hold the event loop open after the unmount.
  */
+import { closeSync, openSync } from 'node:fs';
 import { mountAt } from './mountinfo.js';
+
+/**
+ * File descriptors held back while the daemon serves and given up when it
+ * stops: a daemon that reached its open-file limit (ulimit -n; its operations
+ * then fail with EMFILE) can still start the unmount (a worker thread, a
+ * fusermount child and its pipes) and its last flush.
+ */
+const RESERVE_FDS = 16;
 
 export type MaintenanceSignal = 'SIGUSR1' | 'SIGUSR2';
 
@@ -84,9 +93,12 @@ export async function runDaemon(start: (ctx: DaemonContext) => Promise<DaemonHan
     if (watcher) clearInterval(watcher);
     process.exit(code);
   };
+  let reserve: number[] = [];
   const stop = (why: string) => {
     stopRequested = true;
     if (!handle) return;
+    for (const fd of reserve) closeSync(fd);
+    reserve = [];
     const maintenance = busy.then(
       () => undefined,
       () => undefined,
@@ -144,6 +156,11 @@ export async function runDaemon(start: (ctx: DaemonContext) => Promise<DaemonHan
     return new Promise<never>(() => {});
   }
   if (!handle) exit(0);
+  try {
+    for (let i = 0; i < RESERVE_FDS; i++) reserve.push(openSync('/dev/null', 'r'));
+  } catch {
+    // already short of fds: serve without a reserve
+  }
   started();
   const h = handle!;
   if (stopRequested) {
@@ -153,7 +170,16 @@ export async function runDaemon(start: (ctx: DaemonContext) => Promise<DaemonHan
     if (h.mountpoint) {
       const mnt = h.mountpoint;
       watcher = setInterval(() => {
-        if (!stopping && !mountAt(mnt)) stop('the mount went away');
+        if (stopping) return;
+        let gone: boolean;
+        try {
+          gone = !mountAt(mnt);
+        } catch {
+          // mountinfo unreadable right now (EMFILE at the open-file limit): no answer, not "gone";
+          // an exception here would end the daemon and take its mount away.
+          return;
+        }
+        if (gone) stop('the mount went away');
       }, opts.watchMs ?? 1000);
     }
   }

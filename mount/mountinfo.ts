@@ -41,10 +41,12 @@ const DONE_GRACE_MS = 5_000;
  * libfuse 2.9 opens /dev/fuse without O_CLOEXEC, and Node has no fcntl(), so
  * a plain spawn hands the FUSE connection to the child: a child stuck on the
  * mount then keeps the connection alive after the daemon is killed, and only
- * a fusectl abort frees it. Every fd of this process open without
- * close-on-exec (its flags in /proc/self/fdinfo) is therefore named in the
- * child's stdio as /dev/null: libuv dup2()s /dev/null over that number in the
- * child before the exec, so the child never holds the connection.
+ * a fusectl abort frees it. Each fd of this process on /dev/fuse that is open
+ * without close-on-exec (its flags in /proc/self/fdinfo) is therefore named
+ * in the child's stdio as /dev/null: libuv dup2()s /dev/null over that number
+ * in the child before the exec, so the child never holds the connection.
+ * Should that spawn fail (libuv moves fds above the stdio count, EINVAL at the
+ * open-file limit), the command is spawned the plain way.
  */
 const RUN_IN_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -53,33 +55,39 @@ const fs = require('node:fs');
 const O_CLOEXEC = 0o2000000;
 const stdio = ['ignore', 'pipe', 'pipe'];
 let nul;
-for (const name of fs.readdirSync('/proc/self/fd')) {
-  const fd = Number(name);
-  if (!(fd >= 3)) continue;
-  let flags;
-  try {
-    flags = parseInt(/^flags:\\s*([0-7]+)/m.exec(fs.readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1], 8);
-  } catch {
-    continue; // closed meanwhile
+try {
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    if (!(fd >= 3)) continue;
+    try {
+      if (fs.readlinkSync('/proc/self/fd/' + fd) !== '/dev/fuse') continue;
+      const flags = parseInt(/^flags:\\s*([0-7]+)/m.exec(fs.readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1], 8);
+      if (flags & O_CLOEXEC) continue;
+    } catch {
+      continue; // closed meanwhile
+    }
+    if (nul === undefined) nul = fs.openSync('/dev/null', 'r');
+    while (stdio.length < fd) stdio.push('ignore');
+    stdio[fd] = nul;
   }
-  if (flags & O_CLOEXEC) continue;
-  if (nul === undefined) nul = fs.openSync('/dev/null', 'r');
-  while (stdio.length < fd) stdio.push('ignore');
-  stdio[fd] = nul;
+} catch {
+  // no /proc or no fd left: the plain way
 }
-let out = '';
 let err = '';
 let timedOut = false;
 let child;
-try {
-  child = spawn(workerData.cmd, workerData.args, { stdio });
-} catch (e) {
-  parentPort.postMessage({ ok: false, message: String(e && e.message), stderr: '' });
+for (const io of stdio.length > 3 ? [stdio, 'pipe'] : ['pipe']) {
+  try {
+    child = spawn(workerData.cmd, workerData.args, { stdio: io });
+    break;
+  } catch (e) {
+    if (io === 'pipe') parentPort.postMessage({ ok: false, message: String(e && e.message), stderr: '' });
+  }
 }
+if (nul !== undefined) fs.closeSync(nul);
 if (child) {
-  if (nul !== undefined) fs.closeSync(nul);
   const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, workerData.timeoutMs);
-  child.stdout.setEncoding('utf8').on('data', (s) => (out += s));
+  child.stdout.resume();
   child.stderr.setEncoding('utf8').on('data', (s) => (err += s));
   child.on('error', (e) => {
     clearTimeout(timer);
