@@ -50,6 +50,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { fsyncDirSync, writeAllSync } from '../lib/fsync.js';
 import { GlideFsError } from './errors.js';
 import { lockHolder as pidLockHolder, PidLock } from '../lib/pid-lock.js';
@@ -59,21 +60,65 @@ export const STATE_CLEAN = 1;
 export const STATE_DIRTY = 2;
 
 /*
- * slot table (`slots`), format version 2
- * ┌──────────────────┬─────────────┬───────────────┬───────────────┬────────────────┬──────────┐
- * │ magic "GLFSSLOT" │ version u32 │ slotCount u32 │ blockSize u32 │ blockCount u32 │ 8 zeros  │
- * └──────────────────┴─────────────┴───────────────┴───────────────┴────────────────┴──────────┘
- * then slotCount entries of 8 bytes: block index + 1 (u32 LE, 0 = free) | state u8 | 3 zeros
+ * slot table (`slots`), format version 3 (FORMAT.md, "Cache")
+ * header, 64 bytes:
+ * ┌──────────────────┬─────────────┬───────────────┬───────────────┬────────────────┬──────────────┬───────────┬───────────┐
+ * │ magic "GLFSSLOT" │ version u32 │ slotCount u32 │ blockSize u32 │ blockCount u32 │ boot id      │ 20 zeros  │ CRC-32    │
+ * │ 8                │ LE, = 3     │ LE (N)        │ LE            │ LE             │ 16 (0 = ?)   │           │ of 0..59  │
+ * └──────────────────┴─────────────┴───────────────┴───────────────┴────────────────┴──────────────┴───────────┴───────────┘
+ * then N entries of 8 bytes: block index + 1 (u32 LE, 0 = free) | state u8 | check u24 LE
+ *   state: 0 free, 1 clean, 2 dirty, 3 dirty + synced (its bytes were fdatasync'd after the slot got the block)
+ *   check: CRC-32 of (slot u32 LE, block index + 1 u32 LE, state u8), low 24 bits — free entries too
+ * The file is exactly 64 + 8*N bytes.
  *
- * Format version 1 (before the bound) was `state` (magic "GLFSCST1", one byte
- * per block) + `data` (sparse, as large as the volume); it is migrated at open.
+ * Format version 2 (32-byte header with 8 zeros, entries with 3 zero bytes,
+ * no check, no boot id) and version 1 (`state` + sparse `data`) are migrated
+ * at open.
  */
 const SLOTS_MAGIC = Buffer.from('GLFSSLOT', 'latin1');
 const V1_MAGIC = Buffer.from('GLFSCST1', 'latin1');
-export const CACHE_FORMAT_VERSION = 2;
-export const SLOTS_HEADER = 32;
+export const CACHE_FORMAT_VERSION = 3;
+export const SLOTS_HEADER = 64;
 export const SLOT_ENTRY = 8;
+const V2_HEADER = 32;
 const V1_HEADER = 16;
+/** Byte offset of the boot id in the format-3 header, and of the header's CRC-32. */
+export const HEADER_BOOT_ID = 24;
+export const HEADER_CRC = 60;
+/** Internal slot state: dirty, and its bytes are on the local disk (fdatasync'd after the slot got the block). */
+export const STATE_DIRTY_SYNCED = 3;
+const NO_BOOT = Buffer.alloc(16);
+
+let bootIdCache: Buffer | null | undefined;
+/**
+ * This machine's boot id (/proc/sys/kernel/random/boot_id, 16 bytes), or
+ * null where there is none: then a flush syncs the cache before its log PUT
+ * (as format 2 did) and dirty entries are always trusted.
+ */
+export function currentBootId(): Buffer | null {
+  if (bootIdCache !== undefined) return bootIdCache;
+  try {
+    const hex = readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim().replace(/-/g, '');
+    bootIdCache = /^[0-9a-f]{32}$/i.test(hex) ? Buffer.from(hex, 'hex') : null;
+  } catch {
+    bootIdCache = null;
+  }
+  return bootIdCache;
+}
+
+const crcScratch = Buffer.alloc(9);
+/** The check of slot entry s: low 24 bits of CRC-32(slot, block + 1, state). */
+export function entryCheck(s: number, blockPlus1: number, state: number): number {
+  crcScratch.writeUInt32LE(s, 0);
+  crcScratch.writeUInt32LE(blockPlus1, 4);
+  crcScratch[8] = state;
+  return crc32(crcScratch) & 0xffffff;
+}
+
+/** The CRC-32 the format-3 header carries at HEADER_CRC (over bytes 0..59). */
+export function headerCheck(h: Uint8Array): number {
+  return crc32(h.subarray(0, HEADER_CRC));
+}
 
 /**
  * The largest volume: 8 TiB. Not because of the cache any more (its files are
@@ -125,13 +170,15 @@ export function defaultCacheSize(dir: string, blockSize = 131072): number {
   return Math.max(MIN_CACHE_BYTES, Math.floor(want / blockSize) * blockSize);
 }
 
-function encodeHeader(slotCount: number, blockSize: number, blockCount: number): Buffer {
+function encodeHeader(slotCount: number, blockSize: number, blockCount: number, bootId: Buffer): Buffer {
   const h = Buffer.alloc(SLOTS_HEADER);
   SLOTS_MAGIC.copy(h, 0);
   h.writeUInt32LE(CACHE_FORMAT_VERSION, 8);
   h.writeUInt32LE(slotCount, 12);
   h.writeUInt32LE(blockSize, 16);
   h.writeUInt32LE(blockCount, 20);
+  bootId.copy(h, HEADER_BOOT_ID);
+  h.writeUInt32LE(headerCheck(h), HEADER_CRC);
   return h;
 }
 
@@ -141,42 +188,110 @@ interface SlotTable {
   blockCount: number;
   /** per slot: block index + 1, 0 = free */
   blocks: Uint32Array;
+  /** per slot: 0 free, 1 clean, 2 dirty, 3 dirty + synced */
   states: Uint8Array;
+  /** the boot the table was last opened in (16 zero bytes: unknown) */
+  bootId: Buffer;
+  /** the format version read (a table of another version is rewritten at open) */
+  version: number;
+}
+
+function corruptEntry(path: string, s: number, what: string): GlideFsError {
+  return GlideFsError.CORRUPT(
+    `cache slot table ${path}: slot ${s} ${what}; the unflushed writes held in this cache cannot be trusted ` +
+      `(remove the directory to open the volume from the store: writes not yet flushed to it are lost)`,
+  );
 }
 
 function decodeTable(raw: Buffer, path: string): SlotTable {
-  if (raw.length < SLOTS_HEADER || !raw.subarray(0, 8).equals(SLOTS_MAGIC)) {
+  if (raw.length < 12 || !raw.subarray(0, 8).equals(SLOTS_MAGIC)) {
     throw GlideFsError.CORRUPT(`cache slot table ${path} has no valid header`);
   }
   const version = raw.readUInt32LE(8);
   if (version > CACHE_FORMAT_VERSION) {
     throw GlideFsError.VERSION(`cache slot table ${path} has format version ${version}; this glidekv reads up to version ${CACHE_FORMAT_VERSION}`);
   }
+  if (version === 2) return decodeV2(raw, path);
   if (version !== CACHE_FORMAT_VERSION) throw GlideFsError.CORRUPT(`cache slot table ${path} has unknown format version ${version}`);
+  if (raw.length < SLOTS_HEADER || raw.readUInt32LE(HEADER_CRC) !== headerCheck(raw) || !raw.subarray(40, HEADER_CRC).equals(Buffer.alloc(HEADER_CRC - 40))) {
+    throw GlideFsError.CORRUPT(`cache slot table ${path}: its header fails its check`);
+  }
   const slotCount = raw.readUInt32LE(12);
-  if (raw.length < SLOTS_HEADER + slotCount * SLOT_ENTRY) {
-    throw GlideFsError.CORRUPT(`cache slot table ${path} is cut short (${raw.length} bytes for ${slotCount} slots)`);
+  if (raw.length !== SLOTS_HEADER + slotCount * SLOT_ENTRY) {
+    throw GlideFsError.CORRUPT(`cache slot table ${path} has ${raw.length} bytes, not ${SLOTS_HEADER + slotCount * SLOT_ENTRY} for ${slotCount} slots`);
   }
   const blocks = new Uint32Array(slotCount);
   const states = new Uint8Array(slotCount);
   for (let s = 0; s < slotCount; s++) {
     const o = SLOTS_HEADER + s * SLOT_ENTRY;
-    blocks[s] = raw.readUInt32LE(o);
-    states[s] = raw[o + 4];
+    const b = raw.readUInt32LE(o);
+    const st = raw[o + 4];
+    if ((raw[o + 5] | (raw[o + 6] << 8) | (raw[o + 7] << 16)) !== entryCheck(s, b, st)) {
+      throw corruptEntry(path, s, `fails its check (block field ${b}, state ${st})`);
+    }
+    if (st > STATE_DIRTY_SYNCED || (b === 0) !== (st === 0)) throw corruptEntry(path, s, `has block field ${b} with state ${st}`);
+    blocks[s] = b;
+    states[s] = st;
   }
-  return { slotCount, blockSize: raw.readUInt32LE(16), blockCount: raw.readUInt32LE(20), blocks, states };
+  return {
+    slotCount,
+    blockSize: raw.readUInt32LE(16),
+    blockCount: raw.readUInt32LE(20),
+    blocks,
+    states,
+    bootId: Buffer.from(raw.subarray(HEADER_BOOT_ID, HEADER_BOOT_ID + 16)),
+    version,
+  };
+}
+
+/**
+ * Format 2 (no checks): exactly 32 + 8*N bytes with its zero bytes zero, or
+ * E_CORRUPT. Its dirty entries become dirty + synced: format 2 synced the
+ * cache before every flush's PUT and trusted dirty entries after any restart,
+ * so they keep that trust; its unknown states are dropped by sanitize.
+ */
+function decodeV2(raw: Buffer, path: string): SlotTable {
+  if (raw.length < V2_HEADER) throw GlideFsError.CORRUPT(`cache slot table ${path} (format 2) has no valid header`);
+  const slotCount = raw.readUInt32LE(12);
+  if (raw.length !== V2_HEADER + slotCount * SLOT_ENTRY || raw.readUInt32LE(24) !== 0 || raw.readUInt32LE(28) !== 0) {
+    throw GlideFsError.CORRUPT(`cache slot table ${path} (format 2) is damaged (${raw.length} bytes for ${slotCount} slots)`);
+  }
+  const blocks = new Uint32Array(slotCount);
+  const states = new Uint8Array(slotCount);
+  for (let s = 0; s < slotCount; s++) {
+    const o = V2_HEADER + s * SLOT_ENTRY;
+    if (raw[o + 5] !== 0 || raw[o + 6] !== 0 || raw[o + 7] !== 0) throw corruptEntry(path, s, '(format 2) has non-zero reserved bytes');
+    blocks[s] = raw.readUInt32LE(o);
+    const st = raw[o + 4];
+    states[s] = st === STATE_DIRTY ? STATE_DIRTY_SYNCED : st === STATE_DIRTY_SYNCED ? 0xff : st;
+  }
+  return { slotCount, blockSize: raw.readUInt32LE(16), blockCount: raw.readUInt32LE(20), blocks, states, bootId: NO_BOOT, version: 2 };
 }
 
 function encodeTable(t: SlotTable): Buffer {
   const buf = Buffer.alloc(SLOTS_HEADER + t.slotCount * SLOT_ENTRY);
-  encodeHeader(t.slotCount, t.blockSize, t.blockCount).copy(buf, 0);
+  encodeHeader(t.slotCount, t.blockSize, t.blockCount, t.bootId).copy(buf, 0);
   for (let s = 0; s < t.slotCount; s++) {
-    if (t.blocks[s] === 0) continue;
     const o = SLOTS_HEADER + s * SLOT_ENTRY;
-    buf.writeUInt32LE(t.blocks[s], o);
-    buf[o + 4] = t.states[s];
+    const b = t.states[s] === 0 ? 0 : t.blocks[s];
+    const st = b === 0 ? 0 : t.states[s];
+    buf.writeUInt32LE(b, o);
+    buf[o + 4] = st;
+    buf.writeUIntLE(entryCheck(s, b, st), o + 5, 3);
   }
   return buf;
+}
+
+/**
+ * Told the path of `blocks` or `slots` each time this module has made it
+ * durable (fdatasync, or the atomic rename of a new table): crash tests use
+ * it to keep the image a power cut would leave. Null (the default) in use.
+ */
+export const cacheSyncObserver: { onSync: ((path: string) => void) | null } = { onSync: null };
+
+function fdatasyncPath(fd: number, path: string): void {
+  fdatasyncSync(fd);
+  cacheSyncObserver.onSync?.(path);
 }
 
 /** Writes `buf` to `path` atomically: temp file, fdatasync, rename, fsync of the directory. */
@@ -191,6 +306,7 @@ function writeAtomic(dir: string, name: string, buf: Buffer): void {
   }
   renameSync(tmp, join(dir, name));
   fsyncDirSync(dir);
+  cacheSyncObserver.onSync?.(join(dir, name));
 }
 
 function preadFull(fd: number, target: Uint8Array, off: number, len: number, pos: number, what: string): void {
@@ -214,6 +330,9 @@ export function volumeCacheDir(cacheDir: string, uuid: string): string {
 export interface CacheCounters {
   /** Clean blocks evicted to make room. */
   evictions: number;
+  /** fdatasyncs of `blocks` and of `slots` since open (the flush path should do none: FORMAT.md, "Dirty-set durability"). */
+  dataSyncs: number;
+  tableSyncs: number;
 }
 
 export class VolumeCache {
@@ -223,8 +342,16 @@ export class VolumeCache {
   readonly slotCount: number;
   /** Dirty blocks allowed before writers wait for a flush (dirtyLimitFor). */
   readonly dirtyLimit: number;
-  readonly counters: CacheCounters = { evictions: 0 };
-  /** per slot: block index + 1 (0 = free) and state (0 while a slot is being filled) */
+  readonly counters: CacheCounters = { evictions: 0, dataSyncs: 0, tableSyncs: 0 };
+  /**
+   * Dirty entries dropped at this open because the machine rebooted since the
+   * table was last opened and their bytes had not been synced (their
+   * committed bytes in the store are the truth: FORMAT.md, "Cache").
+   */
+  readonly distrusted: number;
+  /** True when the table was last opened in another boot of this machine. */
+  readonly rebooted: boolean;
+  /** per slot: block index + 1 (0 = free) and state (0 while a slot is being filled; 3 = dirty + synced) */
   private readonly slotBlock: Uint32Array;
   private readonly slotState: Uint8Array;
   private readonly ref: Uint8Array;
@@ -234,13 +361,24 @@ export class VolumeCache {
   private hand = 0;
   private dirty = 0;
   private clean = 0;
+  /** slots in state 3 (dirty + synced) */
+  private syncedDirty = 0;
+  /** per slot: the entry on the local disk may say 3 (set by sync(); cleared by the next table fdatasync once the slot left 3) */
+  private readonly disk3: Uint8Array;
+  /** some slot left state 3 since the table was last fdatasync'd (its entry on disk may still claim synced bytes) */
+  private tableStale = false;
+  private readonly bootKnown: boolean;
   private dataFd: number;
   private slotsFd: number;
   private readonly entry = Buffer.alloc(SLOT_ENTRY);
   private closed = false;
 
-  private constructor(dir: string, t: SlotTable, dataFd: number, slotsFd: number) {
+  private constructor(dir: string, t: SlotTable, dataFd: number, slotsFd: number, distrusted: number, rebooted: boolean, bootKnown: boolean) {
     this.dir = dir;
+    this.distrusted = distrusted;
+    this.rebooted = rebooted;
+    this.bootKnown = bootKnown;
+    this.disk3 = new Uint8Array(t.slotCount);
     this.blockCount = t.blockCount;
     this.blockSize = t.blockSize;
     this.slotCount = t.slotCount;
@@ -256,7 +394,11 @@ export class VolumeCache {
         continue;
       }
       this.blockSlot.set(t.blocks[s] - 1, s);
-      if (t.states[s] === STATE_DIRTY) this.dirty++;
+      if (t.states[s] === STATE_DIRTY_SYNCED) {
+        this.syncedDirty++;
+        this.disk3[s] = 1; // open fdatasyncs the table
+      }
+      if (t.states[s] === STATE_DIRTY || t.states[s] === STATE_DIRTY_SYNCED) this.dirty++;
       else this.clean++;
     }
   }
@@ -267,8 +409,13 @@ export class VolumeCache {
    * slot count is resized: growing only rewrites the table; shrinking keeps
    * every dirty block (moved into the first slots) and drops clean ones, or
    * fails with E_CACHE_FULL when the dirty blocks alone do not fit.
+   *
+   * After a reboot (the table's boot id is not this boot's), dirty entries
+   * whose bytes were never synced (state 2) are dropped: a power cut may have
+   * lost their bytes, or left another block's old bytes in the slot; every
+   * write of theirs that was acknowledged is in the store (FORMAT.md, "Cache").
    */
-  static open(dir: string, blockCount: number, blockSize: number, slotCount: number): VolumeCache {
+  static open(dir: string, blockCount: number, blockSize: number, slotCount: number, bootId: Buffer | null = currentBootId()): VolumeCache {
     if (!Number.isSafeInteger(slotCount) || slotCount < 1 || slotCount > 0xffffffff) {
       throw GlideFsError.BAD_SIZE(`cache of ${slotCount} slots`);
     }
@@ -279,6 +426,14 @@ export class VolumeCache {
     let t: SlotTable;
     if (existsSync(slotsPath)) {
       t = decodeTable(readFileSync(slotsPath), slotsPath);
+      // what a killed process left in the page cache reaches the disk before this open moves bytes between slots
+      // (no entry on the disk may still claim dirty + synced bytes for a slot the file says is free or clean)
+      const fd = openSync(slotsPath, 'r+');
+      try {
+        fdatasyncPath(fd, slotsPath);
+      } finally {
+        closeSync(fd);
+      }
       if (t.blockCount !== blockCount || t.blockSize !== blockSize) {
         throw GlideFsError.CORRUPT(`cache ${dir} is for ${t.blockCount} blocks of ${t.blockSize}, volume has ${blockCount} of ${blockSize}`);
       }
@@ -290,24 +445,47 @@ export class VolumeCache {
     } else {
       rmSync(dataPath, { force: true });
       closeSync(openSync(dataPath, 'w', 0o600));
-      t = { slotCount, blockSize, blockCount, blocks: new Uint32Array(slotCount), states: new Uint8Array(slotCount) };
+      t = { slotCount, blockSize, blockCount, blocks: new Uint32Array(slotCount), states: new Uint8Array(slotCount), bootId: bootId ?? NO_BOOT, version: CACHE_FORMAT_VERSION };
       writeAtomic(dir, 'slots', encodeTable(t));
     }
+    const me = bootId ?? NO_BOOT;
+    const rebooted = bootId !== null && !t.bootId.equals(NO_BOOT) && !t.bootId.equals(bootId);
+    let distrusted = 0;
+    let changed = t.version !== CACHE_FORMAT_VERSION || !t.bootId.equals(me);
+    if (rebooted) {
+      for (let s = 0; s < t.slotCount; s++) {
+        if (t.blocks[s] !== 0 && t.states[s] === STATE_DIRTY) {
+          t.blocks[s] = 0;
+          t.states[s] = 0;
+          distrusted++;
+        }
+      }
+    }
+    t.bootId = me;
+    t.version = CACHE_FORMAT_VERSION;
     const dataFd = openSync(dataPath, existsSync(dataPath) ? 'r+' : 'w+', 0o600);
     try {
-      t = sanitize(t, dir, dataFd);
+      if (sanitize(t, dir, dataFd)) changed = true;
       if (t.slotCount !== slotCount) t = resize(t, dir, dataFd, slotCount);
+      else if (changed) writeAtomic(dir, 'slots', encodeTable(t));
       // the data file never holds more than the slots (a crash after a shrink's table commit)
       if (fstatSync(dataFd).size > slotCount * blockSize) {
         ftruncateSync(dataFd, slotCount * blockSize);
-        fdatasyncSync(dataFd);
+        fdatasyncPath(dataFd, dataPath);
       }
     } catch (err) {
       closeSync(dataFd);
       throw err;
     }
     const slotsFd = openSync(slotsPath, 'r+');
-    return new VolumeCache(dir, t, dataFd, slotsFd);
+    try {
+      fdatasyncPath(slotsFd, slotsPath); // what the file says is on the disk: entries a killed process left in the page cache too
+    } catch (err) {
+      closeSync(dataFd);
+      closeSync(slotsFd);
+      throw err;
+    }
+    return new VolumeCache(dir, t, dataFd, slotsFd, distrusted, rebooted, bootId !== null);
   }
 
   get dirtyCount(): number {
@@ -322,9 +500,17 @@ export class VolumeCache {
     return this.free.length;
   }
 
+  /** NONE, CLEAN or DIRTY (dirty + synced reads as DIRTY). */
   state(i: number): number {
     const s = this.blockSlot.get(i);
-    return s === undefined ? STATE_NONE : this.slotState[s];
+    if (s === undefined) return STATE_NONE;
+    const st = this.slotState[s];
+    return st === STATE_DIRTY_SYNCED ? STATE_DIRTY : st;
+  }
+
+  /** Dirty blocks whose bytes are synced to the local disk (state 3). */
+  get syncedDirtyCount(): number {
+    return this.syncedDirty;
   }
 
   /** Blocks currently held (clean or dirty). */
@@ -358,10 +544,17 @@ export class VolumeCache {
   }
 
   private writeEntry(s: number, blockPlus1: number, state: number): void {
-    this.entry.fill(0);
+    const st = blockPlus1 === 0 ? 0 : state;
     this.entry.writeUInt32LE(blockPlus1, 0);
-    this.entry[4] = blockPlus1 === 0 ? 0 : state;
+    this.entry[4] = st;
+    this.entry.writeUIntLE(entryCheck(s, blockPlus1, st), 5, 3);
     writeAllSync(this.slotsFd, this.entry, SLOTS_HEADER + s * SLOT_ENTRY);
+  }
+
+  /** Slot s leaves state 3 in memory: its entry on disk may still claim synced bytes until the table is fdatasync'd. */
+  private leaveSynced(s: number): void {
+    this.syncedDirty--;
+    if (this.disk3[s]) this.tableStale = true;
   }
 
   /** CLOCK: the first clean, unpinned slot whose reference bit is clear (clearing bits on the way); -1 if none. */
@@ -397,6 +590,8 @@ export class VolumeCache {
         throw cacheFullError(`cache ${this.dir} has no free slot: ${this.dirty} dirty and ${this.clean} clean blocks (pinned) in ${this.slotCount} slots`);
       }
     }
+    // an entry on the disk that may still say "block b, dirty + synced" must be gone before other bytes land in the slot
+    if (this.disk3[s]) this.syncTable();
     this.blockSlot.set(i, s);
     this.slotBlock[s] = i + 1;
     this.slotState[s] = STATE_NONE;
@@ -413,6 +608,8 @@ export class VolumeCache {
     }
     const prev = this.slotState[s];
     if (prev === st && st !== STATE_NONE) return;
+    if (prev === STATE_DIRTY_SYNCED && st === STATE_DIRTY) return; // stays synced: a flush syncs it before its PUT
+    if (prev === STATE_DIRTY_SYNCED) this.leaveSynced(s);
     if (st === STATE_NONE) {
       this.writeEntry(s, 0, 0);
       this.blockSlot.delete(i);
@@ -422,7 +619,7 @@ export class VolumeCache {
       this.writeEntry(s, i + 1, st);
     }
     this.slotState[s] = st;
-    if (prev === STATE_DIRTY) this.dirty--;
+    if (prev === STATE_DIRTY || prev === STATE_DIRTY_SYNCED) this.dirty--;
     if (prev === STATE_CLEAN) this.clean--;
     if (st === STATE_DIRTY) this.dirty++;
     if (st === STATE_CLEAN) this.clean++;
@@ -465,15 +662,54 @@ export class VolumeCache {
   /** Every dirty block index, ascending. */
   dirtyIndices(): number[] {
     const out: number[] = [];
-    for (let s = 0; s < this.slotCount; s++) if (this.slotState[s] === STATE_DIRTY) out.push(this.slotBlock[s] - 1);
+    for (let s = 0; s < this.slotCount; s++) {
+      const st = this.slotState[s];
+      if (st === STATE_DIRTY || st === STATE_DIRTY_SYNCED) out.push(this.slotBlock[s] - 1);
+    }
     return out.sort((a, b) => a - b);
   }
 
-  /** Makes the cached bytes and then the dirty set durable on the local disk. */
+  /**
+   * Makes the cached bytes and then the dirty set durable on the local disk:
+   * `blocks` is fdatasync'd, every dirty entry becomes dirty + synced (3),
+   * then `slots` is fdatasync'd. A reboot keeps these blocks.
+   */
   sync(): void {
     if (this.closed) return;
-    fdatasyncSync(this.dataFd);
-    fdatasyncSync(this.slotsFd);
+    fdatasyncPath(this.dataFd, join(this.dir, 'blocks'));
+    this.counters.dataSyncs++;
+    for (let s = 0; s < this.slotCount; s++) {
+      if (this.slotState[s] !== STATE_DIRTY) continue;
+      this.writeEntry(s, this.slotBlock[s], STATE_DIRTY_SYNCED);
+      this.slotState[s] = STATE_DIRTY_SYNCED;
+      this.syncedDirty++;
+    }
+    this.syncTable();
+  }
+
+  /** fdatasyncs `slots`: the disk's entries are the file's; none claims synced bytes it no longer has. */
+  private syncTable(): void {
+    fdatasyncPath(this.slotsFd, join(this.dir, 'slots'));
+    this.counters.tableSyncs++;
+    for (let s = 0; s < this.slotCount; s++) this.disk3[s] = this.slotState[s] === STATE_DIRTY_SYNCED ? 1 : 0;
+    this.tableStale = false;
+  }
+
+  /**
+   * What the cache must do before a flush's log PUT acknowledges the bytes it
+   * takes now (FORMAT.md, "Dirty-set durability"). Nothing, as a rule: a
+   * kill -9 keeps the page cache, and after a reboot every dirty block that
+   * was never synced is dropped and read from the store, which holds every
+   * acknowledged byte. But a dirty + synced block is trusted after a reboot,
+   * so its bytes must be on the disk before a newer version of it is
+   * acknowledged: then the whole cache is synced (as format 2 always did);
+   * and an entry that left state 3 must not claim it on the disk any more:
+   * then only the table is fdatasync'd. Without a boot id, always sync().
+   */
+  prepareAck(): void {
+    if (this.closed) return;
+    if (!this.bootKnown || this.syncedDirty > 0) this.sync();
+    else if (this.tableStale) this.syncTable();
   }
 
   close(): void {
@@ -495,7 +731,7 @@ export class VolumeCache {
     if (existsSync(path)) {
       const t = decodeTable(readFileSync(path), path);
       let n = 0;
-      for (let s = 0; s < t.slotCount; s++) if (t.blocks[s] !== 0 && t.states[s] === STATE_DIRTY) n++;
+      for (let s = 0; s < t.slotCount; s++) if (t.blocks[s] !== 0 && (t.states[s] === STATE_DIRTY || t.states[s] === STATE_DIRTY_SYNCED)) n++;
       return n;
     }
     const v1 = join(dir, 'state');
@@ -517,10 +753,11 @@ export class VolumeCache {
  * unknown state, a second entry for one block (a dirty one wins), a clean
  * slot past the end of the data file. A dirty slot past the end (its bytes
  * were lost with the page cache in a power cut before a sync) is kept and
- * reads zeros, as the sparse data file of format 1 did. Rewrites the table if
- * it changed anything.
+ * reads zeros, as the sparse data file of format 1 did (only a format-2
+ * table can hold one now). Returns true if it changed the table (the caller
+ * rewrites it).
  */
-function sanitize(t: SlotTable, dir: string, dataFd: number): SlotTable {
+function sanitize(t: SlotTable, dir: string, dataFd: number): boolean {
   const size = fstatSync(dataFd).size;
   const seen = new Map<number, number>();
   let changed = false;
@@ -537,8 +774,9 @@ function sanitize(t: SlotTable, dir: string, dataFd: number): SlotTable {
     }
     const b = t.blocks[s] - 1;
     const st = t.states[s];
-    if (b >= t.blockCount || (st !== STATE_CLEAN && st !== STATE_DIRTY)) {
-      if (st === STATE_DIRTY) throw GlideFsError.CORRUPT(`cache slot table of ${dir}: slot ${s} names block ${b} of a volume of ${t.blockCount} blocks`);
+    const dirty = st === STATE_DIRTY || st === STATE_DIRTY_SYNCED;
+    if (b >= t.blockCount || (st !== STATE_CLEAN && !dirty)) {
+      if (dirty) throw GlideFsError.CORRUPT(`cache slot table of ${dir}: slot ${s} names block ${b} of a volume of ${t.blockCount} blocks`);
       drop(s);
       continue;
     }
@@ -553,7 +791,7 @@ function sanitize(t: SlotTable, dir: string, dataFd: number): SlotTable {
     const other = seen.get(b);
     if (other !== undefined) {
       // only the shrink's move leaves two entries (both dirty, same bytes), or a crash mid-reuse (a clean one)
-      if (t.states[other] === STATE_DIRTY && st !== STATE_DIRTY) {
+      if (t.states[other] !== STATE_CLEAN && !dirty) {
         drop(s);
         continue;
       }
@@ -563,10 +801,9 @@ function sanitize(t: SlotTable, dir: string, dataFd: number): SlotTable {
   }
   if (needSize > size) {
     ftruncateSync(dataFd, needSize);
-    fdatasyncSync(dataFd);
+    fdatasyncPath(dataFd, join(dir, 'blocks'));
   }
-  if (changed) writeAtomic(dir, 'slots', encodeTable(t));
-  return t;
+  return changed;
 }
 
 /**
@@ -586,7 +823,8 @@ function resize(t: SlotTable, dir: string, dataFd: number, n: number): SlotTable
     states.set(t.states);
   } else {
     let dirty = 0;
-    for (let s = 0; s < t.slotCount; s++) if (t.blocks[s] !== 0 && t.states[s] === STATE_DIRTY) dirty++;
+    const isDirty = (s: number) => t.blocks[s] !== 0 && (t.states[s] === STATE_DIRTY || t.states[s] === STATE_DIRTY_SYNCED);
+    for (let s = 0; s < t.slotCount; s++) if (isDirty(s)) dirty++;
     if (dirty > n) {
       throw cacheFullError(
         `cache ${dir} holds ${dirty} dirty blocks (${dirty * t.blockSize} bytes, written but not yet flushed to the store); ` +
@@ -594,21 +832,21 @@ function resize(t: SlotTable, dir: string, dataFd: number, n: number): SlotTable
       );
     }
     // keep the low slots' dirty entries, then their clean ones, as far as room allows
-    for (let s = 0; s < n; s++) if (t.states[s] === STATE_DIRTY && t.blocks[s] !== 0) {
+    for (let s = 0; s < n; s++) if (isDirty(s)) {
       blocks[s] = t.blocks[s];
-      states[s] = STATE_DIRTY;
+      states[s] = t.states[s];
     }
     const targets: number[] = [];
     for (let s = n - 1; s >= 0; s--) if (states[s] === 0) targets.push(s); // free or clean in the old table
     const buf = Buffer.allocUnsafe(t.blockSize);
     let moved = 0;
     for (let s = n; s < t.slotCount; s++) {
-      if (t.blocks[s] === 0 || t.states[s] !== STATE_DIRTY) continue;
+      if (!isDirty(s)) continue;
       const to = targets.pop()!;
       preadFull(dataFd, buf, 0, t.blockSize, s * t.blockSize, `cache ${dir} slot ${s}`);
       writeAllSync(dataFd, buf, to * t.blockSize);
       blocks[to] = t.blocks[s];
-      states[to] = STATE_DIRTY;
+      states[to] = t.states[s];
       moved++;
     }
     // clean entries of low slots that no dirty block took
@@ -618,13 +856,13 @@ function resize(t: SlotTable, dir: string, dataFd: number, n: number): SlotTable
         states[s] = STATE_CLEAN;
       }
     }
-    if (moved > 0) fdatasyncSync(dataFd);
+    if (moved > 0) fdatasyncPath(dataFd, join(dir, 'blocks'));
   }
-  const out: SlotTable = { slotCount: n, blockSize: t.blockSize, blockCount: t.blockCount, blocks, states };
+  const out: SlotTable = { slotCount: n, blockSize: t.blockSize, blockCount: t.blockCount, blocks, states, bootId: t.bootId, version: CACHE_FORMAT_VERSION };
   writeAtomic(dir, 'slots', encodeTable(out));
   if (fstatSync(dataFd).size > n * t.blockSize) {
     ftruncateSync(dataFd, n * t.blockSize);
-    fdatasyncSync(dataFd);
+    fdatasyncPath(dataFd, join(dir, 'blocks'));
   }
   return out;
 }
@@ -659,7 +897,8 @@ function migrateV1(dir: string, blockCount: number, blockSize: number, slotCount
         `a cache size of ${slotCount * blockSize} bytes cannot hold them: open it with a cache size of at least ${dirty.length * blockSize} bytes and flush first`,
     );
   }
-  const t: SlotTable = { slotCount, blockSize, blockCount, blocks: new Uint32Array(slotCount), states: new Uint8Array(slotCount) };
+  // format 1 trusted its dirty blocks after any restart: they stay trusted (dirty + synced; their bytes are fdatasync'd below)
+  const t: SlotTable = { slotCount, blockSize, blockCount, blocks: new Uint32Array(slotCount), states: new Uint8Array(slotCount), bootId: currentBootId() ?? NO_BOOT, version: CACHE_FORMAT_VERSION };
   const dataPath = join(dir, 'blocks');
   const out = openSync(dataPath, 'w', 0o600); // leftovers of a migration cut short are rewritten
   try {
@@ -678,13 +917,13 @@ function migrateV1(dir: string, blockCount: number, blockSize: number, slotCount
           }
           writeAllSync(out, buf, s * blockSize);
           t.blocks[s] = b + 1;
-          t.states[s] = STATE_DIRTY;
+          t.states[s] = STATE_DIRTY_SYNCED;
         });
       } finally {
         closeSync(old);
       }
     }
-    fdatasyncSync(out);
+    fdatasyncPath(out, dataPath);
   } finally {
     closeSync(out);
   }

@@ -2,8 +2,10 @@
  * Flush: makes a volume's dirty blocks durable in the store with ONE log
  * record (FORMAT.md, "Flush — one log object per flush").
  *
- *  1. sync the cache; take the dirty set synchronously (no write can land in
- *     between): per block the 4 KiB sectors written since the last flush.
+ *  1. prepare the cache for the ack (cache.ts `prepareAck`: no fsync unless a
+ *     dirty block was synced locally); take the dirty set synchronously (no
+ *     write can land in between): per block the 4 KiB sectors written since
+ *     the last flush.
  *     A block rewritten whole (or whose sectors are unknown after a restart)
  *     is hashed (zeros = hole; same key as committed = unchanged); for any
  *     other block its dirty sectors are copied and the whole block hashed;
@@ -134,7 +136,8 @@ export async function runFlush(vol: FlushSource, opts: FlushOptions = {}): Promi
   const t0 = performance.now();
   const { catalog, store, prefix, owner } = vol.deps;
   if (vol.fenced) throw vol.fenced;
-  vol.cache.sync();
+  // no fsync of the cache as a rule: a kill -9 keeps the page cache, and a reboot drops unsynced dirty blocks (FORMAT.md, "Dirty-set durability")
+  vol.cache.prepareAck();
   const empty = (): FlushResult => emptyFlushResult(performance.now() - t0);
 
   // 1. the dirty set, taken synchronously

@@ -486,8 +486,10 @@ export class OpenVolume implements Volume, FlushSource {
       try {
         await catchUp(this);
       } catch (err) {
-        // the store is unreachable now: open anyway (the cache serves reads), catch up before the first append
-        if (!(err instanceof GlideFsError && err.retryable)) throw err;
+        // the store is unreachable now: open anyway (the cache serves reads), catch up before the first append;
+        // not after a reboot that dropped unsynced dirty blocks: their acknowledged bytes may be in records the
+        // catalog lost with the power (a sectors-only commit is not fsynced), so reads must wait for the catch-up
+        if (!(err instanceof GlideFsError && err.retryable) || this.cache.distrusted > 0) throw err;
         this.catchUpDeferred = true;
       }
     });

@@ -63,6 +63,6 @@ export function duBytes(dir: string): number {
 /** The bound the cache directory must stay within: the cache size, one block, and the slot table (rounded to 4 KiB). */
 export function allowedBytes(cacheSize: number): number {
   const slots = Math.floor(cacheSize / BS);
-  const table = Math.ceil((32 + 8 * slots) / 4096) * 4096;
+  const table = Math.ceil((64 + 8 * slots) / 4096) * 4096;
   return cacheSize + BS + table;
 }

@@ -292,9 +292,10 @@ describe('bounded cache', () => {
     // a newer slot table format is refused
     const slots = readFileSync(join(vdir, 'slots'));
     const newer = Buffer.from(slots);
-    newer.writeUInt32LE(3, 8);
+    newer.writeUInt32LE(4, 8);
     writeFileSync(join(vdir, 'slots'), newer);
-    await expect(g.openVolume('v')).rejects.toMatchObject({ code: 'E_VERSION', message: expect.stringContaining('format version 3') });
+    await expect(g.openVolume('v')).rejects.toMatchObject({ code: 'E_VERSION', message: expect.stringContaining('format version 4') });
+    expect(readFileSync(join(vdir, 'slots')).equals(newer)).toBe(true); // nothing touched
     writeFileSync(join(vdir, 'slots'), slots);
     vol = await g.openVolume('v');
     expect((await vol.read(3 * BS, BS)).equals(Buffer.alloc(BS, 4))).toBe(true);
