@@ -267,27 +267,36 @@ async function catchUpRecords(vol: CheckpointVolume): Promise<void> {
     await runCheckpoint(vol);
     return;
   }
-  const seqs = (await listLog(vol.deps.store, vol.deps.prefix, vol.uuid)).filter((s) => s > row.log_seq);
-  const max = seqs.length > 0 ? seqs[seqs.length - 1] : row.log_seq;
+  for (const r of await recordsPast(vol.deps.store, vol.deps.prefix, vol.uuid, `volume '${vol.name}'`, row.log_seq)) await applyReplayed(vol, r.rec, r.bytes);
+}
+
+/**
+ * The records of a volume past the catalog's `logSeq`, in the order they
+ * are applied (catch-up): read newest first, down to a checkpoint (it covers
+ * everything below it) or to `logSeq + 1`; E_CORRUPT for a gap, or when the
+ * store has no log at all for a volume the catalog has at `logSeq`.
+ */
+export async function recordsPast(store: ObjectStore, prefix: string, uuid: string, what: string, logSeq: number): Promise<Array<{ rec: LogRecord; bytes: number }>> {
+  const all = await listLog(store, prefix, uuid);
+  const seqs = all.filter((s) => s > logSeq);
   if (seqs.length === 0) {
-    const any = await listLog(vol.deps.store, vol.deps.prefix, vol.uuid);
-    if (any.length === 0) throw GlideFsError.CORRUPT(`volume '${vol.name}': the catalog is at log record ${row.log_seq} but the store has no log for it`);
-    return;
+    if (all.length === 0) throw GlideFsError.CORRUPT(`${what}: the catalog is at log record ${logSeq} but the store has no log for it`);
+    return [];
   }
-  // newest first, down to a checkpoint (it covers everything below it) or to the catalog's seq
+  const max = seqs[seqs.length - 1];
   const recs: Array<{ rec: LogRecord; bytes: number }> = [];
   for (let k = seqs.length - 1; k >= 0; k--) {
-    const r = await readRecord(vol.deps.store, vol.deps.prefix, vol.uuid, seqs[k]);
+    const r = await readRecord(store, prefix, uuid, seqs[k]);
     if (r === null) continue; // folded by a checkpoint of another writer meanwhile: the checkpoint above covers it
     recs.unshift(r);
     if (r.rec.kind === KIND_CHECKPOINT) break;
   }
-  let expect = recs[0]?.rec.kind === KIND_CHECKPOINT ? recs[0].rec.seq : row.log_seq + 1;
+  let expect = recs[0]?.rec.kind === KIND_CHECKPOINT ? recs[0].rec.seq : logSeq + 1;
   for (const r of recs) {
-    if (r.rec.seq !== expect) throw GlideFsError.CORRUPT(`volume '${vol.name}': log record ${expect} is missing from the store (the log ends at ${max})`);
-    await applyReplayed(vol, r.rec, r.bytes);
+    if (r.rec.seq !== expect) throw GlideFsError.CORRUPT(`${what}: log record ${expect} is missing from the store (the log ends at ${max})`);
     expect++;
   }
+  return recs;
 }
 
 /** Applies one record found in the store to the catalog and the open volume's memory. */

@@ -15,7 +15,7 @@ import { DEFAULT_CHECKPOINT_POLICY, OpenVolume, type CheckpointPolicy, type Volu
 import { deleteObjects } from './volume-log.js';
 import type { CheckpointResult } from './checkpoint.js';
 import { createVolumeInStore, deleteVolumeLog, forkInStore, writeDeleteRecord } from './volume-ops.js';
-import { gcLogs } from './restore.js';
+import { gcLogs, keysPastCatalog } from './restore.js';
 import { leaseAtCatchUp } from './checkpoint.js';
 import { isGlideFsError } from './errors.js';
 import { checkNotLeased, DEFAULT_LEASE_MS, leaseKey, VolumeLease } from './lease.js';
@@ -563,9 +563,17 @@ export class GlideFs {
     const writer = this.catalog.writerOf(row.id);
     if (writer !== null) throw GlideFsError.BUSY(`volume '${name}' is open for writing by pid ${writer.pid} on host ${writer.host}`);
     await this.checkStoreOwner();
-    await checkNotLeased(this.store, this.prefix, row.uuid, name, this.owner.token);
-    this.catalog.noteWriter(this.owner.token); // gc attributes the deleted volume's log to this catalog by it
-    await writeDeleteRecord(this.opsDeps, row);
+    // the delete holds the writer row (dropped by the catalog transaction): no writer of this catalog meanwhile,
+    // so a lease held through this catalog (a close whose release did not land) is not a live writer's
+    this.catalog.takeWriter(row.id, name, this.owner);
+    try {
+      await checkNotLeased(this.store, this.prefix, row.uuid, name, this.owner.token, this.catalogPath);
+      this.catalog.noteWriter(this.owner.token); // gc attributes the deleted volume's log to this catalog by it
+      await writeDeleteRecord(this.opsDeps, row); // catches up records past the catalog's log_seq first
+    } catch (err) {
+      this.catalog.dropWriter(row.id, this.owner);
+      throw err;
+    }
     const keptBefore = this.catalog.keptRecords();
     const { toDelete } = this.catalog.deleteVolume(name, this.owner);
     VolumeCache.remove(dir);
@@ -630,7 +638,9 @@ export class GlideFs {
       if (parseBlockKey(this.prefix, key)) listed.push(key);
     }
     const cutoff = Date.now() - graceMs;
-    const candidates = this.catalog.unnamedKeys(listed);
+    // keys named by log records the catalog has not applied yet (a commit cut off): the next catch-up names them
+    const unapplied = await keysPastCatalog(this.opsDeps);
+    const candidates = this.catalog.unnamedKeys(listed).filter((k) => !unapplied.has(k));
     const heads = await Promise.all(candidates.map((key) => limit(async () => ({ key, head: await this.store.head(key) }))));
     let youngSkipped = 0;
     const old: string[] = [];

@@ -267,12 +267,17 @@ function checkDuration(ms: number): void {
   if (!Number.isFinite(ms) || ms < 300) throw GlideFsError.INVALID(`lease duration must be at least 300 ms, got ${ms}`);
 }
 
-/** E_LEASED when another holder has a live lease on the volume (delete checks this); resolves otherwise. */
-export async function checkNotLeased(store: ObjectStore, prefix: string, uuid: string, name: string, token: string): Promise<void> {
+/**
+ * E_LEASED when another holder has a live lease on the volume (delete checks
+ * this); resolves otherwise. `writerOf`: the caller holds the volume's writer
+ * row in that catalog, so a holder through the same catalog on this host is
+ * not writing (as in `acquire`).
+ */
+export async function checkNotLeased(store: ObjectStore, prefix: string, uuid: string, name: string, token: string, writerOf?: string): Promise<void> {
   const key = leaseKey(prefix, uuid);
   const cur = await store.get(key);
   if (cur === null) return;
   const b = parseLease(cur, key);
   const now = Date.now();
-  if (freeReason(b, now, token) === null) throw leasedError(name, uuid, b, now);
+  if (freeReason(b, now, token, writerOf) === null) throw leasedError(name, uuid, b, now);
 }

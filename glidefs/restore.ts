@@ -176,6 +176,47 @@ export async function restoreCatalog(store: ObjectStore, prefix: string, catalog
   return { volumes: out, deletedVolumes, unrestorable, recordsRead, bytesRead, listed: [...vols.values()].reduce((a, l) => a + l.length, 0), durationMs: performance.now() - t0 };
 }
 
+/**
+ * Block keys that log records the catalog has not applied name (FORMAT.md,
+ * "gc rule"): records past a catalog volume's `log_seq` (a flush or
+ * checkpoint whose record landed while its commit did not: an answer lost
+ * after the store's retries, a crash between the PUT and the commit) and
+ * every record of a volume the catalog does not know whose newest record is
+ * not a delete (a create or fork cut before its commit). The next catch-up
+ * applies such a record, so what it names is live: gc's orphan step keeps it.
+ */
+export async function keysPastCatalog(d: { catalog: Catalog; store: ObjectStore; prefix: string; uploadConcurrency: number }): Promise<Set<string>> {
+  const vols = new Map<string, number[]>();
+  for await (const k of d.store.list(volumesPrefix(d.prefix))) {
+    const p = parseLogKey(d.prefix, k);
+    if (!p) continue;
+    let l = vols.get(p.uuid);
+    if (!l) vols.set(p.uuid, (l = []));
+    l.push(p.seq);
+  }
+  const known = new Map(d.catalog.listVolumes().map((v) => [v.uuid, v.log_seq]));
+  const out = new Set<string>();
+  const limit = pLimit(d.uploadConcurrency);
+  await Promise.all(
+    [...vols].map(([uuid, seqs]) =>
+      limit(async () => {
+        const logSeq = known.get(uuid) ?? 0;
+        // newest first: a volume the catalog does not know whose newest record is a delete is gone
+        for (let k = seqs.length - 1; k >= 0 && seqs[k] > logSeq; k--) {
+          const r = await readRecord(d.store, d.prefix, uuid, seqs[k]);
+          if (r === null) continue;
+          if (r.rec.kind === KIND_DELETE) {
+            if (!known.has(uuid)) return;
+            continue;
+          }
+          for (const [i, h] of r.rec.blocks) if (h !== null) out.add(blockKey(d.prefix, i, h));
+        }
+      }),
+    ),
+  );
+  return out;
+}
+
 /** A log record or lease gc deleted (or, in a dry run, would delete). */
 export interface GcLogItem {
   key: string;

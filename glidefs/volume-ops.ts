@@ -10,7 +10,8 @@ import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
 import { ForkMoved, type Catalog, type Owner, type VolumeRow } from './catalog.js';
 import { encodeRecord, KIND_CHECKPOINT, KIND_DELETE, logKey, type CheckpointRecord, type DeleteRecord } from './log-record.js';
-import { createRecord, fencedError, listLog } from './volume-log.js';
+import { createRecord, deleteObjects, fencedError, listLog } from './volume-log.js';
+import { recordsPast } from './checkpoint.js';
 
 export interface OpsDeps {
   catalog: Catalog;
@@ -125,14 +126,23 @@ export async function forkInStore(
 
 /**
  * Delete, step 1: the delete record (a tombstone) at the volume's next seq,
- * fenced like a flush. The caller then runs the catalog transaction and
- * deleteVolumeLog.
+ * fenced like a flush. The caller has checked that no other holder has the
+ * volume's lease, so records past the catalog's `log_seq` are of writers that
+ * are gone (a flush or claim a crash cut before its catalog commit, never
+ * caught up since): they are caught up first (Catalog.replayRecord, as an
+ * open would), and the tombstone goes after them. The caller then runs the
+ * catalog transaction and deleteVolumeLog.
  */
 export async function writeDeleteRecord(d: OpsDeps, row: VolumeRow): Promise<void> {
-  const seq = row.log_seq + 1;
+  let seq = row.log_seq + 1;
+  for (const r of await recordsPast(d.store, d.prefix, row.uuid, `volume '${row.name}'`, row.log_seq)) {
+    if (r.rec.kind === KIND_DELETE) return; // a delete cut after its tombstone (kill -9, an answer given up on): finish it
+    await deleteObjects({ deps: d }, d.catalog.replayRecord(row.id, r.rec, d.prefix, r.bytes, d.owner), row.id);
+    seq = r.rec.seq + 1;
+  }
   const rec: DeleteRecord = { kind: KIND_DELETE, volume: row.uuid, seq, time: Date.now(), writer: d.owner.token };
   const out = await createRecord(d.store, d.prefix, row.uuid, seq, await encodeRecord(rec));
-  // a delete record there already: a delete cut after its tombstone (kill -9, an answer given up on); finish it
+  // a delete record there already: a delete cut after its tombstone whose answer was lost; finish it
   if (!out.created && out.existing.kind !== KIND_DELETE) throw fencedError(row.name, row.uuid, seq, out.existing);
 }
 
