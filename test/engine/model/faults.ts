@@ -34,7 +34,7 @@ export interface Fault {
 
 export const faultArb: fc.Arbitrary<Fault> = fc.record({
   kind: fc.constantFrom<FaultKind>('mutating', 'mutating', 'write', 'write', 'fsync', 'rename', 'open', 'read', 'any'),
-  n: fc.integer({ min: 1, max: 30 }),
+  n: fc.oneof({ arbitrary: fc.integer({ min: 1, max: 4 }), weight: 3 }, { arbitrary: fc.integer({ min: 1, max: 30 }), weight: 1 }),
   count: fc.constantFrom(1, 1, 1, 3, 1000),
   errno: fc.constantFrom<'EIO' | 'ENOSPC'>('EIO', 'ENOSPC'),
   partial: fc.constantFrom<0 | 0.5 | 'short'>(0, 0, 0.5, 'short'),
@@ -98,6 +98,7 @@ export class FaultIo {
   arm(f: Fault | null): void {
     this.armed = f;
     this.calls = 0;
+    if (f !== null) this.fired = 0;
   }
 
   private hit(name: string): Fault | null {
