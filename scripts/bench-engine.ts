@@ -36,7 +36,7 @@
 import { fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
@@ -200,6 +200,8 @@ async function main(): Promise<void> {
   if (!engineBuilt && args.systems.includes('glidekv')) process.stderr.write('bench-engine: src/index.ts not found: glidekv n/a (engine not built)\n');
   const na = (s: SystemName): string | undefined => (s === 'glidekv' && !engineBuilt ? 'n/a (engine not built)' : undefined);
   const started = Date.now();
+  // the machine may be shared: the 1-minute load average at the start and the end goes with the figures
+  const loadStart = loadavg()[0];
   const raw: Record<string, JobResult> = {};
   const rows: Row[] = [];
   const perSystem = async (metric: string, unit: string, mk: (s: SystemName) => Promise<Cell>): Promise<void> => {
@@ -292,7 +294,8 @@ async function main(): Promise<void> {
 
   const head = ['metric', 'unit', 'glidekv', 'lmdb', 'level', 'glidekv/lmdb', 'glidekv/level'];
   const tableRows = rows.map((r) => [r.metric, r.unit, fmt(r.glidekv), fmt(r.lmdb), fmt(r.level), ratio(r.glidekv, r.lmdb), ratio(r.glidekv, r.level)]);
-  const host = `${cpus().length} cores, node ${process.version}${args.quick ? ', --quick' : ''}`;
+  const loadEnd = loadavg()[0];
+  const host = `${cpus().length} cores, node ${process.version}, load ${loadStart.toFixed(1)} -> ${loadEnd.toFixed(1)}${args.quick ? ', --quick' : ''}`;
   if (tableRows.length) printTable(`glidekv engine vs lmdb and classic-level (${host})`, head, tableRows);
   if (largeRows.length) {
     printTable('glidekv large values: separated (default valueThreshold) vs inline (valueThreshold 0)', ['metric', 'separated', 'inline', 'sep/inline'], largeRows);
@@ -304,7 +307,7 @@ async function main(): Promise<void> {
   await writeFile(
     args.json,
     JSON.stringify(
-      { date: new Date(started).toISOString(), quick: args.quick, host: { cpus: cpus().length, node: process.version }, config: cfg, seconds: secs, rows, large: largeRows, raw },
+      { date: new Date(started).toISOString(), quick: args.quick, host: { cpus: cpus().length, node: process.version, loadavg1: { start: loadStart, end: loadEnd } }, config: cfg, seconds: secs, rows, large: largeRows, raw },
       null,
       2,
     ) + '\n',
