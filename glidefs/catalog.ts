@@ -28,7 +28,7 @@ import { BLOCK_SIZE, blockKey } from './block-key.js';
 import { KIND_CHECKPOINT, KIND_FLUSH, type LogRecord } from './log-record.js';
 import { pidAlive } from '../lib/pid-alive.js';
 
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -159,6 +159,23 @@ ALTER TABLE volumes ADD COLUMN base_seq INTEGER;
 INSERT INTO layers (id, parent, sealed, volume_uuid, created_at) SELECT id, NULL, 0, uuid, created_at FROM volumes;
 UPDATE volumes SET layer = id;
 CREATE INDEX IF NOT EXISTS volumes_layer ON volumes (layer);
+`;
+
+/**
+ * Schema version 4: `unapplied` (FORMAT.md, "gc rule"): block keys a log
+ * record names that may be in the store while the catalog has not applied it
+ * (noted before the record's PUT, dropped once the volume's `log_seq` passes
+ * the record's seq). Release to refcount zero and gc leave these objects in
+ * the store: the next catch-up may name them.
+ */
+const SCHEMA_V4 = `
+CREATE TABLE IF NOT EXISTS unapplied (
+  key       TEXT NOT NULL,
+  volume_id INTEGER NOT NULL,
+  seq       INTEGER NOT NULL,
+  PRIMARY KEY (key, volume_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS unapplied_volume ON unapplied (volume_id, seq);
 `;
 
 /** The DDL of schema versions 1 and 2, for migration tests (a catalog of an older glidekv). */
@@ -349,6 +366,7 @@ export class Catalog {
         this.db.exec('UPDATE volumes SET family_uuid = (SELECT r.uuid FROM volumes r WHERE r.id = volumes.family) WHERE family_uuid IS NULL');
       }
       if (v < 3) this.db.exec(SCHEMA_V3);
+      if (v < 4) this.db.exec(SCHEMA_V4);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     }, true);
   }
@@ -475,6 +493,26 @@ export class Catalog {
   }
 
   /**
+   * Notes the block keys a log record about to be PUT at `seq` names
+   * (FORMAT.md, "gc rule"): if the PUT lands while the commit does not (its
+   * answer lost, a crash), the next catch-up names them, so until the
+   * volume's `log_seq` reaches `seq` neither a release to refcount zero nor
+   * gc deletes them. Before the PUT, so a crash leaves the note too.
+   */
+  noteUnapplied(volumeId: number, seq: number, keys: string[]): void {
+    if (keys.length === 0) return;
+    this.immediate(() => {
+      const ins = this.q('INSERT OR IGNORE INTO unapplied (key, volume_id, seq) VALUES (?, ?, ?)');
+      for (const k of keys) ins.run(k, volumeId, seq);
+    });
+  }
+
+  /** Drops the notes of records the volume's log has reached (applied, or replaced by another record at their seq). In a transaction. */
+  private dropApplied(volumeId: number, logSeq: number): void {
+    this.q('DELETE FROM unapplied WHERE volume_id = ? AND seq <= ?').run(volumeId, logSeq);
+  }
+
+  /**
    * Removes a volume: its top layer's rows are released, then every layer no
    * volume and no other layer stands on any more, downward (a parent with
    * live children keeps its sealed layer). Keys whose refcount fell to zero
@@ -488,6 +526,7 @@ export class Catalog {
       this.q('DELETE FROM logged WHERE volume_id = ?').run(v.id);
       this.q('DELETE FROM log_blocks WHERE volume_id = ?').run(v.id);
       this.q('DELETE FROM writers WHERE volume_id = ?').run(v.id);
+      this.q('DELETE FROM unapplied WHERE volume_id = ?').run(v.id); // records past its log that did not land: its delete caught up the rest
       this.q('DELETE FROM volumes WHERE id = ?').run(v.id);
       const toDelete = this.dropUnusedLayers(v.layer, owner);
       return { volume: v, toDelete };
@@ -979,6 +1018,7 @@ export class Catalog {
       this.applySectors(volumeId, seq, sectors);
       const delPending = this.q('DELETE FROM pending WHERE key = ? AND owner = ?');
       for (const k of pendingKeys) delPending.run(k, owner.token);
+      this.dropApplied(volumeId, seq);
       this.q(
           'UPDATE volumes SET log_seq = ?, log_puts = log_puts + 1, log_bytes = log_bytes + ?, log_pending_bytes = log_pending_bytes + ?, ' +
             'log_since = CASE WHEN log_since = 0 THEN ? ELSE log_since END, skipped_unchanged = skipped_unchanged + ?, gets = gets + ? WHERE id = ?',
@@ -1014,6 +1054,7 @@ export class Catalog {
       this.q('DELETE FROM log_blocks WHERE volume_id = ?').run(volumeId);
       const delPending = this.q('DELETE FROM pending WHERE key = ? AND owner = ?');
       for (const k of pendingKeys) delPending.run(k, owner.token);
+      this.dropApplied(volumeId, seq);
       this.q(
           'UPDATE volumes SET log_seq = ?, checkpoint_seq = ?, log_pending_bytes = 0, log_since = 0, log_puts = log_puts + 1, log_bytes = log_bytes + ?, ' +
             'checkpoints = checkpoints + 1, checkpoint_uploads = checkpoint_uploads + ? WHERE id = ?',
@@ -1161,6 +1202,7 @@ export class Catalog {
       } else {
         throw GlideFsError.CORRUPT(`volume '${v.name}' was deleted in the store (record ${rec.seq})`);
       }
+      this.dropApplied(volumeId, rec.seq);
       return toDelete;
     }, true);
   }
@@ -1218,6 +1260,7 @@ export class Catalog {
     }
     this.q('DELETE FROM objects WHERE key = ?').run(key);
     if (this.q('SELECT 1 FROM pending WHERE key = ?').get(key)) return false;
+    if (this.q('SELECT 1 FROM unapplied WHERE key = ?').get(key)) return false; // a record not applied yet names it
     this.q('INSERT OR REPLACE INTO deleting (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)')
       .run(key, owner.token, owner.host, owner.pid, Date.now());
     return true;
@@ -1299,7 +1342,7 @@ export class Catalog {
   claimOrphans(listed: string[], owner: Owner): string[] {
     return this.immediate(() => {
       const named = this.q(
-        'SELECT EXISTS (SELECT 1 FROM objects WHERE key = @k) OR EXISTS (SELECT 1 FROM pending WHERE key = @k) OR EXISTS (SELECT 1 FROM deleting WHERE key = @k)',
+        'SELECT EXISTS (SELECT 1 FROM objects WHERE key = @k) OR EXISTS (SELECT 1 FROM pending WHERE key = @k) OR EXISTS (SELECT 1 FROM deleting WHERE key = @k) OR EXISTS (SELECT 1 FROM unapplied WHERE key = @k)',
       ).pluck();
       const take = this.q(
         'INSERT INTO deleting (key, owner, owner_host, owner_pid, started_at) VALUES (?, ?, ?, ?, ?)',
@@ -1358,7 +1401,7 @@ export class Catalog {
   /** Of `keys`, those the catalog names neither as an object nor in a pending or deleting row (no row is taken). */
   unnamedKeys(keys: string[]): string[] {
     this.checkOpen();
-    const named = this.q('SELECT EXISTS (SELECT 1 FROM objects WHERE key = @k) OR EXISTS (SELECT 1 FROM pending WHERE key = @k) OR EXISTS (SELECT 1 FROM deleting WHERE key = @k)')
+    const named = this.q('SELECT EXISTS (SELECT 1 FROM objects WHERE key = @k) OR EXISTS (SELECT 1 FROM pending WHERE key = @k) OR EXISTS (SELECT 1 FROM deleting WHERE key = @k) OR EXISTS (SELECT 1 FROM unapplied WHERE key = @k)')
       .pluck();
     return keys.filter((k) => !named.get({ k }));
   }

@@ -122,7 +122,8 @@ export async function runCheckpoint(vol: CheckpointVolume): Promise<CheckpointRe
       },
       blocks: [...content.blocks].sort((a, b) => a[0] - b[0]).map(([i, k]) => [i, k === null ? null : keyHash(k)]),
     };
-    const { seq, bytes } = await appendRecord(vol, rec);
+    // the keys new to the catalog are the folded ones: the rest are the top layer's own rows
+    const { seq, bytes } = await appendRecord(vol, rec, pendingKeys);
     crashPoint('checkpoint-after-record-put');
     const commit = catalog.commitCheckpoint(vol.volumeId, seq, bytes, folds, pendingKeys, owner, content.base);
     for (const c of folds) {
@@ -325,12 +326,21 @@ export async function applyReplayed(vol: CheckpointVolume, rec: LogRecord, bytes
   await deleteObjects(vol, toDelete, vol.volumeId);
 }
 
+/** The block keys a flush or checkpoint record names (whole blocks; a checkpoint: its top layer). */
+export function recordKeys(prefix: string, rec: FlushRecord | CheckpointRecord): string[] {
+  const out: string[] = [];
+  for (const [i, h] of rec.blocks) if (h !== null) out.push(blockKey(prefix, i, h));
+  return out;
+}
+
 /**
- * Creates `rec` at the volume's next seq (putIfAbsent). A record of our own
+ * Creates `rec` at the volume's next seq (putIfAbsent). `named`: the keys
+ * the record names that the catalog may not hold yet (default: all it names),
+ * noted before the PUT (Catalog.noteUnapplied). A record of our own
  * at that seq (a flush whose answer was lost) is caught up first; another
  * writer's record fences the volume. Returns the seq and the bytes PUT.
  */
-export async function appendRecord(vol: CheckpointVolume, rec: FlushRecord | CheckpointRecord): Promise<{ seq: number; bytes: number }> {
+export async function appendRecord(vol: CheckpointVolume, rec: FlushRecord | CheckpointRecord, named?: string[]): Promise<{ seq: number; bytes: number }> {
   for (let attempt = 0; attempt < 8; attempt++) {
     const row = vol.deps.catalog.volumeById(vol.volumeId);
     if (!row) throw GlideFsError.NO_VOLUME(vol.name);
@@ -338,6 +348,9 @@ export async function appendRecord(vol: CheckpointVolume, rec: FlushRecord | Che
     rec.seq = seq;
     rec.time = Date.now();
     const body = await encodeRecord(rec);
+    // what the record names stays in the store until the catalog applies it or the log passes this seq
+    // (a PUT that lands while its answer is lost, or a crash before the commit: FORMAT.md, "gc rule")
+    vol.deps.catalog.noteUnapplied(vol.volumeId, seq, named ?? recordKeys(vol.deps.prefix, rec));
     crashPoint(rec.kind === KIND_FLUSH ? 'flush-before-log-put' : 'checkpoint-before-record-put');
     const out = await createRecord(vol.deps.store, vol.deps.prefix, vol.uuid, seq, body);
     if (out.created) return { seq, bytes: body.length };
