@@ -1,6 +1,9 @@
 // Goal: end to end through every real layer (KV mount, engine, ext4, loop,
 // device mount, glidefs, file store), value separation uploads each large
-// value about once over its life, and at least 3 times less than inline.
+// value about once over its life; and inline, the engine's reclaim policy
+// leaves the large values' mostly-live segments in place, so the rounds'
+// reclaims do not upload them again (before the policy: every live inline
+// value at every round, 3-6x over the run).
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +17,7 @@ describe.skipIf(!canMount)('glidekv bench reupload (10 values, 3 rounds, file st
   const dir = mkdtempSync(join(tmpdir(), 'glidekv-reupload-test-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('separated: large values uploaded <= 1.5x, and >= 3x less than inline', { timeout: 600_000 }, async () => {
+  it('separated: large values uploaded <= 1.05x; inline: the rounds re-upload almost none of them', { timeout: 600_000 }, async () => {
     const r: BenchCommandResult = await runBenchCommand({
       store: `file://${join(dir, 'store')}`,
       values: 10,
@@ -30,8 +33,13 @@ describe.skipIf(!canMount)('glidekv bench reupload (10 values, 3 rounds, file st
     expect(separated.rounds).toHaveLength(3);
     expect(separated.write.largeBlocks).toBeGreaterThan(0);
     expect(separated.largeValueUploadFactor).toBeGreaterThan(0);
-    expect(separated.largeValueUploadFactor).toBeLessThanOrEqual(1.5);
-    expect(inline.largeValueUploadFactor).toBeGreaterThanOrEqual(3 * separated.largeValueUploadFactor);
+    expect(separated.largeValueUploadFactor).toBeLessThanOrEqual(1.05);
+    // inline: the values' segments are mostly live (only small records die), so reclaim copies
+    // none of them; a round may re-upload a block it shares with small records at a segment's edge
+    const largeBytes = 10 * 256 * 1024;
+    const inlineRounds = inline.rounds.reduce((a, p) => a + p.largeUploadedBytes, 0);
+    expect(inlineRounds, 'bytes of large-value blocks uploaded by the inline rounds').toBeLessThanOrEqual(0.25 * largeBytes);
+    expect(inline.largeValueUploadFactor).toBeLessThanOrEqual(1.5);
     expect(fork.parentUnchanged).toBe(true);
     expect(fork.uploadedBytes).toBeGreaterThan(0);
     expect(puts.server).toBeNull(); // a file store: only glidefs counts
