@@ -63,8 +63,9 @@ export const cmdArb: fc.Arbitrary<CCmd> = fc.oneof(
 );
 
 const killArb: fc.Arbitrary<Kill> = fc.oneof(
-  { arbitrary: fc.record({ mode: fc.constant('ack' as const), k: fc.integer({ min: 1, max: 40 }), delayMs: fc.constantFrom(0, 0, 1, 5) }), weight: 2 },
-  { arbitrary: fc.record({ mode: fc.constant('io' as const), n: fc.integer({ min: 1, max: 400 }),
+  { arbitrary: fc.record({ mode: fc.constant('ack' as const), k: fc.integer({ min: 1, max: 12 }), delayMs: fc.constantFrom(0, 0, 1, 5) }), weight: 2 },
+  { arbitrary: fc.record({ mode: fc.constant('io' as const),
+    n: fc.oneof({ arbitrary: fc.integer({ min: 1, max: 40 }), weight: 3 }, { arbitrary: fc.integer({ min: 1, max: 200 }), weight: 1 }),
     how: fc.constantFrom('before', 'after', 'torn') as fc.Arbitrary<'before' | 'after' | 'torn'>, frac: fc.constantFrom(0.1, 0.5, 0.9) }), weight: 3 },
   { arbitrary: fc.constant({ mode: 'none' as const }), weight: 1 },
 );
