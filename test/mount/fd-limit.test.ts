@@ -4,27 +4,19 @@
 // that ended the daemon: every later operation on the mount got ENOTCONN).
 // Method: the real kernel; the daemon's limit is lowered with prlimit(1) to a few fds above what it holds, then
 // namespaces (one open segment each) are made until mkdir fails, and the mount is used again after the watch ran.
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { open } from '../../src/index.js';
-import { cleanupDaemons, fuseUnavailable, KvDaemon, sh } from './kv-daemon.js';
+import { fuseUnavailable, KvDaemon, kvMountDirs, sh } from './kv-daemon.js';
 
 const skipReason = fuseUnavailable();
 if (skipReason) console.warn(`\n!!! SKIPPING fd-limit KERNEL TEST: ${skipReason}. !!!\n`);
 const q = (p: string) => `'${p.replace(/'/g, `'\\''`)}'`;
 
 describe.skipIf(skipReason !== undefined)('kv daemon at its open-file limit', () => {
-  const root = mkdtempSync(join(tmpdir(), 'glidekv-fdlimit-'));
-  const data = join(root, 'data');
-  const mnt = join(root, 'mnt');
+  const { data, mnt } = kvMountDirs('glidekv-fdlimit-');
 
-  afterAll(async () => {
-    await cleanupDaemons();
-    await sh(`fusermount -u -z ${q(mnt)} 2>/dev/null; true`);
-    rmSync(root, { recursive: true, force: true });
-  });
 
   it('EMFILE for the namespace that needs one more file; the daemon stays up and serves the rest', async () => {
     mkdirSync(mnt);

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mulberry32 } from '../../lib/prng.js';
+import { KillSchedule } from './kill-schedule.js';
 import { cleanupUnder, DeviceDaemon, glidekv, kernelUnavailable, killDaemons, ok, q, sh } from './device-helpers.js';
 
 const skipReason = kernelUnavailable();
@@ -54,25 +55,17 @@ describe.skipIf(skipReason !== undefined)('device daemon kill -9 under a random 
     for (let round = 0; round < rounds; round++) {
       const d = await DeviceDaemon.start('v', dev, env);
       const fh = await openFile(join(dev, 'volume'), 'r+');
-      let killed = false;
       let inflight: { off: number; data: Buffer } | null = null;
       let syncInflight: Buffer | null = null; // acked bytes at the start of an fsync in flight
       // half the rounds: kill at a random time (mid-operation); the others: right after the k-th acknowledgement
-      const byTime = round % 2 === 0;
-      const killAt = 30 + int(600);
-      const killAfterOps = 1 + int(40);
-      const timer = setTimeout(() => {
-        if (!byTime) return;
-        killed = true;
-        void d.kill9();
-      }, killAt);
+      const kill = new KillSchedule(round, int, { maxMs: 600, maxOps: 40 }, () => d.kill9());
       let ops = 0;
       try {
-        while (!killed) {
+        while (!kill.killed) {
           if (rand() < 0.15) {
             syncInflight = Buffer.from(acked);
             await fh.sync();
-            if (killed) break; // answered after the kill: not counted as acknowledged
+            if (kill.killed) break; // answered after the kill: not counted as acknowledged
             synced = syncInflight;
             syncInflight = null;
           } else {
@@ -82,20 +75,17 @@ describe.skipIf(skipReason !== undefined)('device daemon kill -9 under a random 
             for (let i = 0; i < len; i += 4096) data.fill(1 + int(255), i, Math.min(len, i + 4096));
             inflight = { off, data };
             await fh.write(data, 0, len, off);
-            if (killed) break;
+            if (kill.killed) break;
             data.copy(acked, off);
             inflight = null;
           }
           ops++;
-          if (!byTime && ops === killAfterOps) {
-            killed = true;
-            await d.kill9();
-          }
+          await kill.acked(ops);
         }
       } catch (err) {
-        if (!killed) throw err; // only the kill may fail an operation (ENOTCONN, EIO)
+        if (!kill.killed) throw err; // only the kill may fail an operation (ENOTCONN, EIO)
       } finally {
-        clearTimeout(timer);
+        kill.clear();
         await fh.close().catch(() => undefined);
       }
       await d.kill9();
@@ -116,11 +106,11 @@ describe.skipIf(skipReason !== undefined)('device daemon kill -9 under a random 
           // fsync'd bytes all there; an fsync in flight may have made the acked state of its start durable
           const candidates = syncInflight ? [synced, syncInflight] : [synced];
           const match = candidates.find((c) => c.equals(got));
-          if (!match) compare(got, synced, null, `round ${round} after machine loss (${ops} ops, kill ${byTime ? `at ${killAt} ms` : `after op ${killAfterOps}`})`);
+          if (!match) compare(got, synced, null, `round ${round} after machine loss (${ops} ops, kill ${kill})`);
           acked = Buffer.from(got);
           synced = Buffer.from(got);
         } else {
-          compare(got, acked, inflight, `round ${round} after kill -9 (${ops} ops, kill ${byTime ? `at ${killAt} ms` : `after op ${killAfterOps}`})`);
+          compare(got, acked, inflight, `round ${round} after kill -9 (${ops} ops, kill ${kill})`);
           acked = Buffer.from(got);
           if (syncInflight === null && inflight === null) expect(got.equals(acked)).toBe(true);
         }

@@ -3,14 +3,14 @@
 // survives (small and separated values), the operation in flight at the kill is old or new, never
 // other bytes, and the data directory opens cleanly after each kill. Seeded: GLIDEKV_KILL_SEED
 // replays (printed), GLIDEKV_KILL_ROUNDS (8).
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { open } from '../../src/index.js';
 import { mulberry32 } from '../../lib/prng.js';
-import { cleanupDaemons, fuseUnavailable, KvDaemon, sh } from './kv-daemon.js';
+import { KillSchedule } from './kill-schedule.js';
+import { fuseUnavailable, KvDaemon, kvMountDirs, sh } from './kv-daemon.js';
 
 const skipReason = fuseUnavailable();
 if (skipReason) console.warn(`\n!!! SKIPPING KV KILL TESTS: ${skipReason}. !!!\n`);
@@ -21,15 +21,8 @@ const KEYS = 24;
 const q = (p: string) => `'${p.replace(/'/g, `'\\''`)}'`;
 
 describe.skipIf(skipReason !== undefined)('kv daemon kill -9 under a random workload', () => {
-  const root = mkdtempSync(join(tmpdir(), 'glidekv-kill-kv-'));
-  const data = join(root, 'data');
-  const mnt = join(root, 'mnt');
+  const { data, mnt } = kvMountDirs('glidekv-kill-kv-');
 
-  afterAll(async () => {
-    await cleanupDaemons();
-    await sh(`fusermount -u -z ${q(mnt)} 2>/dev/null; true`);
-    rmSync(root, { recursive: true, force: true });
-  });
 
   it(`loses no put acknowledged by close and no acknowledged delete (${rounds} kills)`, async () => {
     console.log(`kill-kv: GLIDEKV_KILL_SEED=${seed} rounds ${rounds}`);
@@ -40,36 +33,28 @@ describe.skipIf(skipReason !== undefined)('kv daemon kill -9 under a random work
     for (let round = 0; round < rounds; round++) {
       const d = await KvDaemon.start(data, mnt, ['--max-value-size', '1M']);
       if (round === 0) await fsp.mkdir(join(mnt, 'n'));
-      let killed = false;
       let inflight: { key: string; value: Buffer | null } | null = null;
-      const byTime = round % 2 === 0;
-      const killAt = 30 + int(700);
-      const killAfterOps = 1 + int(30);
-      const timer = setTimeout(() => {
-        if (!byTime) return;
-        killed = true;
-        void d.kill9();
-      }, killAt);
+      const kill = new KillSchedule(round, int, { maxMs: 700, maxOps: 30 }, () => d.kill9());
       let ops = 0;
       try {
-        while (!killed) {
+        while (!kill.killed) {
           const key = `k${int(KEYS)}`;
           const file = join(mnt, 'n', key);
           if (rand() < 0.2) {
             inflight = { key, value: null };
             await fsp.unlink(file).catch((err: NodeJS.ErrnoException) => {
-              if (err.code !== 'ENOENT' || killed) throw err;
+              if (err.code !== 'ENOENT' || kill.killed) throw err;
             });
-            if (killed) break;
+            if (kill.killed) break;
             model.delete(key);
           } else if (rand() < 0.2) {
             // a read of an acknowledged value through the mount
             const want = model.get(key);
             const got = await fsp.readFile(file).catch((err: NodeJS.ErrnoException) => {
-              if (err.code === 'ENOENT' && !killed) return undefined;
+              if (err.code === 'ENOENT' && !kill.killed) return undefined;
               throw err;
             });
-            if (killed) break;
+            if (kill.killed) break;
             expect(got?.equals(want!) ?? want === undefined, `read ${key} through the mount (GLIDEKV_KILL_SEED=${seed})`).toBe(true);
             continue;
           } else {
@@ -78,27 +63,24 @@ describe.skipIf(skipReason !== undefined)('kv daemon kill -9 under a random work
             if (len >= 4) value.writeUInt32LE(round * 100_000 + ops, 0); // distinct from earlier values of the key
             inflight = { key, value };
             await fsp.writeFile(file, value); // open, write, close: the put is acknowledged when close returns
-            if (killed) break;
+            if (kill.killed) break;
             model.set(key, value);
           }
           inflight = null;
           ops++;
-          if (!byTime && ops === killAfterOps) {
-            killed = true;
-            await d.kill9();
-          }
+          await kill.acked(ops);
         }
       } catch (err) {
-        if (!killed) throw err; // only the kill may fail an operation
+        if (!kill.killed) throw err; // only the kill may fail an operation
       } finally {
-        clearTimeout(timer);
+        kill.clear();
       }
       await d.kill9();
       await sh(`fusermount -u -z ${q(mnt)} 2>/dev/null; true`);
       // the data directory, opened by the engine itself after the kill
       const e = await open(data);
       try {
-        const what = `round ${round} (${ops} ops, kill ${byTime ? `at ${killAt} ms` : `after op ${killAfterOps}`}, GLIDEKV_KILL_SEED=${seed})`;
+        const what = `round ${round} (${ops} ops, kill ${kill}, GLIDEKV_KILL_SEED=${seed})`;
         for (let k = 0; k < KEYS; k++) {
           const key = `k${k}`;
           const got = (await e.get('n', key))?.value;

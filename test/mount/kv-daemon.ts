@@ -4,9 +4,11 @@
  * process), and clean up mounts and processes whatever happens.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 import { ChildLines, execCode, type ShResult } from './child-process.js';
 
 const BIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'bin', 'glidekv.mjs');
@@ -102,4 +104,19 @@ export async function cleanupDaemons(): Promise<void> {
     await sh(`fusermount -u -z ${JSON.stringify(d.mountpoint)} 2>/dev/null || true`);
     running.delete(d);
   }
+}
+
+/**
+ * A KV-mount test's directories under a new temporary root: `data` (the engine) and `mnt` (the mount point,
+ * not created). After the enclosing describe: every daemon killed, the mount detached, the root removed.
+ */
+export function kvMountDirs(prefix: string): { root: string; data: string; mnt: string } {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  const dirs = { root, data: join(root, 'data'), mnt: join(root, 'mnt') };
+  afterAll(async () => {
+    await cleanupDaemons();
+    await sh(`fusermount -u -z ${JSON.stringify(dirs.mnt)} 2>/dev/null; true`);
+    rmSync(root, { recursive: true, force: true });
+  });
+  return dirs;
 }

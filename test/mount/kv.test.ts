@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { open } from '../../src/index.js';
 import { keyToName } from '../../mount/key-names.js';
-import { cleanupDaemons, fuseUnavailable, KvDaemon, sh } from './kv-daemon.js';
+import { cleanupDaemons, fuseUnavailable, KvDaemon, kvMountDirs, sh } from './kv-daemon.js';
 
 const skipReason = fuseUnavailable();
 if (skipReason) {
@@ -28,9 +28,7 @@ async function errCode(p: Promise<unknown>): Promise<string | undefined> {
 }
 
 describe.skipIf(skipReason !== undefined)('kv mount through the kernel', () => {
-  const root = mkdtempSync(join(tmpdir(), 'glidekv-kvmount-'));
-  const data = join(root, 'data');
-  const mnt = join(root, 'mnt');
+  const { root, data, mnt } = kvMountDirs('glidekv-kvmount-');
   const files = join(root, 'files');
   let d: KvDaemon;
 
@@ -61,11 +59,6 @@ describe.skipIf(skipReason !== undefined)('kv mount through the kernel', () => {
     expect(d.lines[0]).toBe(`glidekv: kv mounted ${data} at ${mnt} (pid ${d.pid})`);
   });
 
-  afterAll(async () => {
-    await cleanupDaemons();
-    await sh(`fusermount -u -z ${q(mnt)} 2>/dev/null; true`);
-    rmSync(root, { recursive: true, force: true });
-  });
 
   it('lists namespaces at / ; mkdir creates one, rmdir drops an empty one', async () => {
     expect((await fsp.readdir(mnt)).sort()).toEqual(['many', 'seed']);
@@ -290,15 +283,8 @@ describe.skipIf(skipReason !== undefined)('kv mount through the kernel', () => {
 });
 
 describe.skipIf(skipReason !== undefined)('kv mount daemon lifecycle', () => {
-  const root = mkdtempSync(join(tmpdir(), 'glidekv-kvmount-life-'));
-  const data = join(root, 'data');
-  const mnt = join(root, 'mnt');
+  const { root, data, mnt } = kvMountDirs('glidekv-kvmount-life-');
 
-  afterAll(async () => {
-    await cleanupDaemons();
-    await sh(`fusermount -u -z ${q(mnt)} 2>/dev/null; true`);
-    rmSync(root, { recursive: true, force: true });
-  });
 
   it('exits 0 and releases DATA_DIR when its mount is unmounted from outside; refuses a busy mount point', async () => {
     mkdirSync(mnt);
