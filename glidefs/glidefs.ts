@@ -576,9 +576,11 @@ export class GlideFs {
     }
     const keptBefore = this.catalog.keptRecords();
     const { toDelete } = this.catalog.deleteVolume(name, this.owner);
+    // the volume is deleted (tombstone in the store, row gone): what follows is cleanup, and what a store
+    // fault leaves of it gc finishes (objects left are orphans; the log of a deleted volume is gc's)
     VolumeCache.remove(dir);
     await deleteObjects(this, toDelete, null);
-    await deleteVolumeLog(this.opsDeps, row.uuid);
+    await deleteVolumeLog(this.opsDeps, row.uuid).catch(() => undefined);
     await this.store.delete(leaseKey(this.prefix, row.uuid)).catch(() => undefined); // a leftover is removed by gc
     await this.deleteFreedRecords(keptBefore);
     this.flattenSoon();

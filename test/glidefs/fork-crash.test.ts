@@ -360,3 +360,60 @@ describe('snapshots and forks taken after a restore (notes/s3/model.md finding 6
     }
   });
 });
+
+describe('delete past its commit point (tombstone in the store, catalog row gone)', () => {
+  // found by gmodel (model seed 1025499516): a store fault in the cleanup after the commit point (the
+  // log's list, record deletes) made deleteVolume throw E_STORE while the volume was gone (next open:
+  // E_NO_VOLUME); the cleanup is gc's to finish
+  it('resolves when the cleanup meets store faults; gc finishes it', async () => {
+    const root = tmp();
+    const mem = new MemoryStore();
+    let failing = false;
+    let armNext = false;
+    const store = new Proxy(mem, {
+      get(t, prop) {
+        const v = (t as unknown as Record<string | symbol, unknown>)[prop];
+        if (prop === 'putIfAbsent') {
+          return async (key: string, body: Uint8Array) => {
+            const ok = await mem.putIfAbsent(key, body);
+            if (armNext && key.includes('/log/')) failing = true; // the tombstone landed: faults from here on
+            return ok;
+          };
+        }
+        if (prop === 'list') {
+          return (prefix: string) =>
+            (async function* () {
+              if (failing) throw GlideFsError.STORE_TIMEOUT(`list ${prefix}: fault (test)`);
+              yield* mem.list(prefix);
+            })();
+        }
+        if (prop === 'delete') {
+          return async (key: string) => {
+            if (failing) throw GlideFsError.STORE_TIMEOUT(`delete ${key}: fault (test)`);
+            return mem.delete(key);
+          };
+        }
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+      },
+    });
+    let fs = await open(store, root, 'a.db', 'cache-a');
+    await fs.createVolume('v', 2 * BS);
+    const v = await fs.openVolume('v');
+    await v.write(0, blockOf(51));
+    await v.flush();
+    await v.close();
+    armNext = true;
+    await fs.deleteVolume('v'); // was: E_STORE_TIMEOUT from the log's list, the volume gone anyway
+    expect(failing).toBe(true);
+    expect(fs.listVolumes()).toEqual([]);
+    failing = false;
+    armNext = false;
+    await fs.close();
+    fs = await open(mem, root, 'a.db', 'cache-a');
+    const gc = await fs.gc({ graceMs: 0 });
+    expect(gc.failed).toBe(0);
+    expect(await keys(mem, 'blocks/')).toEqual([]);
+    expect((await keys(mem, 'volumes/')).filter((k) => !k.endsWith('/lease'))).toEqual([]);
+    await fs.close();
+  });
+});
