@@ -1,10 +1,12 @@
 // The block layer (GlideFs) under a randomized model test: see test/glidefs/model/model.ts.
 // Commands: create, write (unaligned, cross-block, whole-block, zeros, copies), read, flush,
-// checkpoint, fork, snapshot, delete, close+reopen, gc (then: the catalog names nothing missing,
-// no orphan is left), crash (kill -9 at a request of a flush/checkpoint/fork/delete/create or
+// checkpoint, fork, snapshot, delete, close+reopen, waves (2-5 writes/reads/flushes/checkpoints/forks in
+// flight at once), gc (then: the catalog names nothing missing, no orphan is left, refcount = block rows,
+// every layer on a chain, no pending/deleting row), crash (kill -9 at a request of a flush/checkpoint/fork/delete/create or
 // between operations: reopen from the same catalog + cache), machine loss (restore from the store
-// alone: exactly the flushed bytes), transient store faults on and off.
-// Defaults (~30-60 s): GLIDEFS_MODEL_RUNS=25 on the memory store, GLIDEFS_MODEL_DIR_RUNS=5 on a
+// alone: exactly the flushed bytes; with the 2 MiB cache bound per block also a version written since),
+// transient store faults on and off. A real kill -9 is test/glidefs/model-kill.test.ts.
+// Defaults (~30-60 s): GLIDEFS_MODEL_RUNS=20 on the memory store, GLIDEFS_MODEL_DIR_RUNS=5 on a
 // directory store. Hunt: GLIDEFS_MODEL_RUNS=500. Replay: GLIDEFS_MODEL_SEED=<seed> [GLIDEFS_MODEL_PATH=<path>]
 // (both printed on failure; the seed of every run is printed at its start).
 import { mkdtempSync } from 'node:fs';
@@ -17,7 +19,7 @@ import { coverage, cmdArb, runModel, runOptionsArb, type Cmd, type StoreKind } f
 const envSeed = process.env.GLIDEFS_MODEL_SEED;
 const seed = envSeed !== undefined ? Number(envSeed) : (Date.now() ^ (process.pid << 8)) >>> 0;
 const path = process.env.GLIDEFS_MODEL_PATH;
-const runs = Number(process.env.GLIDEFS_MODEL_RUNS ?? 25);
+const runs = Number(process.env.GLIDEFS_MODEL_RUNS ?? 20);
 const dirRuns = Number(process.env.GLIDEFS_MODEL_DIR_RUNS ?? 5);
 
 function property(kind: StoreKind, n: number, maxCommands: number, budgetMs: number) {

@@ -58,7 +58,16 @@ export type Cmd =
   | { t: 'gc' }
   | { t: 'crash'; op: InFlight; v: number; after: number; land: boolean; r: Range; fill: Fill }
   | { t: 'lose' }
-  | { t: 'faults'; on: boolean };
+  | { t: 'faults'; on: boolean }
+  | { t: 'wave'; ops: WaveOp[] };
+
+/** Operations of one wave: started together, in flight at once (Promise.all), as the kernel issues them. */
+export type WaveOp =
+  | { t: 'write'; v: number; r: Range; fill: Fill }
+  | { t: 'read'; v: number; r: Range }
+  | { t: 'flush'; v: number }
+  | { t: 'checkpoint'; v: number }
+  | { t: 'fork'; v: number; snapshot: boolean };
 
 const rangeArb: fc.Arbitrary<Range> = fc.record({
   kind: fc.constantFrom<Range['kind']>('any', 'block', 'sector', 'cross', 'tiny'),
@@ -71,7 +80,16 @@ const fillArb: fc.Arbitrary<Fill> = fc.record({
 });
 const v = fc.nat(15);
 
+const waveOpArb: fc.Arbitrary<WaveOp> = fc.oneof(
+  { weight: 6, arbitrary: fc.record({ t: fc.constant('write' as const), v, r: rangeArb, fill: fillArb }) },
+  { weight: 4, arbitrary: fc.record({ t: fc.constant('read' as const), v, r: rangeArb }) },
+  { weight: 3, arbitrary: fc.record({ t: fc.constant('flush' as const), v }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('checkpoint' as const), v }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('fork' as const), v, snapshot: fc.boolean() }) },
+);
+
 export const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ t: fc.constant('wave' as const), ops: fc.array(waveOpArb, { minLength: 2, maxLength: 5 }) }) },
   // mostly small volumes; some larger than the smallest cache bound (16 blocks), so eviction happens
   { weight: 3, arbitrary: fc.record({ t: fc.constant('create' as const), blocks: fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 1, max: 5 }) }, { weight: 1, arbitrary: fc.integer({ min: 17, max: 24 }) }) }) },
   { weight: 12, arbitrary: fc.record({ t: fc.constant('write' as const), v, r: rangeArb, fill: fillArb }) },
@@ -401,12 +419,21 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
     try {
       const value = await fn();
       count(`${what} ok`);
+      sut.log.push(`   ${what}${vol !== undefined ? ` '${vol}'` : ''}: ok`);
       return { ok: true, value };
     } catch (err) {
+      sut.log.push(`   ${what}${vol !== undefined ? ` '${vol}'` : ''}: ${(err as { code?: string }).code ?? (err as Error).name} ${String((err as Error).message).slice(0, 160)}`);
       if (vol !== undefined && m.vols.get(vol)?.maybeGone && err instanceof GlideFsError && err.code === 'E_FENCED') {
         // its delete was cut after the tombstone: the volume is deleted in the store; deleting it again finishes it
         count(`${what}: interrupted delete found`);
         await finishDelete(vol);
+        return { ok: false, err };
+      }
+      if (vol !== undefined && m.vols.get(vol)?.maybeGone && err instanceof GlideFsError && err.code === 'E_NO_VOLUME') {
+        // a delete that failed after its commit point (tombstone written, catalog row dropped; only the cleanup of
+        // its log/objects failed, which gc finishes) is done
+        count(`${what}: delete found finished`);
+        m.vols.delete(vol);
         return { ok: false, err };
       }
       if (allowCrash && sut.proc.dead) {
@@ -473,6 +500,180 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
     mv.current = Buffer.from(match!);
     mv.committed = [Buffer.from(match!)];
     if (bg) mv.bg.clear(); // restored from the store: what it holds is the flushed view now
+  };
+
+  /**
+   * The catalog's own invariants, with every volume closed after a gc: each object's refcount is the number of
+   * block-map rows naming it, every layer lies on some volume's chain, no pending upload or delete row is left.
+   */
+  const checkCatalogInvariants = (when: string) => {
+    const db = new Database(sut.fs.catalogPath, { readonly: true });
+    try {
+      const refs = db.prepare('SELECT key, refcount FROM objects ORDER BY key').raw().all() as Array<[string, number]>;
+      const rows = db.prepare("SELECT key, count(*) FROM blocks WHERE key != '' GROUP BY key ORDER BY key").raw().all() as Array<[string, number]>;
+      const want = new Map(rows);
+      const have = new Map(refs);
+      for (const [k, n] of want) if (have.get(k) !== n) fail(`${when}: object ${k} is named by ${n} block rows but its refcount is ${have.get(k) ?? 'missing'}`);
+      for (const [k, n] of have) if (!want.has(k)) fail(`${when}: object ${k} has refcount ${n} but no block row names it`);
+      const onChains = new Set<number>();
+      for (const x of sut.fs.catalog.listVolumes()) for (const l of sut.fs.catalog.layerChain(x.id)) onChains.add(l);
+      for (const id of db.prepare('SELECT id FROM layers').pluck().all() as number[]) {
+        if (!onChains.has(id)) fail(`${when}: layer ${id} lies on no volume's chain`);
+      }
+      for (const t of ['pending', 'deleting']) {
+        const n = db.prepare(`SELECT count(*) FROM ${t}`).pluck().get() as number;
+        if (n !== 0) fail(`${when}: ${n} rows left in '${t}' with no flush or delete running`);
+      }
+    } finally {
+      db.close();
+    }
+  };
+
+  /** Block i of `buf` with the part of write `w` that falls in it applied. */
+  const applyTo = (b: Buffer, i: number, w: { off: number; len: number; data: Buffer }) => {
+    const from = Math.max(w.off, i * BS);
+    const to = Math.min(w.off + w.len, (i + 1) * BS);
+    if (from < to) w.data.copy(b, from - i * BS, from - w.off, to - w.off);
+  };
+
+  /**
+   * A wave: its operations are started together and are in flight at once. Writes of one wave to one volume are
+   * disjoint (overlapping concurrent writes have no defined order). Expected: a read returns, per block, the bytes
+   * before the wave with any subset of the wave's acknowledged writes on that block; a fork's child is the source
+   * before the wave with a subset of them (one instant); a flush makes the bytes before the wave durable, and the
+   * wave's writes maybe (MVol.bg).
+   */
+  const runWave = async (ops: WaveOp[]) => {
+    type W = { name: string; off: number; len: number; data: Buffer };
+    const pre = new Map<string, Buffer>();
+    for (const [n, mv] of m.vols) pre.set(n, Buffer.from(mv.current));
+    const writes: W[] = [];
+    const acked: W[] = [];
+    const syncs = new Map<string, boolean[]>(); // per volume: outcomes of its flushes and of forks of it
+    const forks: Array<{ src: string; dst: string; snapshot: boolean; ok: boolean }> = [];
+    const reads: Array<{ name: string; off: number; len: number; got: Buffer | null }> = [];
+    const jobs: Array<() => Promise<void>> = [];
+    let nvols = m.vols.size;
+    const synced = (name: string, ok: boolean) => syncs.set(name, [...(syncs.get(name) ?? []), ok]);
+    for (let k = 0; k < ops.length; k++) {
+      const o = ops[k];
+      const name = m.pick(o.v);
+      if (!name || !m.vols.has(name)) continue;
+      const mv = m.vols.get(name)!;
+      if (o.t === 'fork') {
+        if (nvols >= 6) continue;
+        nvols++;
+        const f = { src: name, dst: `v${step}w${k}`, snapshot: o.snapshot, ok: false };
+        forks.push(f);
+        jobs.push(async () => {
+          const r = await attempt('wave fork', () => (f.snapshot ? sut.fs.snapshot(f.src, f.dst) : sut.fs.fork(f.src, f.dst)));
+          f.ok = r.ok;
+          synced(f.src, r.ok);
+        });
+        continue;
+      }
+      const vol = await attempt('open', () => sut.vol(name), false, name);
+      if (!vol.ok || !m.vols.has(name)) continue;
+      if (o.t === 'write') {
+        if (mv.snapshot) continue;
+        const [off, len] = resolveRange(o.r, mv.size);
+        if (writes.some((w) => w.name === name && w.off < off + len && off < w.off + w.len)) continue;
+        const w = { name, off, len, data: fillBytes(o.fill, len, pre.get(name)!) };
+        writes.push(w);
+        jobs.push(async () => {
+          if ((await attempt('wave write', () => vol.value.write(w.off, w.data), false, name)).ok) acked.push(w);
+        });
+      } else if (o.t === 'read') {
+        const [off, len] = resolveRange(o.r, mv.size);
+        const rd = { name, off, len, got: null as Buffer | null };
+        reads.push(rd);
+        jobs.push(async () => {
+          const r = await attempt('wave read', () => vol.value.read(off, len));
+          if (r.ok) rd.got = r.value;
+        });
+      } else if (o.t === 'flush') {
+        jobs.push(async () => void synced(name, (await attempt('wave flush', () => vol.value.flush(), false, name)).ok));
+      } else {
+        jobs.push(async () => void (await attempt('wave checkpoint', () => vol.value.checkpoint(), false, name)));
+      }
+    }
+    count(`wave of ${jobs.length}`);
+    await Promise.all(jobs.map((j) => j()));
+
+    /** The bytes block i of `name` may hold: before the wave, with any subset of the acknowledged writes on it. */
+    const versions = (name: string, i: number): Buffer[] => {
+      const ws = acked.filter((w) => w.name === name && w.off < (i + 1) * BS && i * BS < w.off + w.len);
+      const out: Buffer[] = [];
+      for (let mask = 0; mask < 1 << ws.length; mask++) {
+        const b = Buffer.from(pre.get(name)!.subarray(i * BS, (i + 1) * BS));
+        ws.forEach((w, j) => mask & (1 << j) && applyTo(b, i, w));
+        addCandidate(out, b);
+      }
+      return out;
+    };
+    /** The whole volume `name` at one instant of the wave: before it, with any subset of its acknowledged writes. */
+    const instants = (name: string): Buffer[] => {
+      const ws = acked.filter((w) => w.name === name);
+      const out: Buffer[] = [];
+      for (let mask = 0; mask < 1 << ws.length; mask++) {
+        const b = Buffer.from(pre.get(name)!);
+        ws.forEach((w, j) => mask & (1 << j) && w.data.copy(b, w.off));
+        addCandidate(out, b);
+      }
+      return out;
+    };
+    for (const rd of reads) {
+      if (!rd.got) continue;
+      for (let i = Math.floor(rd.off / BS); i <= Math.floor((rd.off + rd.len - 1) / BS); i++) {
+        const from = Math.max(rd.off, i * BS);
+        const to = Math.min(rd.off + rd.len, (i + 1) * BS);
+        const seg = rd.got.subarray(from - rd.off, to - rd.off);
+        if (!versions(rd.name, i).some((b) => b.subarray(from - i * BS, to - i * BS).equals(seg))) {
+          fail(`wave: read '${rd.name}' ${rd.off}+${rd.len} returned bytes in block ${i} that are neither the bytes before the wave nor any of its acknowledged writes`);
+        }
+      }
+    }
+    for (const w of acked) {
+      const mv = m.vols.get(w.name);
+      if (mv) w.data.copy(mv.current, w.off);
+    }
+    for (const [name, mv] of m.vols) {
+      const before = pre.get(name);
+      if (!before) continue;
+      const outcomes = syncs.get(name) ?? [];
+      if (outcomes.some((ok) => ok)) {
+        mv.committed = [Buffer.from(before)];
+        mv.bg.clear();
+        if (!mv.snapshot) mv.maybeGone = false;
+      } else if (outcomes.length > 0) addCandidate(mv.committed, before);
+      if (outcomes.length > 0 || opts.smallCache) {
+        const touched = new Set<number>();
+        for (const w of acked) if (w.name === name) for (let i = Math.floor(w.off / BS); i <= Math.floor((w.off + w.len - 1) / BS); i++) touched.add(i);
+        for (const i of touched) {
+          const list = mv.bg.get(i) ?? [];
+          for (const b of versions(name, i)) addCandidate(list, b);
+          mv.bg.set(i, list);
+        }
+      }
+    }
+    for (const f of forks) if (!f.ok) m.maybeVols.set(f.dst, instants(f.src));
+    if (forks.some((f) => !f.ok)) reconcile(false);
+    for (const f of forks) {
+      if (!f.ok && !m.vols.has(f.dst)) continue;
+      const src = m.vols.get(f.src);
+      const size = src?.size ?? pre.get(f.src)!.length;
+      const r = await attempt('wave fork read', async () => (await sut.vol(f.dst)).read(0, size), false, f.dst);
+      if (!r.ok) {
+        if (!f.ok) continue;
+        // the child exists (the fork was acknowledged) but cannot be read now: any instant, settled at the next restore
+        m.vols.set(f.dst, { size, snapshot: f.snapshot, current: instants(f.src)[0], committed: instants(f.src), maybeGone: false, bg: new Map() });
+        continue;
+      }
+      if (!instants(f.src).some((b) => b.equals(r.value))) {
+        fail(`wave: ${f.snapshot ? 'snapshot' : 'fork'} '${f.dst}' of '${f.src}' holds no instant of its source during the wave (bytes before it with a subset of its ${acked.filter((w) => w.name === f.src).length} acknowledged writes)`);
+      }
+      m.vols.set(f.dst, { size, snapshot: f.snapshot, current: Buffer.from(r.value), committed: [Buffer.from(r.value)], maybeGone: false, bg: new Map() });
+    }
   };
 
   const checkStoreAgainstCatalog = async (when: string) => {
@@ -608,7 +809,8 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
               // the catalog's seq (a flush or claim cut before its catalog commit) whose catch-up has not run yet
               // (the open after the crash could not reach the store): deleteVolume writes its tombstone at that seq
               // and is refused E_FENCED until the volume is opened (catch-up) once. Nothing is lost or changed.
-              if (err instanceof GlideFsError && err.code === 'E_FENCED' && sut.gen > 0 && !mvd.snapshot && sut.fs.listVolumes().some((x) => x.name === name)) {
+              // Also reached without a crash: a flush whose log PUT landed but whose answer was a fault (gmodel, s4 bugs.md).
+              if (err instanceof GlideFsError && err.code === 'E_FENCED' && !mvd.snapshot && sut.fs.listVolumes().some((x) => x.name === name)) {
                 count('delete: E_FENCED after a cut flush (known bug)');
                 return 'known-bug' as const;
               }
@@ -626,6 +828,11 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
 
         case 'reopen': {
           await attempt('reopen', () => sut.reopen());
+          break;
+        }
+
+        case 'wave': {
+          await runWave(c.ops);
           break;
         }
 
@@ -657,6 +864,7 @@ export async function runModel(opts: RunOptions, cmds: Cmd[], root: string, kind
               if (row && seq < row.checkpoint_seq && !kept.has(`${mm[1]}:${seq}`)) fail(`after gc: log record ${k} below the checkpoint ${row.checkpoint_seq}, needed by no layer`);
             }
             for (const k of kept) if (!present.has(k)) fail(`after gc: log record ${k} that a layer lies on is missing from the store`);
+            checkCatalogInvariants('after gc');
           } finally {
             sut.sw.faults = faults;
           }
