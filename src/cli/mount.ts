@@ -28,6 +28,22 @@ function storeRetryOption(): Option {
     .default(60_000, '60s');
 }
 
+/** `--wait-lease`, the same on `device mount` and `up`. */
+function waitLeaseOption(): Option {
+  return new Option(
+    '--wait-lease <duration>',
+    "while the volume's lease is held elsewhere (E_LEASED: another machine, or a stack that was not taken down), keep trying this long; e.g. 45s, 2m (default 0: fail at once)",
+  )
+    .argParser((v) => {
+      try {
+        return parseRetryTimeout(v);
+      } catch {
+        throw new CliError(`--wait-lease: '${v}' is not a duration of at most 24 h (e.g. 45s, 2m)`, 2);
+      }
+    })
+    .default(0, '0');
+}
+
 function fmtBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   const u = ['KiB', 'MiB', 'GiB', 'TiB'];
@@ -65,6 +81,7 @@ export function register(program: Command): void {
         .default('upload'),
     )
     .addOption(storeRetryOption())
+    .addOption(waitLeaseOption())
     .option('--status-file <file>', "keep FILE (JSON, outside DIR) current with the store's state: 'ok', or 'waiting' while failing requests are retried (glidekv status reads it)")
     .addHelpText(
       'after',
@@ -83,8 +100,14 @@ Examples:
   $ losetup --find --show --direct-io=on /run/data-dev/volume
   $ kill %1       # flush, unmount, exit`,
     )
-    .action(async (volume: string, dir: string, flags: { flushInterval: number; fsync: 'upload' | 'local'; storeRetryTimeout: number; statusFile?: string }, cmd: Command) => {
-      await runDeviceDaemon(volume, dir, globals(cmd), { flushInterval: flags.flushInterval, fsync: flags.fsync, storeRetryTimeoutMs: flags.storeRetryTimeout, statusFile: flags.statusFile });
+    .action(async (volume: string, dir: string, flags: { flushInterval: number; fsync: 'upload' | 'local'; storeRetryTimeout: number; statusFile?: string; waitLease: number }, cmd: Command) => {
+      await runDeviceDaemon(volume, dir, globals(cmd), {
+        flushInterval: flags.flushInterval,
+        fsync: flags.fsync,
+        storeRetryTimeoutMs: flags.storeRetryTimeout,
+        statusFile: flags.statusFile,
+        waitLeaseMs: flags.waitLease,
+      });
     });
 
   program
@@ -107,6 +130,7 @@ Examples:
         .default('upload'),
     )
     .addOption(storeRetryOption())
+    .addOption(waitLeaseOption())
     .addHelpText(
       'after',
       `
@@ -122,10 +146,10 @@ Examples:
   $ cp photo.jpg /mnt/kv/photos/cat       # after: mkdir /mnt/kv/photos
   $ sudo glidekv down /mnt/kv`,
     )
-    .action(async (volume: string, mountpoint: string, flags: { size?: number; state?: string; valueThreshold?: number; sync?: string; directIo: boolean; fsync: 'upload' | 'local'; storeRetryTimeout: number }, cmd: Command) => {
+    .action(async (volume: string, mountpoint: string, flags: { size?: number; state?: string; valueThreshold?: number; sync?: string; directIo: boolean; fsync: 'upload' | 'local'; storeRetryTimeout: number; waitLease: number }, cmd: Command) => {
       const t = performance.now();
-      const { storeRetryTimeout, ...rest } = flags;
-      const s = await up(volume, mountpoint, globals(cmd), { ...rest, directIo: flags.directIo, storeRetryTimeoutMs: storeRetryTimeout }, out);
+      const { storeRetryTimeout, waitLease, ...rest } = flags;
+      const s = await up(volume, mountpoint, globals(cmd), { ...rest, directIo: flags.directIo, storeRetryTimeoutMs: storeRetryTimeout, waitLeaseMs: waitLease }, out);
       out(`up       '${s.volume}' at ${s.mountpoint} in ${Math.round(performance.now() - t)} ms (state ${s.stateDir})`);
     });
 

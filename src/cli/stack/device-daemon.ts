@@ -33,6 +33,7 @@
 import { existsSync } from 'node:fs';
 import { rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, relative, resolve, isAbsolute } from 'node:path';
+import { isGlideFsError } from '../../../glidefs/errors.js';
 import { RetryStore, type RetryOutage } from '../../../glidefs/retry-store.js';
 import { mountDevice, type DeviceFsyncMode } from '../../../mount/device.js';
 import { runDaemon } from '../../../mount/fuse-daemon.js';
@@ -47,7 +48,12 @@ export interface DeviceDaemonFlags {
   storeRetryTimeoutMs?: number;
   /** Where to publish DeviceStatusFile (outside DIR). */
   statusFile?: string;
+  /** While another holder has the volume's lease (E_LEASED), keep trying for this long, ms (default 0: fail at once). */
+  waitLeaseMs?: number;
 }
+
+/** How often a start waiting for the volume's lease (--wait-lease) tries again. */
+const LEASE_POLL_MS = 2000;
 
 /** STATUS_FILE (JSON): the device daemon's view of its store, for `glidekv status`. */
 export interface DeviceStatusFile {
@@ -96,16 +102,35 @@ export async function runDeviceDaemon(volumeName: string, dirArg: string, global
   const storeRetryTimeoutMs = flags.storeRetryTimeoutMs ?? DEFAULT_STORE_RETRY_TIMEOUT;
 
   return runDaemon(
-    async () => {
+    async (ctx) => {
       // check: a cheap authenticated request (list of at most one key) before
       // anything is mounted; bad credentials or a missing bucket end here.
       const g = await openGlideFsFromOptions(globals, { check: true, retry: retryOptionsFor(storeRetryTimeoutMs) });
       let volume;
-      try {
-        volume = await g.fs.openVolume(volumeName);
-      } catch (err) {
+      const leaseDeadline = Date.now() + (flags.waitLeaseMs ?? 0);
+      let waitingSaid = false;
+      for (;;) {
+        try {
+          volume = await g.fs.openVolume(volumeName);
+          break;
+        } catch (err) {
+          // --wait-lease: another holder's lease (a machine that was lost, a stack not yet down) expires or is released
+          if (isGlideFsError(err, 'E_LEASED') && Date.now() < leaseDeadline && !ctx.stopRequested) {
+            if (!waitingSaid) {
+              process.stderr.write(`glidekv: device ${volumeName}: ${redact(err.message.split('\n')[0])}; waiting up to ${fmtDuration(flags.waitLeaseMs ?? 0)} for it\n`);
+              waitingSaid = true;
+            }
+            await new Promise((r) => setTimeout(r, Math.min(LEASE_POLL_MS, Math.max(0, leaseDeadline - Date.now()))));
+            continue;
+          }
+          await g.close().catch(() => undefined);
+          throw err;
+        }
+      }
+      if (ctx.stopRequested) {
+        await volume.close().catch(() => undefined);
         await g.close().catch(() => undefined);
-        throw err;
+        return undefined;
       }
       const log = (line: string) => process.stderr.write(`glidekv: ${redact(line)}\n`);
       let mount;

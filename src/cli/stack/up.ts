@@ -57,6 +57,8 @@ export interface UpFlags {
   fsync?: 'upload' | 'local';
   /** The device daemon's --store-retry-timeout, ms (default 60 s; 0 = no time bound). */
   storeRetryTimeoutMs?: number;
+  /** The device daemon's --wait-lease, ms: how long to wait while the volume's lease is held elsewhere (default 0). */
+  waitLeaseMs?: number;
 }
 
 export function preflight(mountpoint: string): void {
@@ -90,7 +92,7 @@ function spawnDaemon(args: string[], logFile: string): number {
 }
 
 /** Waits for a daemon's mount; a dead daemon is an error with its last log line. */
-async function waitForDaemon(what: string, pid: number, logFile: string, logOffset: number, ready: RegExp, mounted: () => boolean): Promise<void> {
+async function waitForDaemon(what: string, pid: number, logFile: string, logOffset: number, ready: RegExp, mounted: () => boolean, timeoutMs = 120_000): Promise<void> {
   let lastLine = '';
   await waitFor(
     `${what} to mount`,
@@ -99,7 +101,7 @@ async function waitForDaemon(what: string, pid: number, logFile: string, logOffs
       lastLine = lastErrorLine(text);
       return ready.test(text) && mounted();
     },
-    120_000,
+    timeoutMs,
     () => (alive(pid) ? undefined : `${what} exited: ${lastLine || 'no output'} (log: ${logFile})`),
   );
 }
@@ -184,11 +186,13 @@ export async function up(volume: string, mountpointArg: string, globals: GlideFs
         ...(resolved.cacheSize !== undefined ? ['--cache-size', String(resolved.cacheSize)] : []),
         ...['device', 'mount', volume, s.deviceMountpoint, '--fsync', s.fsync ?? 'upload'],
         ...['--store-retry-timeout', `${s.storeRetryTimeoutMs}ms`, '--status-file', s.deviceStatusFile!],
+        ...(flags.waitLeaseMs ? ['--wait-lease', `${flags.waitLeaseMs}ms`] : []),
       ],
       deviceLog,
     );
     saveState(s);
-    await waitForDaemon('device daemon', s.devicePid, deviceLog, off, /device .* mounted at /, () => mountAt(s.deviceMountpoint)?.fstype === 'fuse.glidekv-device');
+    if (flags.waitLeaseMs) out(`device   waiting up to ${fmtDuration(flags.waitLeaseMs)} for the volume's lease if another holder has it`);
+    await waitForDaemon('device daemon', s.devicePid, deviceLog, off, /device .* mounted at /, () => mountAt(s.deviceMountpoint)?.fstype === 'fuse.glidekv-device', 120_000 + (flags.waitLeaseMs ?? 0));
     const retryText = s.storeRetryTimeoutMs! > 0 ? fmtDuration(s.storeRetryTimeoutMs!) : 'off';
     out(`device   ${s.deviceFile} (volume '${volume}', ${sizeBytes} bytes, pid ${s.devicePid}, fsync ${s.fsync ?? 'upload'}, store retry timeout ${retryText}, log ${deviceLog})`);
 
