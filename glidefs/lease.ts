@@ -71,8 +71,18 @@ export function parseLease(buf: Buffer, key: string): LeaseBody {
   }
   if (b?.format !== LEASE_FORMAT || typeof b.version !== 'number') throw GlideFsError.CORRUPT(`lease ${key} is not a glidekv lease`);
   if (b.version > LEASE_VERSION) throw GlideFsError.VERSION(`lease ${key} has version ${b.version}, this glidekv reads version ${LEASE_VERSION}`);
+  if (!Number.isInteger(b.version) || b.version < 1) throw GlideFsError.CORRUPT(`lease ${key} has no valid version`);
   if (typeof b.expiresAt !== 'number' || typeof b.holder?.token !== 'string' || typeof b.holder.host !== 'string' || typeof b.holder.pid !== 'number') {
     throw GlideFsError.CORRUPT(`lease ${key} lacks its holder or expiry`);
+  }
+  // every field a reader uses has its type and range (a time a Date can show; 'released' a boolean, not truthy)
+  const time = (x: unknown) => typeof x === 'number' && x >= 0 && x <= 8.64e15;
+  const nat = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+  if (!time(b.expiresAt) || !time(b.acquiredAt) || !time(b.renewedAt) || !nat(b.durationMs) || !nat(b.n) || typeof b.released !== 'boolean') {
+    throw GlideFsError.CORRUPT(`lease ${key} has a malformed time, count or released flag`);
+  }
+  if (typeof b.volume !== 'string' || typeof b.name !== 'string' || typeof b.holder.catalog !== 'string' || !Number.isSafeInteger(b.holder.pid) || b.holder.pid <= 0) {
+    throw GlideFsError.CORRUPT(`lease ${key} has a malformed volume, name or holder`);
   }
   return b;
 }
