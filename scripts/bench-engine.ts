@@ -11,10 +11,11 @@
  *                      a txn; each promise resolves after commit + fsync) | level {sync: true}, whose
  *                      writer queue groups concurrent writes under one log fsync
  *              always  1 writer;   glidekv sync 'always' | lmdb default, each put awaited (one txn +
- *                      fsync each) | level {sync: true}, each put awaited. In rounds (4; --quick 1):
- *                      the systems take turns, the order rotated each round, so that the spells of
- *                      load on a shared machine fall on all of them alike; ops/s = all rounds' puts
- *                      ÷ all rounds' time
+ *                      fsync each) | level {sync: true}, each put awaited. The three stores are
+ *                      open at once, each in its own process, and take turns: 32 slices of 250 ms
+ *                      each (--quick: 6 of 500 ms), the order rotated every turn, so that the
+ *                      spells of load on a shared machine fall on all of them alike; ops/s = its
+ *                      slices' puts ÷ its slices' time
  *   get      random gets of loaded keys, one at a time: hot (every key read once before; in the page
  *            cache) and cold (after close + reopen, then `echo 3 > /proc/sys/vm/drop_caches`; needs root)
  *   list     range scans of 10,000 keys from random start keys, keys only (glidekv list() reads no
@@ -86,7 +87,7 @@ function parseArgs(argv: string[]): Args {
 }
 
 const FULL = {
-  put: { none: 200_000, batch: 200_000, always: 20_000, capMs: 15_000, alwaysCapMs: 8_000, alwaysRounds: 4 },
+  put: { none: 200_000, batch: 200_000, always: 20_000, capMs: 15_000, alwaysCapMs: 8_000, alwaysRounds: 32 },
   reads: { keys: 200_000, gets: 200_000, coldGets: 20_000, scans: 50, scanLen: 10_000, capMs: 15_000 },
   reclaimKeys: 200_000,
   keydirKeys: 1_000_000,
@@ -96,7 +97,7 @@ const FULL = {
   ],
 };
 const QUICK: typeof FULL = {
-  put: { none: 3000, batch: 3000, always: 300, capMs: 3000, alwaysCapMs: 3000, alwaysRounds: 1 },
+  put: { none: 3000, batch: 3000, always: 300, capMs: 3000, alwaysCapMs: 3000, alwaysRounds: 6 },
   reads: { keys: 5000, gets: 5000, coldGets: 500, scans: 10, scanLen: 1000, capMs: 3000 },
   reclaimKeys: 5000,
   keydirKeys: 20_000,
@@ -147,6 +148,69 @@ function runJob(job: Job): Promise<JobResult> {
       else reject(new Error(`${job.job}${'system' in job ? ` (${job.system})` : ''}: ${error ?? `worker exited with ${signal ?? code}`}`));
     });
   });
+}
+
+/**
+ * Puts from one writer per system, by turns: every system's store is opened in its own worker
+ * process (job 'put-slices'), then each turn gives each system one slice of `sliceMs` (order
+ * rotated per turn). A system whose worker fails gets its error as the cell.
+ */
+async function putSlices(systems: SystemName[], mode: 'always', turns: number, sliceMs: number):
+  Promise<Partial<Record<SystemName, JobResult>>> {
+  const out: Partial<Record<SystemName, JobResult>> = {};
+  interface W { s: SystemName; send: (m: object) => Promise<{ slice?: { ops: number; ms: number } }>; done: Promise<JobResult> }
+  const workers: W[] = [];
+  for (const s of systems) {
+    const child = fork(WORKER, [JSON.stringify({ job: 'put-slices', system: s, mode } satisfies Job)], {
+      cwd: ROOT,
+      execArgv: ['--import', 'tsx', '--expose-gc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    let waiting: ((m: { slice?: { ops: number; ms: number }; ready?: boolean }) => void) | null = null;
+    let failed: string | undefined;
+    let result: JobResult | undefined;
+    const ready = new Promise<void>((res) => (waiting = () => res()));
+    child.on('message', (m: { slice?: { ops: number; ms: number }; ready?: boolean; result?: JobResult; error?: string }) => {
+      if (m.result) result = m.result;
+      else if (m.error) failed = m.error;
+      else if (waiting !== null) {
+        const w = waiting;
+        waiting = null;
+        w(m);
+      }
+    });
+    const done = new Promise<JobResult>((res) => child.on('exit', (code, signal) => {
+      if (waiting !== null) waiting({});
+      res(result ?? { error: failed ?? `worker exited with ${signal ?? code}` });
+    }));
+    await Promise.race([ready, done]);
+    workers.push({
+      s,
+      done,
+      send: (m) => new Promise((res) => {
+        if (child.exitCode !== null || child.signalCode !== null) return res({});
+        waiting = res;
+        child.send(m);
+      }),
+    });
+  }
+  for (let t = 0; t < turns; t++) {
+    for (let i = 0; i < workers.length; i++) {
+      const w = workers[(i + t) % workers.length];
+      showProgress({ label: `put ${mode}: turns (${workers.map((x) => x.s).join(', ')})`, done: t, total: turns });
+      await w.send({ slice: sliceMs });
+    }
+  }
+  if (barLabel !== undefined) {
+    bar.stop();
+    barLabel = undefined;
+  }
+  for (const w of workers) {
+    w.send({ end: true }).catch(() => {});
+    out[w.s] = await w.done;
+    if (out[w.s]!.error) process.stderr.write(`bench-engine: put ${mode} (${w.s}): ${out[w.s]!.error}\n`);
+  }
+  return out;
 }
 
 /** Runs a job; a failure becomes the cell text instead of ending the whole run. */
@@ -226,29 +290,12 @@ async function main(): Promise<void> {
       });
     }
     // sync always: one fsync per put, so the figure is the disk's latency at that moment. On a shared
-    // machine that moves by 2-3x within a minute; the systems take turns (rounds of alwaysCapMs /
-    // alwaysRounds each, the order rotated per round) so that each sees the same spells of load
-    const always: Partial<Record<SystemName, { ops: number; ms: number; error?: string }>> = {};
-    for (let round = 0; round < p.alwaysRounds; round++) {
-      const order = systems.map((_, i) => systems[(i + round) % systems.length]);
-      for (const s of order) {
-        const r = await tryJob({
-          job: 'put', system: s, mode: 'always', count: Math.ceil(p.always / p.alwaysRounds), concurrency: 1,
-          capMs: p.alwaysCapMs / p.alwaysRounds,
-        });
-        raw[`put-always-${s}-round${round}`] = r;
-        const acc = (always[s] ??= { ops: 0, ms: 0 });
-        if (r.error !== undefined) acc.error = String(r.error);
-        else {
-          acc.ops += Number(r.ops);
-          acc.ms += Number(r.ms);
-        }
-      }
-    }
-    await perSystem(`put 100 B, sync always (1 writer, ${p.alwaysRounds} round${p.alwaysRounds > 1 ? "s" : ""})`, 'ops/s', async (s) => {
-      const a = always[s];
-      return a === undefined ? undefined : a.error ?? a.ops / (a.ms / 1000);
-    });
+    // machine that moves 2-6x within seconds; the systems' stores stay open in their own processes
+    // and take turns in slices (alwaysCapMs / alwaysRounds each, the order rotated per round), so
+    // each sees the same spells of load
+    const always = await putSlices(systems, 'always', p.alwaysRounds, p.alwaysCapMs / p.alwaysRounds);
+    for (const s of systems) raw[`put-always-${s}`] = always[s] ?? { error: 'no result' };
+    await perSystem(`put 100 B, sync always (1 writer, ${p.alwaysRounds} turns)`, 'ops/s', async (s) => cell(always[s], 'opsPerSec'));
   }
 
   if (args.only.has('get') || args.only.has('list')) {

@@ -13,6 +13,7 @@ import { dropCaches, keyOf, progress, rng, runOps, valueOf } from './bench-workl
 
 export type Job =
   | { job: 'put'; system: SystemName; mode: Durability; count: number; concurrency: number; capMs: number }
+  | { job: 'put-slices'; system: SystemName; mode: Durability }
   | { job: 'reads'; system: SystemName; keys: number; gets: number; coldGets: number; scans: number; scanLen: number; capMs: number; list: boolean; get: boolean }
   | { job: 'reclaim'; system: SystemName; keys: number }
   | { job: 'keydir-load'; dir: string; keys: number }
@@ -44,6 +45,50 @@ async function putJob(j: Extract<Job, { job: 'put' }>): Promise<JobResult> {
     const r = await runOps(`${j.system} put ${j.mode}`, j.count, j.concurrency, j.capMs, (i) => kv.put(keyOf(i), valueOf(i, VALUE)));
     await kv.close();
     return { opsPerSec: r.opsPerSec, ops: r.done, ms: r.ms };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Puts by time slices, one writer: the store is opened once; each IPC message `{ slice: ms }`
+ * runs awaited puts for that long and answers `{ slice: { ops, ms } }`; `{ end: true }` closes
+ * it and ends the job with the totals. The parent hands slices to the systems in turn, so each
+ * sees the same spells of load (see bench-engine.ts, put sync always).
+ */
+async function putSlicesJob(j: Extract<Job, { job: 'put-slices' }>): Promise<JobResult> {
+  const dir = await tempDir();
+  try {
+    const kv = await openKv(j.system, dir, j.mode);
+    let i = 0;
+    let ops = 0;
+    let ms = 0;
+    await new Promise<void>((resolve, reject) => {
+      process.on('message', (m: { slice?: number; end?: boolean }) => {
+        if (m.end) {
+          process.removeAllListeners('message'); // lets the IPC channel go: the job can end
+          resolve();
+          return;
+        }
+        void (async () => {
+          const t0 = performance.now();
+          const until = t0 + (m.slice ?? 0);
+          let n = 0;
+          while (performance.now() < until) {
+            await kv.put(keyOf(i), valueOf(i, VALUE));
+            i++;
+            n++;
+          }
+          const dt = performance.now() - t0;
+          ops += n;
+          ms += dt;
+          process.send?.({ slice: { ops: n, ms: dt } });
+        })().catch(reject);
+      });
+      process.send?.({ ready: true });
+    });
+    await kv.close();
+    return { opsPerSec: ops / (ms / 1000), ops, ms };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -250,6 +295,8 @@ async function run(j: Job): Promise<JobResult> {
   switch (j.job) {
     case 'put':
       return putJob(j);
+    case 'put-slices':
+      return putSlicesJob(j);
     case 'reads':
       return readsJob(j);
     case 'reclaim':
