@@ -15,7 +15,7 @@
 import fs from 'node:fs';
 import fc from 'fast-check';
 import { open, KvError, nodeFileIo, type EngineOptions, type FileIo } from '../../../src/index.js';
-import { keyOf, valueOf, type CCmd, type COpts, type CSubOp } from './crash-spec.js';
+import { keyOf, SENTINEL, valueOf, type CCmd, type COpts, type CSubOp } from './crash-spec.js';
 import {
   applyAck, checkReplay, cmdArb, cmdStr, fail, optsArb, reconcile, type Eng, type InFlight, type Line, type M,
 } from './crash.js';
@@ -248,6 +248,18 @@ export async function runFaultModel(opts: COpts, steps: Step[], dir: string, log
       if (e.poisoned === null) {
         // failed, not poisoned: nothing changed
         await reconcile(m, e, null, `${what} (failed with ${res.lines.map((l) => l.msg).join(' / ')}, not poisoned)`);
+        // ... and the engine stays usable: a write goes through now the fault is gone
+        const n1 = m.ns.get('n1');
+        if (n1 !== undefined) {
+          const v = Buffer.from(`probe${i}`);
+          const r = await attempt(() => e.put('n1', SENTINEL, v));
+          if (!r.ok) fail(`${what}: not poisoned, but a write after the failure: ${r.err.message}`);
+          const rev = r.v as number;
+          if (rev <= m.maxRev) fail(`${what}: probe put got revision ${rev}, not above ${m.maxRev}`);
+          m.maxRev = rev;
+          n1.keys.set(SENTINEL.toString('hex'), { value: v, rev });
+          n1.history.push({ type: 'put', key: SENTINEL, rev, value: v });
+        }
         continue;
       }
       // poisoned: writes fail E_POISONED, reads work; a clean reopen decides the failed command
