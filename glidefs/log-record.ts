@@ -202,6 +202,11 @@ function checkRecordShape(j: unknown, kind: number): void {
   if (kind === KIND_CHECKPOINT) {
     const m = r.meta as Record<string, unknown> | null;
     if (m === null || typeof m !== 'object' || typeof m.name !== 'string' || !nat(m.sizeBytes) || typeof m.family !== 'string') throw new Error('meta is malformed');
+    // a checkpoint names each block of its volume once (restore inserts them as the block map's rows)
+    const nblocks = (m.sizeBytes as number) / (SECTOR_SIZE * SECTORS_PER_BLOCK);
+    if (!Number.isInteger(nblocks) || nblocks < 1) throw new Error('meta.sizeBytes is not a whole number of blocks');
+    if (!blocks.every((b) => (b as [number])[0] < nblocks)) throw new Error('blocks names a block past the volume');
+    if (new Set(blocks.map((b) => (b as [number])[0])).size !== blocks.length) throw new Error('blocks names a block index twice');
     return;
   }
   const sectors = r.sectors;
