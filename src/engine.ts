@@ -506,23 +506,42 @@ export class KvEngine implements Engine {
         throw new KvError('E_NAMESPACE_NOT_EMPTY', `namespace ${JSON.stringify(ns)} is not empty (use force)`);
       }
       await this.meta.recordDrop(ns, this.log.revision);
-      st.dropped = true;
       let done!: () => void;
       const dropped = new Promise<void>((resolve) => (done = resolve));
-      this.dropping.set(ns, dropped); // in the same tick as the delete: a create sees one or the other
-      this.namespaces.delete(ns);
+      this.dropping.set(ns, dropped); // before the delete: a create waits for the drop, then sees one or the other
       try {
+        // A drop that fails changes nothing (the namespace stays, with its keys; only its history
+        // through now is compacted): the namespace goes from memory only once its directory is
+        // out of ns/ durably. Its descriptors stay open until then (a rename keeps them valid).
+        const trash = path.join(this.dir, TRASH_DIR);
+        const dest = path.join(trash, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
+        try {
+          await this.io.mkdir(trash);
+          await this.io.rename(st.dir, dest);
+        } catch (err) {
+          throw ioError(`drop ${ns}`, err);
+        }
+        try {
+          await this.io.fsyncDir(path.join(this.dir, NS_DIR));
+        } catch (err) {
+          // not durable: move it back and report; if even that fails, the namespace's files are in
+          // trash/ (emptied on open): stop taking writes rather than acknowledge writes into it
+          const back = await this.io.rename(dest, st.dir).then(() => null, (e2: unknown) => e2);
+          if (back !== null) {
+            this.namespaces.delete(ns);
+            st.dropped = true;
+            this.log.poison(new KvError('E_POISONED', `writes are disabled: the drop of namespace ${JSON.stringify(ns)} ` +
+              `could not be made durable (${errnoOf(err)}) nor undone (${errnoOf(back)}); reopen the engine`, { cause: err }), []);
+          }
+          throw ioError(`drop ${ns}`, err);
+        }
+        st.dropped = true;
+        this.namespaces.delete(ns);
         if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
         st.active = null;
         for (const s of st.segments.values()) this.fds.evict(s.path);
-        const trash = path.join(this.dir, TRASH_DIR);
-        await this.io.mkdir(trash);
-        const dest = path.join(trash, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
-        await this.io.rename(st.dir, dest);
-        await this.io.fsyncDir(path.join(this.dir, NS_DIR));
-        await this.io.rm(dest);
-      } catch (err) {
-        throw ioError(`drop ${ns}`, err);
+        // the drop is durable; what is left in trash/ goes on the next open
+        await this.io.rm(dest).catch((err) => this.warn(`drop ${ns}: removing ${dest} failed (${errnoOf(err)}); it goes on the next open`, err));
       } finally {
         this.dropping.delete(ns);
         done();

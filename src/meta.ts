@@ -242,10 +242,20 @@ export class MetaStore {
    */
   async recordDrop(ns: string, revision: number): Promise<void> {
     // the revision high-water mark first: the namespace's records may carry the highest revisions
+    const before = { compacted: this.meta.compacted[ns], obsolete: this.meta.obsolete?.[ns] };
     this.meta.revision = Math.max(this.meta.revision, revision);
     this.meta.compacted[ns] = revision;
     if (this.meta.obsolete !== undefined) delete this.meta.obsolete[ns];
-    await this.writer.write();
+    try {
+      await this.writer.write();
+    } catch (err) {
+      // the drop fails and changes nothing: a later meta write must not drop the obsolete list
+      // of a namespace that is still there (its segments would never be deleted on open)
+      if (before.compacted === undefined) delete this.meta.compacted[ns];
+      else this.meta.compacted[ns] = before.compacted;
+      if (before.obsolete !== undefined) this.meta.obsolete = { ...this.meta.obsolete, [ns]: before.obsolete };
+      throw err;
+    }
   }
 
   /**

@@ -242,7 +242,8 @@ export async function runFaultModel(opts: COpts, steps: Step[], dir: string, log
         }
         applyAck(m, c, l, res.ifRev, startMax, what);
       }
-      if (c.t === 'reclaim' && undecided.length > 0) m.ceil = Math.max(m.ceil, m.maxRev);
+      // a failed reclaim or drop may have compacted history (the namespace stays)
+      if ((c.t === 'reclaim' || c.t === 'drop') && res.lines.some((l) => l.ok === 0)) m.ceil = Math.max(m.ceil, m.maxRev);
       if (c.t === 'reopen' && undecided.length > 0) continue;
       if (undecided.length === 0 && e.poisoned === null) continue;
       if (e.poisoned === null) {
