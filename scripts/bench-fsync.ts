@@ -15,12 +15,14 @@
  *            and the cache are deleted and `glidekv restore` rebuilds the
  *            catalog from the store alone: its time, the log records and bytes
  *            it read; every volume is read back and compared.
+ * The 1-minute load average before and after the samples is printed and kept
+ * (a shared machine: compare runs made at like load).
  * Env: BENCH_FSYNC_N (default 500). JSON: bench-results/fsync.json.
  */
 import { execFile } from 'node:child_process';
 import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -72,6 +74,7 @@ async function benchFsync(m: MinioServer, root: string) {
       const stats = async () => JSON.parse(await g('volume', 'stats', 'lat', '--json')) as { logPuts: number; logBytes: number; uploads: number; uploadedBytes: number };
       const c0 = await mc.read(bucket);
       const s0 = await stats();
+      const load0 = loadavg()[0];
       const t0 = performance.now();
       const buf = randomBytes(4096);
       const samples: number[] = [];
@@ -103,6 +106,8 @@ async function benchFsync(m: MinioServer, root: string) {
         minioPuts: traffic.puts,
         glidefsPuts: ownPuts,
         seconds: r2(wallS),
+        /** 1-minute load average before and after the samples (the machine is shared: compare runs at like load) */
+        load: [r2(load0), r2(loadavg()[0])],
       };
     } finally {
       closeSync(fd);
@@ -156,7 +161,7 @@ async function main() {
     console.log(`bench:fsync: ${N} x (4 KiB write + fsync) through device + ext4, MinIO ${m.endpoint}`);
     const fsync = await benchFsync(m, root);
     console.log(
-      `  fsync latency: p50 ${fsync.p50Ms} ms, p90 ${fsync.p90Ms} ms, p99 ${fsync.p99Ms} ms, max ${fsync.maxMs} ms, mean ${fsync.meanMs} ms`,
+      `  fsync latency: p50 ${fsync.p50Ms} ms, p90 ${fsync.p90Ms} ms, p99 ${fsync.p99Ms} ms, max ${fsync.maxMs} ms, mean ${fsync.meanMs} ms (load average ${fsync.load[0]} -> ${fsync.load[1]})`,
     );
     console.log(
       `  per fsync: ${fsync.putsPerFsync} MinIO PUTs / ${fsync.bytesPerFsync} bytes (v3 bucket counters), glidefs ${fsync.glidefsPutsPerFsync} PUTs / ${fsync.glidefsBytesPerFsync} bytes (catalog: log + block uploads); totals MinIO ${fsync.minioPuts}, glidefs ${fsync.glidefsPuts} over ${fsync.seconds} s (MinIO also counts the lease renewals, 1 per 10 s)`,
