@@ -170,7 +170,11 @@ export function defaultCacheSize(dir: string, blockSize = 131072): number {
   return Math.max(MIN_CACHE_BYTES, Math.floor(want / blockSize) * blockSize);
 }
 
-function encodeHeader(slotCount: number, blockSize: number, blockCount: number, bootId: Buffer): Buffer {
+/** Byte 40 of the format-3 header: flags. Bit 0: a catch-up is owed (an open after a reboot dropped dirty blocks; cleared once the volume caught up with its log). */
+export const HEADER_FLAGS = 40;
+const FLAG_CATCH_UP_OWED = 1;
+
+function encodeHeader(slotCount: number, blockSize: number, blockCount: number, bootId: Buffer, owed = false): Buffer {
   const h = Buffer.alloc(SLOTS_HEADER);
   SLOTS_MAGIC.copy(h, 0);
   h.writeUInt32LE(CACHE_FORMAT_VERSION, 8);
@@ -178,6 +182,7 @@ function encodeHeader(slotCount: number, blockSize: number, blockCount: number, 
   h.writeUInt32LE(blockSize, 16);
   h.writeUInt32LE(blockCount, 20);
   bootId.copy(h, HEADER_BOOT_ID);
+  h[HEADER_FLAGS] = owed ? FLAG_CATCH_UP_OWED : 0;
   h.writeUInt32LE(headerCheck(h), HEADER_CRC);
   return h;
 }
@@ -192,6 +197,8 @@ interface SlotTable {
   states: Uint8Array;
   /** the boot the table was last opened in (16 zero bytes: unknown) */
   bootId: Buffer;
+  /** a catch-up with the log is owed before the catalog's view may be served (header flag) */
+  owed: boolean;
   /** the format version read (a table of another version is rewritten at open) */
   version: number;
 }
@@ -213,7 +220,7 @@ function decodeTable(raw: Buffer, path: string): SlotTable {
   }
   if (version === 2) return decodeV2(raw, path);
   if (version !== CACHE_FORMAT_VERSION) throw GlideFsError.CORRUPT(`cache slot table ${path} has unknown format version ${version}`);
-  if (raw.length < SLOTS_HEADER || raw.readUInt32LE(HEADER_CRC) !== headerCheck(raw) || !raw.subarray(40, HEADER_CRC).equals(Buffer.alloc(HEADER_CRC - 40))) {
+  if (raw.length < SLOTS_HEADER || raw.readUInt32LE(HEADER_CRC) !== headerCheck(raw) || (raw[HEADER_FLAGS] & ~FLAG_CATCH_UP_OWED) !== 0 || !raw.subarray(HEADER_FLAGS + 1, HEADER_CRC).equals(Buffer.alloc(HEADER_CRC - HEADER_FLAGS - 1))) {
     throw GlideFsError.CORRUPT(`cache slot table ${path}: its header fails its check`);
   }
   const slotCount = raw.readUInt32LE(12);
@@ -240,6 +247,7 @@ function decodeTable(raw: Buffer, path: string): SlotTable {
     blocks,
     states,
     bootId: Buffer.from(raw.subarray(HEADER_BOOT_ID, HEADER_BOOT_ID + 16)),
+    owed: (raw[HEADER_FLAGS] & FLAG_CATCH_UP_OWED) !== 0,
     version,
   };
 }
@@ -265,12 +273,12 @@ function decodeV2(raw: Buffer, path: string): SlotTable {
     const st = raw[o + 4];
     states[s] = st === STATE_DIRTY ? STATE_DIRTY_SYNCED : st === STATE_DIRTY_SYNCED ? 0xff : st;
   }
-  return { slotCount, blockSize: raw.readUInt32LE(16), blockCount: raw.readUInt32LE(20), blocks, states, bootId: NO_BOOT, version: 2 };
+  return { slotCount, blockSize: raw.readUInt32LE(16), blockCount: raw.readUInt32LE(20), blocks, states, bootId: NO_BOOT, owed: false, version: 2 };
 }
 
 function encodeTable(t: SlotTable): Buffer {
   const buf = Buffer.alloc(SLOTS_HEADER + t.slotCount * SLOT_ENTRY);
-  encodeHeader(t.slotCount, t.blockSize, t.blockCount, t.bootId).copy(buf, 0);
+  encodeHeader(t.slotCount, t.blockSize, t.blockCount, t.bootId, t.owed).copy(buf, 0);
   for (let s = 0; s < t.slotCount; s++) {
     const o = SLOTS_HEADER + s * SLOT_ENTRY;
     const b = t.states[s] === 0 ? 0 : t.blocks[s];
@@ -351,6 +359,8 @@ export class VolumeCache {
   readonly distrusted: number;
   /** True when the table was last opened in another boot of this machine. */
   readonly rebooted: boolean;
+  private owed: boolean;
+  private readonly header: { slotCount: number; blockSize: number; blockCount: number; bootId: Buffer };
   /** per slot: block index + 1 (0 = free) and state (0 while a slot is being filled; 3 = dirty + synced) */
   private readonly slotBlock: Uint32Array;
   private readonly slotState: Uint8Array;
@@ -377,6 +387,8 @@ export class VolumeCache {
     this.dir = dir;
     this.distrusted = distrusted;
     this.rebooted = rebooted;
+    this.owed = t.owed;
+    this.header = { slotCount: t.slotCount, blockSize: t.blockSize, blockCount: t.blockCount, bootId: t.bootId };
     this.bootKnown = bootKnown;
     this.disk3 = new Uint8Array(t.slotCount);
     this.blockCount = t.blockCount;
@@ -445,7 +457,7 @@ export class VolumeCache {
     } else {
       rmSync(dataPath, { force: true });
       closeSync(openSync(dataPath, 'w', 0o600));
-      t = { slotCount, blockSize, blockCount, blocks: new Uint32Array(slotCount), states: new Uint8Array(slotCount), bootId: bootId ?? NO_BOOT, version: CACHE_FORMAT_VERSION };
+      t = { slotCount, blockSize, blockCount, blocks: new Uint32Array(slotCount), states: new Uint8Array(slotCount), bootId: bootId ?? NO_BOOT, owed: false, version: CACHE_FORMAT_VERSION };
       writeAtomic(dir, 'slots', encodeTable(t));
     }
     const me = bootId ?? NO_BOOT;
@@ -462,6 +474,10 @@ export class VolumeCache {
       }
     }
     t.bootId = me;
+    if (distrusted > 0 && !t.owed) {
+      t.owed = true; // until the volume has caught up with its log, also across a failed open and the next one
+      changed = true;
+    }
     t.version = CACHE_FORMAT_VERSION;
     const dataFd = openSync(dataPath, existsSync(dataPath) ? 'r+' : 'w+', 0o600);
     try {
@@ -506,6 +522,24 @@ export class VolumeCache {
     if (s === undefined) return STATE_NONE;
     const st = this.slotState[s];
     return st === STATE_DIRTY_SYNCED ? STATE_DIRTY : st;
+  }
+
+  /**
+   * True while a catch-up with the volume's log is owed: an open after a
+   * reboot dropped dirty blocks, and the catalog may lack records whose
+   * commit the power took (their blocks must not be served from it).
+   */
+  get catchUpOwed(): boolean {
+    return this.owed;
+  }
+
+  /** The volume caught up with its log: clears the owed flag in the header (pwrite + fdatasync). */
+  caughtUp(): void {
+    if (!this.owed || this.closed) return;
+    const h = this.header;
+    writeAllSync(this.slotsFd, encodeHeader(h.slotCount, h.blockSize, h.blockCount, h.bootId, false), 0);
+    this.syncTable();
+    this.owed = false;
   }
 
   /** Dirty blocks whose bytes are synced to the local disk (state 3). */
@@ -858,7 +892,7 @@ function resize(t: SlotTable, dir: string, dataFd: number, n: number): SlotTable
     }
     if (moved > 0) fdatasyncPath(dataFd, join(dir, 'blocks'));
   }
-  const out: SlotTable = { slotCount: n, blockSize: t.blockSize, blockCount: t.blockCount, blocks, states, bootId: t.bootId, version: CACHE_FORMAT_VERSION };
+  const out: SlotTable = { slotCount: n, blockSize: t.blockSize, blockCount: t.blockCount, blocks, states, bootId: t.bootId, owed: t.owed, version: CACHE_FORMAT_VERSION };
   writeAtomic(dir, 'slots', encodeTable(out));
   if (fstatSync(dataFd).size > n * t.blockSize) {
     ftruncateSync(dataFd, n * t.blockSize);
@@ -898,7 +932,7 @@ function migrateV1(dir: string, blockCount: number, blockSize: number, slotCount
     );
   }
   // format 1 trusted its dirty blocks after any restart: they stay trusted (dirty + synced; their bytes are fdatasync'd below)
-  const t: SlotTable = { slotCount, blockSize, blockCount, blocks: new Uint32Array(slotCount), states: new Uint8Array(slotCount), bootId: currentBootId() ?? NO_BOOT, version: CACHE_FORMAT_VERSION };
+  const t: SlotTable = { slotCount, blockSize, blockCount, blocks: new Uint32Array(slotCount), states: new Uint8Array(slotCount), bootId: currentBootId() ?? NO_BOOT, owed: false, version: CACHE_FORMAT_VERSION };
   const dataPath = join(dir, 'blocks');
   const out = openSync(dataPath, 'w', 0o600); // leftovers of a migration cut short are rewritten
   try {

@@ -485,11 +485,13 @@ export class OpenVolume implements Volume, FlushSource {
     return this.chain(async () => {
       try {
         await catchUp(this);
+        this.cache.caughtUp();
       } catch (err) {
         // the store is unreachable now: open anyway (the cache serves reads), catch up before the first append;
-        // not after a reboot that dropped unsynced dirty blocks: their acknowledged bytes may be in records the
-        // catalog lost with the power (a sectors-only commit is not fsynced), so reads must wait for the catch-up
-        if (!(err instanceof GlideFsError && err.retryable) || this.cache.distrusted > 0) throw err;
+        // not while the cache owes a catch-up (an open after a reboot dropped unsynced dirty blocks, FORMAT.md
+        // "Reboot"): their acknowledged bytes may be in records the catalog lost with the power (a sectors-only
+        // commit is not fsynced), so the open fails until the catch-up succeeds (this open's or a later one's)
+        if (!(err instanceof GlideFsError && err.retryable) || this.cache.catchUpOwed) throw err;
         this.catchUpDeferred = true;
       }
     });
