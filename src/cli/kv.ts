@@ -360,22 +360,25 @@ function registerReclaim(kv: Command): void {
   engineFlags(
     kv
       .command('reclaim')
-      .description('Compact now: copy live records into new segments and drop the old ones.')
+      .description('Compact now: copy the live records of segments that are at least half garbage (the reclaim policy) into new segments and drop those segments.')
       .argument('<dir>', 'data directory')
+      .option('--full', 'every segment, mostly live or not (afterwards the log holds live records only)')
       .option('--json', 'print {relocatedBytes, segmentsRemoved, durationMs}'),
   )
     .addHelpText(
       'after',
       `
-Separated values (blobs) are not copied, only their 16-byte pointers.
+Separated values (blobs) are not copied, only their 16-byte pointers. Mostly-live
+segments stay where they are (on a block device, copying a record uploads it
+again): see "Reclaim policy" in src/FORMAT.md.
 
 Examples:
   glidekv kv reclaim ./data
-  glidekv kv reclaim ./data --json
+  glidekv kv reclaim ./data --full --json
 ${EXIT_CODES}`,
     )
-    .action(async (dir: string, o: EngineFlags & { json?: boolean }) => {
-      const r = await withEngine(dir, o, (e) => e.reclaim());
+    .action(async (dir: string, o: EngineFlags & { json?: boolean; full?: boolean }) => {
+      const r = await withEngine(dir, o, (e) => e.reclaim({ full: o.full === true }));
       if (o.json) printJson(r);
       else process.stdout.write(`relocated ${r.relocatedBytes} bytes, removed ${r.segmentsRemoved} segments in ${Math.round(r.durationMs)} ms\n`);
     });
