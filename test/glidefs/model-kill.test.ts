@@ -367,7 +367,7 @@ function planFor(aops: AOp[], permille: number, land: boolean, maxLogRecords: nu
   mkdirSync(join(root, 'objects'), { recursive: true });
   const ops = concrete(aops);
   const est = ops.reduce((n, o) => n + REQS[o.t], 0) + 4;
-  const killAt = 1 + Math.floor((permille / 1000) * est);
+  const killAt = 1 + Math.floor((permille / 1000) * est * 0.6); // the estimate is high: most plans end by then
   return { objects: join(root, 'objects'), catalog: join(root, 'catalog.db'), cache: join(root, 'cache'), maxLogRecords, killAt, land, ops };
 }
 
