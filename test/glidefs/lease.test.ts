@@ -156,7 +156,8 @@ it('a lease of a holder on another machine is refused until it expires, then tak
 it('a holder cut off past its expiry: the newcomer takes over, the old holder is fenced (at its lease renewal, or at its next flush); nothing acknowledged is lost', async () => {
   const { root, store } = setup();
   const stuck = new StuckRenewals(store);
-  const a = await openFs(stuck, root, 'a', 600);
+  // a 3 s lease: B's first open (after a restore) falls inside it even on a loaded machine (600 ms did not, at load 20)
+  const a = await openFs(stuck, root, 'a', 3000);
   await a.createVolume('v', 8 * 131072);
   const va = await a.openVolume('v');
   for (let k = 0; k < 3; k++) {
@@ -167,7 +168,7 @@ it('a holder cut off past its expiry: the newcomer takes over, the old holder is
   await restoreCatalog(store, '', join(root, 'b.db'));
   const b = await openFs(store, root, 'b', 600);
   await expect(b.openVolume('v')).rejects.toThrow(/E_LEASED/);
-  await new Promise((r) => setTimeout(r, 700));
+  await new Promise((r) => setTimeout(r, 3100));
   const vb = await b.openVolume('v'); // expired: taken over, log claimed
   for (let k = 0; k < 3; k++) expect((await vb.read(k * 4096, 4096)).equals(sector(k)), `A's ack ${k}`).toBe(true);
   await vb.write(65536, sector(50));
