@@ -16,10 +16,18 @@
  *                      each (--quick: 6 of 500 ms), the order rotated every turn, so that the
  *                      spells of load on a shared machine fall on all of them alike; ops/s = its
  *                      slices' puts ÷ its slices' time
- *   get      random gets of loaded keys, one at a time: hot (every key read once before; in the page
- *            cache) and cold (after close + reopen, then `echo 3 > /proc/sys/vm/drop_caches`; needs root)
+ *   get      random gets of loaded keys (200k), one at a time, awaited: hot (every key read once
+ *            before; in the page cache) and cold (after close + reopen, then `echo 3 >
+ *            /proc/sys/vm/drop_caches`; needs root; the first 20,000 random gets, capped at 15 s)
  *   list     range scans of 10,000 keys from random start keys, keys only (glidekv list() reads no
  *            values; lmdb getKeys; level keys() iterator); keys/s
+ *            get and list by turns too: each system loads its keys once, in its own process, all
+ *            three side by side; then hot gets take 24 turns of 250 ms per system, list 16, and
+ *            after every store is closed, reopened and the cache dropped (once all reopened), cold
+ *            gets take turns of 250 ms until each system did its 20,000 (--quick: 4 turns of
+ *            200 ms, 500 cold gets, 5k keys); order rotated every turn; ops/s (keys/s) = its
+ *            slices' gets (keys) ÷ its slices' time. Run one system after another, each met a
+ *            different spell of load minutes apart
  *   reclaim  load N keys, overwrite each once (half the bytes dead), compact: glidekv reclaim()
  *            relocatedBytes / wall time; level compactRange over everything, live table bytes
  *            after / wall time (LevelDB reports no byte count); lmdb: n/a (B-tree, no compaction)
@@ -44,7 +52,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
-import type { Job, JobResult } from './lib/bench-engine-worker.js';
+import type { Job, JobResult, SliceMsg } from './lib/bench-engine-worker.js';
 import type { SystemName } from './lib/bench-kv-adapters.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -88,7 +96,7 @@ function parseArgs(argv: string[]): Args {
 
 const FULL = {
   put: { none: 200_000, batch: 200_000, always: 20_000, capMs: 15_000, alwaysCapMs: 8_000, alwaysRounds: 32 },
-  reads: { keys: 200_000, gets: 200_000, coldGets: 20_000, scans: 50, scanLen: 10_000, capMs: 15_000 },
+  reads: { keys: 200_000, coldGets: 20_000, scanLen: 10_000, capMs: 15_000, hotTurns: 24, listTurns: 16, sliceMs: 250 },
   reclaimKeys: 200_000,
   keydirKeys: 1_000_000,
   large: [
@@ -98,7 +106,7 @@ const FULL = {
 };
 const QUICK: typeof FULL = {
   put: { none: 3000, batch: 3000, always: 300, capMs: 3000, alwaysCapMs: 3000, alwaysRounds: 6 },
-  reads: { keys: 5000, gets: 5000, coldGets: 500, scans: 10, scanLen: 1000, capMs: 3000 },
+  reads: { keys: 5000, coldGets: 500, scanLen: 1000, capMs: 3000, hotTurns: 4, listTurns: 4, sliceMs: 200 },
   reclaimKeys: 5000,
   keydirKeys: 20_000,
   large: [
@@ -150,28 +158,29 @@ function runJob(job: Job): Promise<JobResult> {
   });
 }
 
+type SliceAnswer = { slice?: { ops: number; ms: number; keys?: number; left?: number }; prepared?: boolean };
+interface SlicedWorker { s: SystemName; send: (m: SliceMsg) => Promise<SliceAnswer>; done: Promise<JobResult> }
+
 /**
- * Puts from one writer per system, by turns: every system's store is opened in its own worker
- * process (job 'put-slices'), then each turn gives each system one slice of `sliceMs` (order
- * rotated per turn). A system whose worker fails gets its error as the cell.
+ * Starts one worker process per system for a sliced job ('put-slices', 'read-slices') and waits
+ * until every one is ready (store open and loaded); they get ready side by side. A worker that
+ * fails answers `{}` to every later message, and its error becomes its result.
  */
-async function putSlices(systems: SystemName[], mode: 'always', turns: number, sliceMs: number):
-  Promise<Partial<Record<SystemName, JobResult>>> {
-  const out: Partial<Record<SystemName, JobResult>> = {};
-  interface W { s: SystemName; send: (m: object) => Promise<{ slice?: { ops: number; ms: number } }>; done: Promise<JobResult> }
-  const workers: W[] = [];
-  for (const s of systems) {
-    const child = fork(WORKER, [JSON.stringify({ job: 'put-slices', system: s, mode } satisfies Job)], {
+async function startSliced(systems: SystemName[], mk: (s: SystemName) => Job): Promise<SlicedWorker[]> {
+  const workers = systems.map((s, idx): { w: SlicedWorker; ready: Promise<unknown> } => {
+    const child = fork(WORKER, [JSON.stringify(mk(s))], {
       cwd: ROOT,
       execArgv: ['--import', 'tsx', '--expose-gc'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    let waiting: ((m: { slice?: { ops: number; ms: number }; ready?: boolean }) => void) | null = null;
+    let waiting: ((m: SliceAnswer) => void) | null = null;
     let failed: string | undefined;
     let result: JobResult | undefined;
     const ready = new Promise<void>((res) => (waiting = () => res()));
-    child.on('message', (m: { slice?: { ops: number; ms: number }; ready?: boolean; result?: JobResult; error?: string }) => {
-      if (m.result) result = m.result;
+    child.on('message', (m: SliceAnswer & { ready?: boolean; result?: JobResult; error?: string; progress?: { label: string; done: number; total: number } }) => {
+      if (m.progress) {
+        if (idx === 0) showProgress(m.progress); // one bar: the first system's loading stands for all
+      } else if (m.result) result = m.result;
       else if (m.error) failed = m.error;
       else if (waiting !== null) {
         const w = waiting;
@@ -183,34 +192,90 @@ async function putSlices(systems: SystemName[], mode: 'always', turns: number, s
       if (waiting !== null) waiting({});
       res(result ?? { error: failed ?? `worker exited with ${signal ?? code}` });
     }));
-    await Promise.race([ready, done]);
-    workers.push({
-      s,
-      done,
-      send: (m) => new Promise((res) => {
-        if (child.exitCode !== null || child.signalCode !== null) return res({});
-        waiting = res;
-        child.send(m);
-      }),
+    const send = (m: SliceMsg): Promise<SliceAnswer> => new Promise((res) => {
+      if (child.exitCode !== null || child.signalCode !== null) return res({});
+      waiting = res;
+      child.send(m);
     });
-  }
-  for (let t = 0; t < turns; t++) {
-    for (let i = 0; i < workers.length; i++) {
-      const w = workers[(i + t) % workers.length];
-      showProgress({ label: `put ${mode}: turns (${workers.map((x) => x.s).join(', ')})`, done: t, total: turns });
-      await w.send({ slice: sliceMs });
-    }
-  }
+    return { w: { s, done, send }, ready: Promise.race([ready, done]) };
+  });
+  await Promise.all(workers.map((x) => x.ready));
+  stopBar();
+  return workers.map((x) => x.w);
+}
+
+function stopBar(): void {
   if (barLabel !== undefined) {
     bar.stop();
     barLabel = undefined;
   }
+}
+
+/**
+ * Turns: each turn hands every worker one slice of `sliceMs` of `phase`, one worker at a time
+ * (the others wait), the order rotated per turn. A worker is skipped once `stop` says so for it.
+ */
+async function turns(workers: SlicedWorker[], phase: NonNullable<SliceMsg['phase']>, n: number, sliceMs: number,
+  stop: (s: SystemName, a: SliceAnswer) => boolean = () => false): Promise<void> {
+  const out = new Set<SystemName>();
+  for (let t = 0; t < n && out.size < workers.length; t++) {
+    for (let i = 0; i < workers.length; i++) {
+      const w = workers[(i + t) % workers.length];
+      if (out.has(w.s)) continue;
+      showProgress({ label: `${phase}: turns (${workers.map((x) => x.s).join(', ')})`, done: t, total: n });
+      const a = await w.send({ phase, slice: sliceMs });
+      if (!a.slice || stop(w.s, a)) out.add(w.s);
+    }
+  }
+  stopBar();
+}
+
+/** Ends the sliced workers; a system whose worker failed gets its error as the cell. */
+async function endSliced(workers: SlicedWorker[], what: string): Promise<Partial<Record<SystemName, JobResult>>> {
+  const out: Partial<Record<SystemName, JobResult>> = {};
   for (const w of workers) {
     w.send({ end: true }).catch(() => {});
     out[w.s] = await w.done;
-    if (out[w.s]!.error) process.stderr.write(`bench-engine: put ${mode} (${w.s}): ${out[w.s]!.error}\n`);
+    if (out[w.s]!.error) process.stderr.write(`bench-engine: ${what} (${w.s}): ${out[w.s]!.error}\n`);
   }
   return out;
+}
+
+/**
+ * Puts from one writer per system, by turns: every system's store is opened in its own worker
+ * process (job 'put-slices'), then each turn gives each system one slice of `sliceMs` (order
+ * rotated per turn).
+ */
+async function putSlices(systems: SystemName[], mode: 'always', n: number, sliceMs: number):
+  Promise<Partial<Record<SystemName, JobResult>>> {
+  const workers = await startSliced(systems, (s) => ({ job: 'put-slices', system: s, mode }));
+  await turns(workers, 'put', n, sliceMs);
+  return endSliced(workers, `put ${mode}`);
+}
+
+/**
+ * Gets and list by turns (job 'read-slices'): each system loads its keys once in its own worker,
+ * side by side; then hot gets, list and (after every store was closed, reopened and the page
+ * cache dropped) cold gets, each phase by turns like put always. Cold turns go on until every
+ * system did its `coldGets` gets or spent `capMs` in cold slices.
+ */
+async function readSlices(systems: SystemName[], r: (typeof FULL)['reads'], get: boolean, list: boolean):
+  Promise<Partial<Record<SystemName, JobResult>>> {
+  const workers = await startSliced(systems, (s) => ({ job: 'read-slices', system: s, keys: r.keys, coldGets: r.coldGets, scanLen: r.scanLen, get, list }));
+  if (get) await turns(workers, 'hot', r.hotTurns, r.sliceMs);
+  if (list) await turns(workers, 'list', r.listTurns, r.sliceMs);
+  if (get) {
+    // cold as before: closed, reopened, then the page cache dropped (a drop is global: the last
+    // one, after every store reopened, leaves all of them cold)
+    for (const w of workers) await w.send({ prepare: 'cold' });
+    const spent = new Map<SystemName, number>();
+    // each cold slice but a system's last lasts >= sliceMs: capMs / sliceMs turns are enough
+    await turns(workers, 'cold', Math.ceil(r.capMs / r.sliceMs), r.sliceMs, (s, a) => {
+      spent.set(s, (spent.get(s) ?? 0) + (a.slice?.ms ?? 0));
+      return (a.slice?.left ?? 0) <= 0 || spent.get(s)! >= r.capMs;
+    });
+  }
+  return endSliced(workers, 'reads');
 }
 
 /** Runs a job; a failure becomes the cell text instead of ending the whole run. */
@@ -299,17 +364,14 @@ async function main(): Promise<void> {
   }
 
   if (args.only.has('get') || args.only.has('list')) {
-    const reads: Partial<Record<SystemName, JobResult>> = {};
-    for (const s of systems) {
-      reads[s] = await tryJob({ job: 'reads', system: s, ...cfg.reads, get: args.only.has('get'), list: args.only.has('list') });
-      raw[`reads-${s}`] = reads[s] as JobResult;
-    }
+    const reads = await readSlices(systems, cfg.reads, args.only.has('get'), args.only.has('list'));
+    for (const s of systems) raw[`reads-${s}`] = reads[s] ?? { error: 'no result' };
     const from = async (s: SystemName, f: string): Promise<Cell> => cell(reads[s], f);
     if (args.only.has('get')) {
-      await perSystem('get 100 B, hot (page cache)', 'ops/s', (s) => from(s, 'getHotOpsPerSec'));
-      await perSystem('get 100 B, cold (caches dropped)', 'ops/s', (s) => from(s, 'getColdOpsPerSec'));
+      await perSystem(`get 100 B, hot (page cache, ${cfg.reads.hotTurns} turns)`, 'ops/s', (s) => from(s, 'getHotOpsPerSec'));
+      await perSystem('get 100 B, cold (caches dropped, by turns)', 'ops/s', (s) => from(s, 'getColdOpsPerSec'));
     }
-    if (args.only.has('list')) await perSystem(`list (scans of ${cfg.reads.scanLen.toLocaleString('en-US')} keys)`, 'keys/s', (s) => from(s, 'listKeysPerSec'));
+    if (args.only.has('list')) await perSystem(`list (scans of ${cfg.reads.scanLen.toLocaleString('en-US')} keys, ${cfg.reads.listTurns} turns)`, 'keys/s', (s) => from(s, 'listKeysPerSec'));
   }
 
   if (args.only.has('reclaim')) {

@@ -14,7 +14,7 @@ import { dropCaches, keyOf, progress, rng, runOps, valueOf } from './bench-workl
 export type Job =
   | { job: 'put'; system: SystemName; mode: Durability; count: number; concurrency: number; capMs: number }
   | { job: 'put-slices'; system: SystemName; mode: Durability }
-  | { job: 'reads'; system: SystemName; keys: number; gets: number; coldGets: number; scans: number; scanLen: number; capMs: number; list: boolean; get: boolean }
+  | { job: 'read-slices'; system: SystemName; keys: number; coldGets: number; scanLen: number; get: boolean; list: boolean }
   | { job: 'reclaim'; system: SystemName; keys: number }
   | { job: 'keydir-load'; dir: string; keys: number }
   | { job: 'keydir-measure'; dir: string; keys: number }
@@ -50,6 +50,34 @@ async function putJob(j: Extract<Job, { job: 'put' }>): Promise<JobResult> {
   }
 }
 
+/** A message from the parent to a sliced job (see bench-engine.ts, turns()). */
+export interface SliceMsg {
+  /** run this phase's ops for `slice` ms (at least one op), answer `{ slice: { ops, ms, keys?, left? } }` */
+  slice?: number;
+  phase?: 'put' | 'hot' | 'list' | 'cold';
+  /** read-slices: close + reopen the store, fsync its files, drop the page cache; answer `{ prepared }` */
+  prepare?: 'cold';
+  end?: boolean;
+}
+
+/**
+ * Serves a sliced job: announces `{ ready: true }`, then answers each message with what
+ * `handle` returns, one at a time, until `{ end: true }`.
+ */
+async function serveSlices(handle: (m: SliceMsg) => Promise<object>): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    process.on('message', (m: SliceMsg) => {
+      if (m.end) {
+        process.removeAllListeners('message'); // lets the IPC channel go: the job can end
+        resolve();
+        return;
+      }
+      handle(m).then((a) => process.send?.(a), reject);
+    });
+    process.send?.({ ready: true });
+  });
+}
+
 /**
  * Puts by time slices, one writer: the store is opened once; each IPC message `{ slice: ms }`
  * runs awaited puts for that long and answers `{ slice: { ops, ms } }`; `{ end: true }` closes
@@ -63,29 +91,19 @@ async function putSlicesJob(j: Extract<Job, { job: 'put-slices' }>): Promise<Job
     let i = 0;
     let ops = 0;
     let ms = 0;
-    await new Promise<void>((resolve, reject) => {
-      process.on('message', (m: { slice?: number; end?: boolean }) => {
-        if (m.end) {
-          process.removeAllListeners('message'); // lets the IPC channel go: the job can end
-          resolve();
-          return;
-        }
-        void (async () => {
-          const t0 = performance.now();
-          const until = t0 + (m.slice ?? 0);
-          let n = 0;
-          while (performance.now() < until) {
-            await kv.put(keyOf(i), valueOf(i, VALUE));
-            i++;
-            n++;
-          }
-          const dt = performance.now() - t0;
-          ops += n;
-          ms += dt;
-          process.send?.({ slice: { ops: n, ms: dt } });
-        })().catch(reject);
-      });
-      process.send?.({ ready: true });
+    await serveSlices(async (m) => {
+      const t0 = performance.now();
+      const until = t0 + (m.slice ?? 0);
+      let n = 0;
+      while (performance.now() < until) {
+        await kv.put(keyOf(i), valueOf(i, VALUE));
+        i++;
+        n++;
+      }
+      const dt = performance.now() - t0;
+      ops += n;
+      ms += dt;
+      return { slice: { ops: n, ms: dt } };
     });
     await kv.close();
     return { opsPerSec: ops / (ms / 1000), ops, ms };
@@ -94,48 +112,74 @@ async function putSlicesJob(j: Extract<Job, { job: 'put-slices' }>): Promise<Job
   }
 }
 
-async function readsJob(j: Extract<Job, { job: 'reads' }>): Promise<JobResult> {
+/**
+ * Gets and list by time slices. Before `{ ready }`: load `keys` keys (sync none), close, reopen,
+ * and (for gets) read every key once, so the hot gets find it in the page cache. Then per slice:
+ *   hot   random gets of loaded keys (seed 7), one at a time;
+ *   list  scans of `scanLen` keys from random start keys (seed 11), whole scans (at least one);
+ *   cold  random gets (seed 13) until `coldGets` of them are done over all cold slices, after
+ *         `{ prepare: 'cold' }` closed and reopened the store and dropped the page cache
+ *         (`left` in the answer: cold gets still to do; 0 = done).
+ * The totals per phase come back with `{ end }`: ops/s (keys/s for list) = ops ÷ slice time.
+ */
+async function readSlicesJob(j: Extract<Job, { job: 'read-slices' }>): Promise<JobResult> {
   const dir = await tempDir();
-  const out: JobResult = {};
   try {
     let kv = await openKv(j.system, dir, 'none');
     await loadKeys(kv, j.keys, `${j.system} load ${j.keys} keys`);
     await kv.close();
     kv = await openKv(j.system, dir, 'none');
+    if (j.get) await runOps(`${j.system} warm`, j.keys, 1, 600_000, (i) => kv.get(keyOf(i)));
+    const rnd = { hot: rng(7), list: rng(11), cold: rng(13) };
+    const tot = { hot: { ops: 0, ms: 0 }, list: { ops: 0, ms: 0, keys: 0 }, cold: { ops: 0, ms: 0 } };
+    let coldLeft = j.coldGets;
+    let dropped = true;
+    const get = async (r: () => number): Promise<void> => {
+      const v = await kv.get(keyOf(Math.floor(r() * j.keys)));
+      if (!v) throw new Error('bench: a loaded key is missing');
+    };
+    await serveSlices(async (m) => {
+      if (m.prepare === 'cold') {
+        await kv.close();
+        kv = await openKv(j.system, dir, 'none');
+        dropped = dropCaches(dir);
+        return { prepared: dropped };
+      }
+      const phase = m.phase as 'hot' | 'list' | 'cold';
+      const t0 = performance.now();
+      const until = t0 + (m.slice ?? 0);
+      let n = 0;
+      let keys = 0;
+      do {
+        if (phase === 'list') keys += await kv.scan(keyOf(Math.floor(rnd.list() * j.keys)), j.scanLen);
+        else if (phase === 'hot') await get(rnd.hot);
+        else if (coldLeft > 0) {
+          await get(rnd.cold);
+          coldLeft--;
+        } else break;
+        n++;
+      } while (performance.now() < until);
+      const dt = performance.now() - t0;
+      tot[phase].ops += n;
+      tot[phase].ms += dt;
+      if (phase === 'list') tot.list.keys += keys;
+      return { slice: { ops: n, ms: dt, keys, left: coldLeft } };
+    });
+    await kv.close();
+    const out: JobResult = {};
     if (j.get) {
-      const r = rng(7);
-      // Warm: read every key once, then measure random gets.
-      await runOps(`${j.system} warm`, j.keys, 1, j.capMs, (i) => kv.get(keyOf(i)));
-      const hot = await runOps(`${j.system} get hot`, j.gets, 1, j.capMs, async () => {
-        const v = await kv.get(keyOf(Math.floor(r() * j.keys)));
-        if (!v) throw new Error('bench: a loaded key is missing');
-      });
-      out.getHotOpsPerSec = hot.opsPerSec;
+      out.getHotOpsPerSec = tot.hot.ops / (tot.hot.ms / 1000);
+      out.getHotOps = tot.hot.ops;
+      out.getHotMs = tot.hot.ms;
+      out.getColdOpsPerSec = dropped ? tot.cold.ops / (tot.cold.ms / 1000) : 'n/a (cannot drop caches: not root)';
+      out.getColdOps = tot.cold.ops;
+      out.getColdMs = tot.cold.ms;
     }
     if (j.list) {
-      const r = rng(11);
-      let keysRead = 0;
-      const scan = await runOps(`${j.system} list ${j.scanLen}`, j.scans, 1, j.capMs, async () => {
-        const n = await kv.scan(keyOf(Math.floor(r() * j.keys)), j.scanLen);
-        keysRead += n;
-      });
-      out.listKeysPerSec = keysRead / (scan.ms / 1000);
-      out.listScansPerSec = scan.opsPerSec;
-    }
-    await kv.close();
-    if (j.get) {
-      kv = await openKv(j.system, dir, 'none');
-      if (dropCaches(dir)) {
-        const r = rng(13);
-        const cold = await runOps(`${j.system} get cold`, j.coldGets, 1, j.capMs, async () => {
-          const v = await kv.get(keyOf(Math.floor(r() * j.keys)));
-          if (!v) throw new Error('bench: a loaded key is missing');
-        });
-        out.getColdOpsPerSec = cold.opsPerSec;
-      } else {
-        out.getColdOpsPerSec = 'n/a (cannot drop caches: not root)';
-      }
-      await kv.close();
+      out.listKeysPerSec = tot.list.keys / (tot.list.ms / 1000);
+      out.listScansPerSec = tot.list.ops / (tot.list.ms / 1000);
+      out.listKeys = tot.list.keys;
+      out.listMs = tot.list.ms;
     }
     return out;
   } finally {
@@ -297,8 +341,8 @@ async function run(j: Job): Promise<JobResult> {
       return putJob(j);
     case 'put-slices':
       return putSlicesJob(j);
-    case 'reads':
-      return readsJob(j);
+    case 'read-slices':
+      return readSlicesJob(j);
     case 'reclaim':
       return reclaimJob(j);
     case 'keydir-load':
