@@ -482,7 +482,14 @@ export class KvEngine implements Engine {
         await this.io.fsyncDir(path.join(this.dir, NS_DIR));
       } catch (err) {
         if (st.active !== null) await this.io.close(st.active.fd).catch(() => {});
-        await this.io.rm(st.dir).catch(() => {}); // no half-made namespace after a restart
+        // no half-made namespace after a reopen: if its directory cannot be removed, the next open
+        // finds it (an empty namespace, as if the create had succeeded): the outcome of this create
+        // is then unknown, so stop taking writes rather than report a create that may come back
+        const left = await this.io.rm(st.dir).then(() => null, (e2: unknown) => e2);
+        if (left !== null) {
+          this.log.poison(new KvError('E_POISONED', `writes are disabled: the create of namespace ${JSON.stringify(ns)} ` +
+            `failed (${errnoOf(err)}) and its directory could not be removed (${errnoOf(left)}); reopen the engine`, { cause: err }), []);
+        }
         throw ioError(`create namespace ${ns}`, err);
       }
       this.checkOpen();
