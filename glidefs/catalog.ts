@@ -28,7 +28,7 @@ import { BLOCK_SIZE, blockKey } from './block-key.js';
 import { KIND_CHECKPOINT, KIND_FLUSH, type LogRecord } from './log-record.js';
 import { pidAlive } from '../lib/pid-alive.js';
 
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -176,6 +176,16 @@ CREATE TABLE IF NOT EXISTS unapplied (
   PRIMARY KEY (key, volume_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS unapplied_volume ON unapplied (volume_id, seq);
+`;
+
+/**
+ * Schema version 5: `unapplied.noted_at` (ms since the epoch, the last time
+ * the note was written). gc drops the notes of a record that is not in the
+ * store once they are older than its grace period (FORMAT.md, "gc rule").
+ * Notes migrated from schema 4 count from the migration.
+ */
+const SCHEMA_V5 = `
+ALTER TABLE unapplied ADD COLUMN noted_at INTEGER NOT NULL DEFAULT 0;
 `;
 
 /** The DDL of schema versions 1 and 2, for migration tests (a catalog of an older glidekv). */
@@ -367,6 +377,10 @@ export class Catalog {
       }
       if (v < 3) this.db.exec(SCHEMA_V3);
       if (v < 4) this.db.exec(SCHEMA_V4);
+      if (v < 5) {
+        this.db.exec(SCHEMA_V5);
+        this.q('UPDATE unapplied SET noted_at = ?').run(Date.now());
+      }
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     }, true);
   }
@@ -502,9 +516,36 @@ export class Catalog {
   noteUnapplied(volumeId: number, seq: number, keys: string[]): void {
     if (keys.length === 0) return;
     this.immediate(() => {
-      const ins = this.q('INSERT OR IGNORE INTO unapplied (key, volume_id, seq) VALUES (?, ?, ?)');
-      for (const k of keys) ins.run(k, volumeId, seq);
+      const ins = this.q(
+        'INSERT INTO unapplied (key, volume_id, seq, noted_at) VALUES (?, ?, ?, ?) ON CONFLICT (key, volume_id, seq) DO UPDATE SET noted_at = excluded.noted_at',
+      );
+      const now = Date.now();
+      for (const k of keys) ins.run(k, volumeId, seq, now);
     });
+  }
+
+  /**
+   * gc (FORMAT.md, "gc rule"): the records notes wait for, one row per
+   * (volume, seq) with the newest `noted_at` of its notes.
+   */
+  unappliedRecords(): { volumeId: number; uuid: string; seq: number; notedAt: number }[] {
+    this.checkOpen();
+    return this.q(
+      'SELECT u.volume_id AS volumeId, v.uuid AS uuid, u.seq AS seq, MAX(u.noted_at) AS notedAt FROM unapplied u JOIN volumes v ON v.id = u.volume_id WHERE u.seq > v.log_seq GROUP BY u.volume_id, u.seq',
+    ).all() as { volumeId: number; uuid: string; seq: number; notedAt: number }[];
+  }
+
+  /**
+   * gc: drops the notes of the record at (`volumeId`, `seq`), which the
+   * store does not hold, if none was written after `cutoff` (checked again
+   * here: a flush retrying that seq renews them). Returns how many it dropped.
+   */
+  dropUnlanded(volumeId: number, seq: number, cutoff: number): number {
+    return this.immediate(() => {
+      const newest = this.q('SELECT MAX(noted_at) FROM unapplied WHERE volume_id = ? AND seq = ?').pluck().get(volumeId, seq) as number | null;
+      if (newest === null || newest > cutoff) return 0;
+      return this.q('DELETE FROM unapplied WHERE volume_id = ? AND seq = ?').run(volumeId, seq).changes;
+    }, true);
   }
 
   /** Drops the notes of records the volume's log has reached (applied, or replaced by another record at their seq). In a transaction. */

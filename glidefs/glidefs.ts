@@ -640,6 +640,10 @@ export class GlideFs {
       if (parseBlockKey(this.prefix, key)) listed.push(key);
     }
     const cutoff = Date.now() - graceMs;
+    // `unapplied` notes of a record that never landed (its PUT failed, or a crash came before it) and
+    // were written at least the grace period ago (a dead process's PUT may still land within it):
+    // dropped, so their keys are ordinary orphans. A record that is in the store keeps its notes.
+    if (!dryRun) await this.dropUnlandedNotes(cutoff, limit);
     // keys named by log records the catalog has not applied yet (a commit cut off): the next catch-up names them
     const unapplied = await keysPastCatalog(this.opsDeps);
     const candidates = this.catalog.unnamedKeys(listed).filter((k) => !unapplied.has(k));
@@ -675,6 +679,19 @@ export class GlideFs {
       dryRun,
       items,
     };
+  }
+
+  /** gc step 2 (FORMAT.md, "gc rule"): drops the `unapplied` notes of records absent from the store, noted before `cutoff`. */
+  private async dropUnlandedNotes(cutoff: number, limit: ReturnType<typeof pLimit>): Promise<void> {
+    const old = this.catalog.unappliedRecords().filter((r) => r.notedAt <= cutoff);
+    await Promise.all(
+      old.map((r) =>
+        limit(async () => {
+          if ((await this.store.head(logKey(this.prefix, r.uuid, r.seq))) !== null) return; // landed: the next catch-up applies it
+          this.catalog.dropUnlanded(r.volumeId, r.seq, cutoff);
+        }),
+      ),
+    );
   }
 
   /**
