@@ -536,15 +536,20 @@ export class Catalog {
   }
 
   /**
-   * gc: drops the notes of the record at (`volumeId`, `seq`), which the
-   * store does not hold, if none was written after `cutoff` (checked again
-   * here: a flush retrying that seq renews them). Returns how many it dropped.
+   * gc: drops the notes at (`volumeId`, `seq`) of keys not in `keep` (what
+   * the record the store holds at that seq names; empty when it holds none),
+   * if no note there was written after `cutoff` (checked again here: a flush
+   * retrying that seq renews them). Returns how many it dropped.
    */
-  dropUnlanded(volumeId: number, seq: number, cutoff: number): number {
+  dropUnlanded(volumeId: number, seq: number, cutoff: number, keep: ReadonlySet<string>): number {
     return this.immediate(() => {
       const newest = this.q('SELECT MAX(noted_at) FROM unapplied WHERE volume_id = ? AND seq = ?').pluck().get(volumeId, seq) as number | null;
       if (newest === null || newest > cutoff) return 0;
-      return this.q('DELETE FROM unapplied WHERE volume_id = ? AND seq = ?').run(volumeId, seq).changes;
+      const keys = this.q('SELECT key FROM unapplied WHERE volume_id = ? AND seq = ?').pluck().all(volumeId, seq) as string[];
+      const del = this.q('DELETE FROM unapplied WHERE key = ? AND volume_id = ? AND seq = ?');
+      let n = 0;
+      for (const k of keys) if (!keep.has(k)) n += del.run(k, volumeId, seq).changes;
+      return n;
     }, true);
   }
 

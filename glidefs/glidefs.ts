@@ -8,18 +8,18 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import { GlideFsError } from './errors.js';
 import type { ObjectStore } from './object-store.js';
-import { BLOCK_SIZE, blocksPrefix, normalizePrefix, parseBlockKey } from './block-key.js';
+import { BLOCK_SIZE, blockKey, blocksPrefix, normalizePrefix, parseBlockKey } from './block-key.js';
 import { Catalog, checkVolumeName, newOwner, type Owner, type VolumeRow } from './catalog.js';
 import { acquireLock, lockHolder, VolumeCache, volumeCacheDir } from './cache.js';
 import { DEFAULT_CHECKPOINT_POLICY, OpenVolume, type CheckpointPolicy, type Volume } from './volume.js';
-import { deleteObjects } from './volume-log.js';
+import { deleteObjects, readRecord } from './volume-log.js';
 import type { CheckpointResult } from './checkpoint.js';
 import { createVolumeInStore, deleteVolumeLog, forkInStore, writeDeleteRecord } from './volume-ops.js';
 import { gcLogs, keysPastCatalog } from './restore.js';
 import { leaseAtCatchUp } from './checkpoint.js';
 import { isGlideFsError } from './errors.js';
 import { checkNotLeased, DEFAULT_LEASE_MS, leaseKey, VolumeLease } from './lease.js';
-import { logKey } from './log-record.js';
+import { KIND_DELETE, logKey } from './log-record.js';
 import { ensureStoreOwner } from './store-marker.js';
 import { defaultCacheSize, MAX_VOLUME_BYTES, MIN_CACHE_BYTES } from './cache.js';
 import pLimit from 'p-limit';
@@ -681,14 +681,21 @@ export class GlideFs {
     };
   }
 
-  /** gc step 2 (FORMAT.md, "gc rule"): drops the `unapplied` notes of records absent from the store, noted before `cutoff`. */
+  /**
+   * gc step 2 (FORMAT.md, "gc rule"): drops the `unapplied` notes noted
+   * before `cutoff` of keys the record at their (volume, seq) does not name:
+   * all of them when the store holds no record there (its PUT failed or was
+   * never sent), the others when it holds one (the next catch-up applies it).
+   */
   private async dropUnlandedNotes(cutoff: number, limit: ReturnType<typeof pLimit>): Promise<void> {
     const old = this.catalog.unappliedRecords().filter((r) => r.notedAt <= cutoff);
     await Promise.all(
       old.map((r) =>
         limit(async () => {
-          if ((await this.store.head(logKey(this.prefix, r.uuid, r.seq))) !== null) return; // landed: the next catch-up applies it
-          this.catalog.dropUnlanded(r.volumeId, r.seq, cutoff);
+          const got = await readRecord(this.store, this.prefix, r.uuid, r.seq);
+          const keep = new Set<string>();
+          if (got !== null && got.rec.kind !== KIND_DELETE) for (const [i, h] of got.rec.blocks) if (h !== null) keep.add(blockKey(this.prefix, i, h));
+          this.catalog.dropUnlanded(r.volumeId, r.seq, cutoff, keep);
         }),
       ),
     );

@@ -445,8 +445,8 @@ describe('gc and the `unapplied` notes of a record that never landed (issue 11: 
   }
 
   /** A volume whose checkpoint folded a block into a new object and then failed at its record PUT; the catalog closed. */
-  async function failedCheckpoint(root: string, mem: MemoryStore): Promise<{ want: Buffer; folded: string[] }> {
-    const f = failingStore(mem);
+  async function failedCheckpoint(root: string, mem: MemoryStore, via: ObjectStore = mem): Promise<{ want: Buffer; folded: string[] }> {
+    const f = failingStore(via);
     const fs = await open(f.store, root, 'a.db', 'cache-a', false);
     await fs.createVolume('v', 2 * BS);
     const v = await fs.openVolume('v');
@@ -487,6 +487,36 @@ describe('gc and the `unapplied` notes of a record that never landed (issue 11: 
     expect((await r.read(0, 2 * BS)).equals(want)).toBe(true);
     await r.close();
     await again.close();
+  });
+
+  it('drops the notes of keys the record that landed at that seq does not name (another flush took the seq)', async () => {
+    // found on the model of the first fix (hunt seed 1034955840): the failed checkpoint's seq was taken by a
+    // later record (here a flush whose answer was lost), so a record was in the store at the notes' seq
+    const root = tmp();
+    const mem = new MemoryStore();
+    const l = losingStore(mem);
+    const { want, folded } = await failedCheckpoint(root, mem, l.store);
+    let fs = await open(l.store, root, 'a.db', 'cache-b', false);
+    let v = await fs.openVolume('v');
+    want.set(blockOf(12), 0);
+    await v.write(0, blockOf(12)); // a whole block: a new object, named by a flush record at the checkpoint's seq
+    const before = await keys(mem, 'blocks/');
+    l.loseNext();
+    await expect(v.flush()).rejects.toMatchObject({ code: 'E_STORE_TIMEOUT' });
+    const flushed = (await keys(mem, 'blocks/')).filter((k) => !before.includes(k));
+    expect(flushed).toHaveLength(1);
+    await v.close();
+    await fs.close();
+    fs = await open(mem, root, 'a.db', 'cache-c');
+    const gc = await fs.gc({ graceMs: 0 });
+    expect(gc.orphansDeleted).toBe(1); // the folded object; was 0
+    const now = await keys(mem, 'blocks/');
+    expect(now).not.toContain(folded[0]);
+    expect(now).toContain(flushed[0]);
+    v = await fs.openVolume('v'); // catch-up applies the flush record
+    expect((await v.read(0, 2 * BS)).equals(want)).toBe(true);
+    await v.close();
+    await fs.close();
   });
 
   it('keeps the object while its note is younger than the grace period (a dead process\'s PUT may still land)', async () => {
